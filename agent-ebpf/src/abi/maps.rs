@@ -1,0 +1,31 @@
+//! Map names and sizes. The kernel side declares each map with a static of the
+//! same name (the `#[map]` macro takes the identifier), the agent looks maps up
+//! by these constants.
+
+use super::assert_size;
+
+/// `HashMap<u32 tgid, Target>`: the processes whose events are reported.
+pub const MAP_TARGETS: &str = "TARGETS";
+/// `RingBuf`: process lifecycle events.
+pub const MAP_PROC_EVENTS: &str = "PROC_EVENTS";
+/// `PerCpuArray<u64>` indexed by [`crate::abi::EventKind`]: events dropped
+/// because the ring buffer was full.
+pub const MAP_LOST: &str = "LOST";
+
+/// Capacity of the target set (targets plus their descendant processes).
+pub const MAX_TARGETS: u32 = 8192;
+/// Size of the process-event ring buffer (a power of two, multiple of the page size).
+pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+/// Slots of the lost-event counter: one per event kind value.
+pub const LOST_SLOTS: u32 = 16;
+
+/// Value of the target map: which configured target a process belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// tgid of the configured (root) process; equals the key for a root.
+    pub root_tgid: u32,
+    /// Reserved, zero.
+    pub flags: u32,
+}
+assert_size!(Target, 8);

@@ -1,0 +1,29 @@
+//! Wire types shared by the kernel programs and the agent.
+//!
+//! Every struct is `#[repr(C)]` with explicit padding and a compile-time size
+//! check; kinds travel as plain `u32` and are converted with `TryFrom` on the
+//! user side, never transmuted.
+
+mod event;
+mod maps;
+mod offsets;
+mod programs;
+
+#[cfg(feature = "user")]
+mod user;
+
+pub use event::*;
+pub use maps::*;
+pub use offsets::*;
+pub use programs::*;
+
+#[cfg(feature = "user")]
+pub use user::*;
+
+/// Fails the build when a wire struct's size drifts from what both sides expect.
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+    };
+}
+pub(crate) use assert_size;

@@ -1,0 +1,3 @@
+//! One module per probe family.
+
+mod sched;

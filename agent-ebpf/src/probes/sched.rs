@@ -1,0 +1,90 @@
+//! Process lifecycle: keeps the target set (children join, exits leave) and
+//! reports it to the agent.
+//!
+//! `task:task_newtask` is used for creation rather than `sched_process_fork`
+//! because it carries `clone_flags`, so threads (CLONE_THREAD) are told from
+//! processes here, in the kernel, without a task_struct read.
+
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use pywats_agent_ebpf::abi::{EventKind, ProcEvent, Target, CLONE_THREAD};
+
+use crate::{
+    emit::{current, header, output, target_of},
+    globals::tp_offsets,
+    maps::{PROC_EVENTS, TARGETS},
+};
+
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let _ = try_newtask(&ctx);
+    0
+}
+
+fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current();
+    let Some(target) = target_of(tgid) else {
+        return Ok(());
+    };
+    let off = tp_offsets();
+    // SAFETY: offsets come from this kernel's tracepoint format.
+    let flags: u64 = unsafe { ctx.read_at(off.newtask_clone_flags as usize) }.map_err(i64::from)?;
+    if flags & CLONE_THREAD != 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    let child: i32 = unsafe { ctx.read_at(off.newtask_pid as usize) }.map_err(i64::from)?;
+    let child = child as u32;
+    let entry = Target { root_tgid: target.root_tgid, flags: 0 };
+    TARGETS.insert(&child, &entry, 0).map_err(i64::from)?;
+    output(
+        &PROC_EVENTS,
+        EventKind::ProcFork,
+        ProcEvent { header: header(EventKind::ProcFork, tgid, tid), root_tgid: target.root_tgid, child_tgid: child },
+    );
+    Ok(())
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (tgid, tid) = current();
+    if let Some(target) = target_of(tgid) {
+        output(
+            &PROC_EVENTS,
+            EventKind::ProcExec,
+            ProcEvent { header: header(EventKind::ProcExec, tgid, tid), root_tgid: target.root_tgid, child_tgid: tgid },
+        );
+    }
+    0
+}
+
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current();
+    let Some(target) = target_of(tgid) else {
+        return Ok(());
+    };
+    let off = tp_offsets();
+    let last_thread = if off.exit_group_dead != 0 {
+        // SAFETY: offset from this kernel's tracepoint format.
+        let dead: u8 = unsafe { ctx.read_at(off.exit_group_dead as usize) }.map_err(i64::from)?;
+        dead != 0
+    } else {
+        // Older kernels lack group_dead: the leader's exit stands for the process.
+        tid == tgid
+    };
+    if !last_thread {
+        return Ok(());
+    }
+    let _ = TARGETS.remove(&tgid);
+    output(
+        &PROC_EVENTS,
+        EventKind::ProcExit,
+        ProcEvent { header: header(EventKind::ProcExit, tgid, tid), root_tgid: target.root_tgid, child_tgid: tgid },
+    );
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Loads the embedded object, fills in this kernel's tracepoint offsets and
+//! attaches the programs.
+
+use std::path::Path;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use pywats_agent_ebpf::abi::{
+    Target, TracepointProgram, GLOBAL_TP_OFFSETS, MAP_LOST, MAP_PROC_EVENTS, MAP_TARGETS, SCHED_PROGRAMS,
+};
+
+use crate::{ebpf::format, error::AgentError};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pywats-agent-ebpf"));
+
+/// The kernel's target set (tgid → which configured target it belongs to).
+pub type TargetMap = HashMap<MapData, u32, Target>;
+
+/// Loaded programs. Dropping this detaches them all.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: Vec<&'static str>,
+}
+
+/// What the rest of the agent needs from a successful load.
+pub struct Loaded {
+    pub probes: Probes,
+    pub targets: TargetMap,
+    pub proc_events: RingBuf<MapData>,
+    pub lost: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// Names of the programs currently attached.
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// Attaches every program; the first refusal stops and is reported.
+    pub fn attach_all(&mut self) -> Result<(), AgentError> {
+        for tp in SCHED_PROGRAMS {
+            self.attach(tp)?;
+        }
+        Ok(())
+    }
+
+    fn attach(&mut self, tp: TracepointProgram) -> Result<(), AgentError> {
+        let err = |source: ProgramError| program_error(tp.program, source);
+        let program: &mut TracePoint =
+            self.ebpf.program_mut(tp.program).ok_or(AgentError::MissingProgram(tp.program))?.try_into().map_err(err)?;
+        program.load().map_err(err)?;
+        program.attach(tp.category, tp.name).map_err(err)?;
+        self.attached.push(tp.program);
+        tracing::debug!(program = tp.program, "attached {}:{}", tp.category, tp.name);
+        Ok(())
+    }
+}
+
+fn program_error(program: &'static str, source: ProgramError) -> AgentError {
+    let reason = match &source {
+        // The verifier log can be thousands of lines: keep its end, where the reason is.
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let text = verifier_log.to_string();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(12)..].join("\n  ");
+            format!("BPF_PROG_LOAD failed: {io_error}\n  verifier log (end):\n  {tail}")
+        }
+        other => crate::error::chain(other),
+    };
+    AgentError::Program { program, reason }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, AgentError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(AgentError::MissingMap(name))?;
+    T::try_from(map).map_err(|source| AgentError::Map { name, source })
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels that still charge BPF memory to it (< 5.11).
+fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Loads the object into the kernel (programs are not attached yet).
+pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
+    raise_memlock();
+    let offsets = format::tracepoint_offsets(tracefs)?;
+    tracing::debug!(?offsets, "tracepoint offsets");
+    let mut ebpf = EbpfLoader::new().override_global(GLOBAL_TP_OFFSETS, &offsets, true).load(OBJECT)?;
+    let targets = take(&mut ebpf, MAP_TARGETS)?;
+    let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
+    let lost = take(&mut ebpf, MAP_LOST)?;
+    Ok(Loaded { probes: Probes { ebpf, attached: Vec::new() }, targets, proc_events, lost })
+}

@@ -1,0 +1,10 @@
+//! Everything that touches the kernel: privileges, tracefs, loading and
+//! attaching the programs, reading their ring buffers.
+
+pub mod format;
+pub mod loader;
+pub mod privileges;
+pub mod reader;
+pub mod tracefs;
+
+pub use loader::{Probes, TargetMap};

@@ -1,0 +1,86 @@
+//! Health endpoints. Ready means: every program attached and every target alive.
+
+use std::time::SystemTime;
+
+use axum::{extract::State, http::StatusCode, Json};
+use pywats_agent_ebpf::abi::EventKind;
+use serde_json::{json, Value};
+
+use crate::http::server::Shared;
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// Why the agent is not ready; empty when it is.
+fn problems(s: &Shared) -> Vec<String> {
+    let mut out = Vec::new();
+    let attached = s.status.programs_attached.read().expect("status lock").len();
+    if attached < s.status.programs_expected {
+        out.push(format!("{attached} of {} programs attached", s.status.programs_expected));
+    }
+    for t in s.targets.read().expect("targets lock").iter().filter(|t| !t.alive) {
+        out.push(format!("target {} (pid {}) has exited", t.name, t.pid));
+    }
+    out
+}
+
+pub async fn live() -> &'static str {
+    "ok\n"
+}
+
+pub async fn ready(State(s): State<Shared>) -> (StatusCode, String) {
+    let problems = problems(&s);
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".into())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; ")))
+    }
+}
+
+pub async fn summary(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
+    let problems = problems(&s);
+    let code = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if problems.is_empty() { "healthy" } else { "unhealthy" };
+    (code, Json(json!({ "status": status, "problems": problems })))
+}
+
+pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
+    let problems = problems(&s);
+    let code = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let now = SystemTime::now();
+    let targets: Vec<Value> = s
+        .targets
+        .read()
+        .expect("targets lock")
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "pid": t.pid,
+                "alive": t.alive,
+                "exe": t.exe,
+                "children": t.children.iter().collect::<Vec<_>>(),
+                "exited_at": t.exited_at.map(unix),
+            })
+        })
+        .collect();
+    let seen: serde_json::Map<String, Value> = EventKind::ALL
+        .iter()
+        .map(|k| (k.name().to_string(), json!(s.metrics.events.with_label_values(&[k.name()]).get())))
+        .collect();
+    let lost: serde_json::Map<String, Value> =
+        s.lost.totals().into_iter().map(|(kind, n)| (kind.name().to_string(), json!(n))).collect();
+    let body = json!({
+        "status": if problems.is_empty() { "healthy" } else { "unhealthy" },
+        "problems": problems,
+        "version": env!("CARGO_PKG_VERSION"),
+        "start_time": unix(s.status.started),
+        "uptime_seconds": now.duration_since(s.status.started).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        "kernel_release": s.status.kernel_release,
+        "targets": targets,
+        "programs_attached": *s.status.programs_attached.read().expect("status lock"),
+        "events": { "seen": seen, "lost": lost },
+    });
+    (code, Json(body))
+}

@@ -1,0 +1,84 @@
+//! Routes, request accounting and graceful shutdown.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use axum::{
+    extract::{MatchedPath, Request, State},
+    http::{header, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+
+use crate::{
+    error::AgentError,
+    http::health,
+    metrics::{LostEvents, Metrics},
+    proc::Targets,
+};
+
+/// Facts about the agent itself, for health.
+pub struct AgentStatus {
+    pub started: SystemTime,
+    pub kernel_release: String,
+    pub programs_expected: usize,
+    pub programs_attached: RwLock<Vec<&'static str>>,
+}
+
+/// What the handlers read. Cloning is cheap.
+#[derive(Clone)]
+pub struct Shared {
+    pub targets: Arc<RwLock<Targets>>,
+    pub metrics: Arc<Metrics>,
+    pub lost: Arc<LostEvents>,
+    pub status: Arc<AgentStatus>,
+}
+
+async fn metrics(State(s): State<Shared>) -> Response {
+    ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], s.metrics.render()).into_response()
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "not found: try /metrics or /health\n")
+}
+
+/// Counts every request by route (never the raw path: unknown paths are
+/// `other`, so a scanner cannot grow the label set) and status code.
+async fn count(State(s): State<Shared>, request: Request, next: Next) -> Response {
+    let path =
+        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "other".into());
+    let response = next.run(request).await;
+    s.metrics.http_requests.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
+    response
+}
+
+pub fn router(shared: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health::summary))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/details", get(health::details))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(shared.clone(), count))
+        .with_state(shared)
+}
+
+/// Binds `addr` and serves until `shutdown` completes.
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Listen { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    tracing::info!("serving /metrics and /health on http://{local}");
+    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

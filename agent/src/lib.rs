@@ -1,0 +1,11 @@
+//! pywats-agent: Prometheus metrics of an unmodified pyWATS client, from eBPF
+//! probes and procfs. The binary is `main.rs`; tests use this library.
+
+pub mod app;
+pub mod cli;
+pub mod ebpf;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod metrics;
+pub mod proc;

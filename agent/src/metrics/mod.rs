@@ -1,0 +1,98 @@
+//! The agent's registry and its own `pywats_agent_*` metrics. Each component
+//! registers its collectors here and keeps cheap handles to what it updates.
+
+mod lost;
+mod ratelimit;
+
+use std::time::SystemTime;
+
+use prometheus::{core::Collector, Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+pub use lost::LostEvents;
+pub use ratelimit::RateLimitedLog;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events: IntCounterVec,
+    pub decode_errors: IntCounterVec,
+    pub programs_attached: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub collector_errors: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+impl Metrics {
+    pub fn new(start: SystemTime) -> Metrics {
+        let registry = Registry::new();
+        let build_info =
+            IntGaugeVec::new(Opts::new("pywats_agent_build_info", "Build of the running agent."), &["version"])
+                .expect("valid metric definition");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let start_time =
+            IntGauge::new("pywats_agent_start_time_seconds", "Start time of the agent, seconds since the epoch.")
+                .expect("valid metric definition");
+        start_time.set(start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+        let metrics = Metrics {
+            events: counter("pywats_agent_events_total", "Events received from the kernel, by kind.", &["kind"]),
+            decode_errors: counter(
+                "pywats_agent_event_decode_errors_total",
+                "Ring-buffer records that could not be decoded, by reason.",
+                &["reason"],
+            ),
+            programs_attached: IntGauge::new("pywats_agent_programs_attached", "eBPF programs currently attached.")
+                .expect("valid metric definition"),
+            http_requests: counter(
+                "pywats_agent_http_requests_total",
+                "Requests to the agent's own endpoints, by path and status code.",
+                &["path", "code"],
+            ),
+            collector_errors: counter(
+                "pywats_agent_collector_errors_total",
+                "Failed reads of a collector (the scrape goes on without them).",
+                &["collector"],
+            ),
+            registry,
+        };
+        metrics.register(Box::new(build_info));
+        metrics.register(Box::new(start_time));
+        metrics.register(Box::new(metrics.events.clone()));
+        metrics.register(Box::new(metrics.decode_errors.clone()));
+        metrics.register(Box::new(metrics.programs_attached.clone()));
+        metrics.register(Box::new(metrics.http_requests.clone()));
+        metrics.register(Box::new(metrics.collector_errors.clone()));
+        metrics
+    }
+
+    /// Registers a component's collector. Names are fixed in code, so a clash is a bug.
+    pub fn register(&self, c: Box<dyn Collector>) {
+        self.registry.register(c).expect("metric names are unique");
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding into memory");
+        String::from_utf8(buf).expect("text encoder writes UTF-8")
+    }
+
+    pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_self_metrics() {
+        let m = Metrics::new(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1700000000));
+        m.events.with_label_values(&["proc_fork"]).inc();
+        let text = m.render();
+        assert!(text.contains("pywats_agent_start_time_seconds 1700000000"), "{text}");
+        assert!(text.contains("pywats_agent_events_total{kind=\"proc_fork\"} 1"), "{text}");
+        assert!(text.contains(&format!("pywats_agent_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+        assert_eq!(TextEncoder::new().format_type(), "text/plain; version=0.0.4");
+    }
+}

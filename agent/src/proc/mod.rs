@@ -1,0 +1,7 @@
+//! Targets: which processes are watched, their children, and their procfs gauges.
+
+pub mod sampler;
+pub mod targets;
+pub mod tree;
+
+pub use targets::{TargetState, Targets};

@@ -1,0 +1,180 @@
+//! The agent's view of its targets: each configured process, the descendants
+//! that joined it, and whether it is still alive.
+
+use std::{collections::BTreeSet, time::SystemTime};
+
+use crate::{error::AgentError, proc::tree::ResolvedPid};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetState {
+    /// The `target` label.
+    pub name: String,
+    /// The configured process.
+    pub pid: u32,
+    pub exe: String,
+    pub alive: bool,
+    /// Live descendant processes attributed to this target.
+    pub children: BTreeSet<u32>,
+    pub exited_at: Option<SystemTime>,
+}
+
+/// All targets. Few per agent, so a vector searched linearly.
+#[derive(Debug, Default)]
+pub struct Targets {
+    targets: Vec<TargetState>,
+}
+
+/// What an event changed, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    ChildJoined {
+        target: String,
+        child: u32,
+    },
+    ChildLeft {
+        target: String,
+        child: u32,
+    },
+    TargetExited {
+        target: String,
+        pid: u32,
+    },
+    Exec {
+        target: String,
+        pid: u32,
+    },
+    /// An event for a process this agent does not know (e.g. already removed).
+    Unknown,
+}
+
+/// Names targets: the n-th `--target-name` for the n-th pid, else the process
+/// name, made unique with `-2`, `-3`… in the order given.
+pub fn name_targets(pids: &[ResolvedPid], names: &[String]) -> Result<Vec<String>, AgentError> {
+    if names.len() > pids.len() {
+        return Err(AgentError::TooManyNames { names: names.len(), pids: pids.len() });
+    }
+    let mut out: Vec<String> = Vec::with_capacity(pids.len());
+    for (i, p) in pids.iter().enumerate() {
+        let name = match names.get(i) {
+            Some(n) => {
+                if out.contains(n) {
+                    return Err(AgentError::DuplicateName(n.clone()));
+                }
+                n.clone()
+            }
+            None => {
+                let base = if p.comm.is_empty() { "target".to_string() } else { p.comm.clone() };
+                let mut candidate = base.clone();
+                let mut k = 2;
+                while out.contains(&candidate) || names.contains(&candidate) {
+                    candidate = format!("{base}-{k}");
+                    k += 1;
+                }
+                candidate
+            }
+        };
+        out.push(name);
+    }
+    Ok(out)
+}
+
+impl Targets {
+    pub fn new(resolved: &[ResolvedPid], names: &[String]) -> Targets {
+        let targets = resolved
+            .iter()
+            .zip(names)
+            .map(|(p, name)| TargetState {
+                name: name.clone(),
+                pid: p.pid,
+                exe: p.exe.clone(),
+                alive: true,
+                children: BTreeSet::new(),
+                exited_at: None,
+            })
+            .collect();
+        Targets { targets }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &TargetState> {
+        self.targets.iter()
+    }
+
+    pub fn all_alive(&self) -> bool {
+        self.targets.iter().all(|t| t.alive)
+    }
+
+    fn by_root(&mut self, root: u32) -> Option<&mut TargetState> {
+        self.targets.iter_mut().find(|t| t.pid == root && t.alive)
+    }
+
+    pub fn add_child(&mut self, root: u32, child: u32) -> Change {
+        match self.by_root(root) {
+            Some(t) => {
+                if t.children.insert(child) {
+                    Change::ChildJoined { target: t.name.clone(), child }
+                } else {
+                    Change::Unknown
+                }
+            }
+            None => Change::Unknown,
+        }
+    }
+
+    /// A process of the target set exited: a child leaves, the root ends its target.
+    pub fn exited(&mut self, root: u32, pid: u32) -> Change {
+        let Some(t) = self.by_root(root) else {
+            return Change::Unknown;
+        };
+        if pid == root {
+            t.alive = false;
+            t.exited_at = Some(SystemTime::now());
+            t.children.clear();
+            Change::TargetExited { target: t.name.clone(), pid }
+        } else if t.children.remove(&pid) {
+            Change::ChildLeft { target: t.name.clone(), child: pid }
+        } else {
+            Change::Unknown
+        }
+    }
+
+    pub fn exec(&mut self, root: u32, pid: u32, exe: String) -> Change {
+        let Some(t) = self.by_root(root) else {
+            return Change::Unknown;
+        };
+        if pid == root {
+            t.exe = exe;
+        }
+        Change::Exec { target: t.name.clone(), pid }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(pid: u32, comm: &str) -> ResolvedPid {
+        ResolvedPid { pid, comm: comm.into(), exe: format!("/usr/bin/{comm}") }
+    }
+
+    #[test]
+    fn names_default_to_comm_and_are_unique() {
+        let pids = [pid(1, "python3"), pid(2, "python3"), pid(3, "svc")];
+        assert_eq!(name_targets(&pids, &[]).unwrap(), ["python3", "python3-2", "svc"]);
+        assert_eq!(name_targets(&pids, &["station".into()]).unwrap(), ["station", "python3", "svc"]);
+        assert!(matches!(name_targets(&pids[..1], &["a".into(), "b".into()]), Err(AgentError::TooManyNames { .. })));
+        assert!(matches!(name_targets(&pids[..2], &["a".into(), "a".into()]), Err(AgentError::DuplicateName(_))));
+    }
+
+    #[test]
+    fn children_join_and_leave_and_root_exit_ends_target() {
+        let mut t = Targets::new(&[pid(10, "py")], &["py".into()]);
+        assert_eq!(t.add_child(10, 11), Change::ChildJoined { target: "py".into(), child: 11 });
+        assert_eq!(t.add_child(10, 11), Change::Unknown);
+        assert_eq!(t.add_child(99, 12), Change::Unknown);
+        assert_eq!(t.exited(10, 11), Change::ChildLeft { target: "py".into(), child: 11 });
+        assert!(t.all_alive());
+        assert_eq!(t.exited(10, 10), Change::TargetExited { target: "py".into(), pid: 10 });
+        assert!(!t.all_alive());
+        assert_eq!(t.add_child(10, 13), Change::Unknown);
+    }
+}

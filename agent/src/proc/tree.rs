@@ -1,0 +1,84 @@
+//! Reading the process tree from procfs: resolving configured pids and finding
+//! the descendants a target already had when the agent started.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::Path,
+};
+
+use procfs::process::{all_processes_with_root, Process};
+
+use crate::error::AgentError;
+
+/// A configured target as found in procfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedPid {
+    pub pid: u32,
+    /// Kernel process name (`comm`).
+    pub comm: String,
+    /// Executable path, empty when unreadable (e.g. a kernel thread).
+    pub exe: String,
+}
+
+/// Checks that `pid` is a live process (its main thread) and reads its identity.
+pub fn resolve(proc_root: &Path, pid: u32) -> Result<ResolvedPid, AgentError> {
+    let process = Process::new_with_root(proc_root.join(pid.to_string())).map_err(|_| AgentError::NoSuchPid(pid))?;
+    let stat = process.stat().map_err(|_| AgentError::NoSuchPid(pid))?;
+    // /proc/<tid> of a non-leader thread also exists; only a process (tgid) is a target.
+    let status = process.status().map_err(|_| AgentError::NoSuchPid(pid))?;
+    if status.tgid != pid as i32 || stat.state == 'Z' {
+        return Err(AgentError::NoSuchPid(pid));
+    }
+    let exe = process.exe().map(|p| p.display().to_string()).unwrap_or_default();
+    Ok(ResolvedPid { pid, comm: stat.comm, exe })
+}
+
+/// Executable path of `pid`, empty when unreadable.
+pub fn exe_of(proc_root: &Path, pid: u32) -> String {
+    std::fs::read_link(proc_root.join(pid.to_string()).join("exe")).map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+/// All live descendants of `root` (children, grandchildren, …).
+pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<u32> {
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(all) = all_processes_with_root(proc_root) {
+        for process in all.flatten() {
+            if let Ok(stat) = process.stat() {
+                children.entry(stat.ppid as u32).or_default().push(stat.pid as u32);
+            }
+        }
+    }
+    let mut found = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(pid) = stack.pop() {
+        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            if found.insert(child) {
+                stack.push(child);
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_self_and_rejects_missing() {
+        let me = std::process::id();
+        let r = resolve(Path::new("/proc"), me).unwrap();
+        assert_eq!(r.pid, me);
+        assert!(!r.comm.is_empty());
+        assert!(matches!(resolve(Path::new("/proc"), u32::MAX - 1), Err(AgentError::NoSuchPid(_))));
+    }
+
+    #[test]
+    fn finds_a_child() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let found = descendants(Path::new("/proc"), std::process::id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()));
+    }
+}
