@@ -19,7 +19,7 @@ pub fn current() -> (u32, u32) {
 #[inline(always)]
 pub fn target_of(tgid: u32) -> Option<Target> {
     // SAFETY: the value is copied out at once.
-    unsafe { TARGETS.get(&tgid) }.copied()
+    unsafe { TARGETS.get(tgid) }.copied()
 }
 
 /// A header for an event of the current task.

@@ -1,1 +1,42 @@
-fn main() {}
+//! Developer commands: `cargo xtask setup | build | run | test`.
+
+mod build;
+mod cmd;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "pywats-agent developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent; every other command runs it).
+    Setup,
+    /// Build the eBPF programs and the agent (release).
+    Build,
+    /// Build, then run the agent (as root) against a process.
+    Run(run::RunArgs),
+    /// Unit tests, then the root integration tests against the real kernel.
+    Test(test::TestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    // bpf-linker lives in cargo's bin directory; nested builds must find it.
+    std::env::set_var("PATH", setup::path_with_cargo_bin());
+    match Cli::parse().command {
+        Command::Setup => setup::setup().map(|_| ()),
+        Command::Build => {
+            let env = setup::setup()?;
+            build::agent(&env).map(|_| ())
+        }
+        Command::Run(args) => run::run(args),
+        Command::Test(args) => test::test(args),
+    }
+}

@@ -35,7 +35,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let child: i32 = unsafe { ctx.read_at(off.newtask_pid as usize) }.map_err(i64::from)?;
     let child = child as u32;
     let entry = Target { root_tgid: target.root_tgid, flags: 0 };
-    TARGETS.insert(&child, &entry, 0).map_err(i64::from)?;
+    TARGETS.insert(child, entry, 0).map_err(i64::from)?;
     output(
         &PROC_EVENTS,
         EventKind::ProcFork,
@@ -80,7 +80,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if !last_thread {
         return Ok(());
     }
-    let _ = TARGETS.remove(&tgid);
+    let _ = TARGETS.remove(tgid);
     output(
         &PROC_EVENTS,
         EventKind::ProcExit,

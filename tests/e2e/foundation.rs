@@ -1,0 +1,242 @@
+//! Foundation: the agent loads the real programs, follows real processes and
+//! its numbers equal what /proc says. Run as root through `cargo xtask test`.
+
+use std::time::Duration;
+
+use pywats_agent_tests::{
+    agent::{run_to_end, Agent},
+    http, proc,
+    py::Py,
+    wait_for,
+};
+
+const SETTLE: Duration = Duration::from_secs(10);
+
+fn pid_arg(pid: u32) -> String {
+    pid.to_string()
+}
+
+/// Threads and memory equal /proc, CPU of an idle process is near zero, the
+/// info metric names the pid; the pid comes from the environment variable.
+#[test]
+fn gauges_match_proc_for_an_idle_process() {
+    let py = Py::start("procs.py", &["sleeper"]);
+    let pid = py.pid();
+    let agent = Agent::start_with(
+        {
+            let mut c = std::process::Command::new(pywats_agent_tests::agent::bin());
+            c.env("PYWATS_AGENT_PID", pid_arg(pid)).env("PYWATS_AGENT_TARGET_NAME", "station-1");
+            c
+        },
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_threads = proc::status_field(pid, "Threads").unwrap();
+    let rss_kb = proc::status_field(pid, "VmRSS").unwrap();
+    let fds = proc::open_fds(pid);
+    let m = agent.scrape();
+    let t = [("target", "station-1")];
+
+    let threads = m.get("pywats_process_threads", &t).expect("threads gauge");
+    assert_eq!(threads, before_threads as f64);
+    assert_eq!(threads, 8.0, "main thread + 7 idle threads");
+
+    let memory = m.get("pywats_process_memory_bytes", &t).expect("memory gauge");
+    let truth = (rss_kb * 1024) as f64;
+    assert!((memory - truth).abs() <= truth * 0.01, "memory {memory} vs VmRSS {truth}");
+    assert!(memory >= 200.0 * 1024.0 * 1024.0, "the 200 MiB touched are resident: {memory}");
+
+    let cpu = m.get("pywats_process_cpu_percent", &t).expect("cpu gauge");
+    assert!(cpu < 2.0, "idle process cpu {cpu}%");
+    assert_eq!(m.get("pywats_process_open_fds", &t), Some(fds as f64));
+    assert!(m.get("pywats_process_cpu_seconds_total", &t).is_some());
+    let start = m.get("pywats_process_start_time_seconds", &t).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(start <= now && start > now - 120.0, "start time {start} vs now {now}");
+    assert_eq!(m.get("pywats_target_info", &[("target", "station-1"), ("pid", &pid_arg(pid))]), Some(1.0));
+    assert_eq!(m.get("pywats_target_processes", &t), Some(1.0));
+    assert_eq!(m.types["pywats_process_cpu_seconds_total"], "counter");
+    assert_eq!(m.types["pywats_process_memory_bytes"], "gauge");
+
+    // The 7 threads are threads, not child processes.
+    assert_eq!(m.get("pywats_agent_events_total", &[("kind", "proc_fork")]), Some(0.0));
+    for (_, lost) in m.series("pywats_agent_events_lost_total") {
+        assert_eq!(lost, 0.0);
+    }
+    assert_eq!(m.get("pywats_agent_programs_attached", &[]), Some(3.0));
+}
+
+#[test]
+fn cpu_percent_of_a_spinning_process() {
+    let py = Py::start("procs.py", &["spinner"]);
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
+    std::thread::sleep(Duration::from_secs(3));
+    let m = agent.scrape();
+    // Without --target-name the target is named after the process (its comm).
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", py.pid())).unwrap();
+    let cpu = m.get("pywats_process_cpu_percent", &[("target", comm.trim())]).expect("cpu gauge");
+    assert!((85.0..=115.0).contains(&cpu), "spinner cpu {cpu}%");
+}
+
+fn children(agent: &Agent) -> Vec<u64> {
+    agent.details()["targets"][0]["children"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+/// A child forked after attach joins the target set, leaves it on exit; a
+/// child that existed before the agent started is found; threads never count.
+#[test]
+fn children_join_and_leave_the_target_set() {
+    let mut py = Py::start("procs.py", &["plain"]);
+    let early: u32 = py.ask("fork").parse().unwrap();
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid()), "--target-name", "client"]);
+    assert_eq!(children(&agent), vec![early as u64], "pre-existing child seeded");
+
+    let child: u32 = py.ask("fork").parse().unwrap();
+    assert_eq!(py.ask("thread"), "ok");
+    let mut expected = vec![early as u64, child as u64];
+    expected.sort();
+    wait_for(SETTLE, "the forked child to join", || (children(&agent) == expected).then_some(()));
+    let m = agent.scrape();
+    assert_eq!(m.get("pywats_target_processes", &[("target", "client")]), Some(3.0));
+    assert_eq!(m.get("pywats_agent_events_total", &[("kind", "proc_fork")]), Some(1.0));
+
+    assert_eq!(py.ask(&format!("reap {child}")), "ok");
+    assert_eq!(py.ask(&format!("reap {early}")), "ok");
+    wait_for(SETTLE, "the children to leave", || children(&agent).is_empty().then_some(()));
+    let m = agent.scrape();
+    assert_eq!(m.get("pywats_target_processes", &[("target", "client")]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_events_total", &[("kind", "proc_exit")]), Some(2.0));
+    assert_eq!(m.get("pywats_agent_events_total", &[("kind", "proc_fork")]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_events_lost_total", &[("kind", "proc_fork")]), Some(0.0));
+}
+
+/// Ready is 200 while the target lives, 503 once it is killed; its series go away.
+#[test]
+fn target_exit_turns_ready_off_and_removes_series() {
+    let mut py = Py::start("procs.py", &["plain"]);
+    let pid = py.pid();
+    let agent = Agent::start(&["--pid", &pid_arg(pid), "--target-name", "client"]);
+    assert_eq!(agent.get("/health/ready").status, 200);
+    assert_eq!(agent.get("/health").status, 200);
+    assert!(agent.scrape().get("pywats_process_threads", &[("target", "client")]).is_some());
+
+    py.kill();
+    wait_for(SETTLE, "ready to turn 503", || (agent.get("/health/ready").status == 503).then_some(()));
+    let ready = agent.get("/health/ready");
+    assert!(ready.body.contains(&format!("target client (pid {pid}) has exited")), "{}", ready.body);
+    let m = agent.scrape();
+    for name in
+        ["pywats_process_threads", "pywats_process_memory_bytes", "pywats_process_cpu_percent", "pywats_target_info"]
+    {
+        assert!(m.series(name).is_empty(), "{name} still exported after exit");
+    }
+    let d = agent.details();
+    assert_eq!(d["targets"][0]["alive"], false);
+    assert_eq!(d["status"], "unhealthy");
+    assert_eq!(agent.get("/health").status, 503);
+    assert_eq!(agent.scrape().get("pywats_agent_events_total", &[("kind", "proc_exit")]), Some(1.0));
+}
+
+#[test]
+fn health_details_and_self_metrics() {
+    let py = Py::start("procs.py", &["plain"]);
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
+    let d = agent.details();
+    assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(d["programs_attached"].as_array().unwrap().len(), 3);
+    assert_eq!(d["targets"][0]["pid"], py.pid());
+    assert_eq!(d["targets"][0]["alive"], true);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(d["kernel_release"], release.trim());
+    assert!(d["uptime_seconds"].as_f64().unwrap() >= 0.0);
+
+    let metrics = agent.get("/metrics");
+    assert_eq!(metrics.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    for _ in 0..3 {
+        assert_eq!(agent.get("/health/ready").status, 200);
+    }
+    assert_eq!(agent.get("/no/such/page?token=abc").status, 404);
+    let m = agent.scrape();
+    // /health/live was polled by the harness until the agent answered: at least once.
+    assert_eq!(m.get("pywats_agent_http_requests_total", &[("path", "/health/ready"), ("code", "200")]), Some(3.0));
+    assert_eq!(m.get("pywats_agent_http_requests_total", &[("path", "/health/details"), ("code", "200")]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_http_requests_total", &[("path", "/metrics"), ("code", "200")]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_http_requests_total", &[("path", "other"), ("code", "404")]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    let start = m.get("pywats_agent_start_time_seconds", &[]).unwrap();
+    assert!((start - d["start_time"].as_f64().unwrap()).abs() < 1.0);
+    assert!(!agent.get("/metrics").body.contains("token"), "a query string leaked into the metrics");
+}
+
+#[test]
+fn concurrent_scrapes_are_consistent() {
+    let py = Py::start("procs.py", &["sleeper"]);
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid()), "--target-name", "client"]);
+    let port = agent.port;
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let r = http::get(port, "/metrics").expect("scrape");
+                    assert_eq!(r.status, 200);
+                    let m = pywats_agent_tests::prom::parse(&r.body);
+                    assert_eq!(m.get("pywats_process_threads", &[("target", "client")]), Some(8.0));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("scraper thread");
+    }
+    let m = agent.scrape();
+    assert_eq!(m.get("pywats_agent_http_requests_total", &[("path", "/metrics"), ("code", "200")]), Some(200.0));
+}
+
+#[test]
+fn sigterm_and_sigint_detach_and_exit_zero() {
+    let py = Py::start("procs.py", &["plain"]);
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
+        let status = agent.stop(signal);
+        assert_eq!(status.code(), Some(0), "signal {signal}");
+    }
+}
+
+/// Wrong invocations: one clear line on stderr and exit code 2.
+#[test]
+fn bad_invocations_exit_2_with_one_line() {
+    let unused = proc::unused_pid().to_string();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--pid", &unused], "does not exist"),
+        (&[], "no target"),
+        (&["--pid", "1", "--target-name", "a", "--target-name", "b"], "--target-name"),
+        (&["--pid", "1", "--log-level", "loud=[["], "invalid --log-level"),
+    ];
+    for (args, message) in cases {
+        let out = run_to_end(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(message), "{args:?}: {}", out.stderr);
+        assert_eq!(out.stderr.trim().lines().count(), 1, "{args:?}: {}", out.stderr);
+    }
+    // clap's own errors (unknown flag, bad number) also exit 2.
+    for args in [&["--pid", "x"][..], &["--frobnicate"][..], &["--pid", "1", "--listen", "nowhere"][..]] {
+        assert_eq!(run_to_end(args, &[]).status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// Without privileges the agent says what it needs instead of an aya error.
+#[test]
+fn unprivileged_agent_says_what_it_needs() {
+    let py = Py::start("procs.py", &["plain"]);
+    let bin = pywats_agent_tests::agent::bin();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(&bin)
+        .args(["--pid", &pid_arg(py.pid()), "--listen", "127.0.0.1:0"])
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}

@@ -1,0 +1,23 @@
+//! Ground truth from /proc.
+
+/// A field of /proc/<pid>/status, e.g. `Threads` or `VmRSS` (kB for sizes).
+pub fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A pid that no process has right now.
+pub fn unused_pid() -> u32 {
+    let max: u32 =
+        std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32768);
+    (2..max).rev().find(|&p| !exists(p)).expect("some pid is free")
+}

@@ -1,0 +1,68 @@
+//! Python processes driven over a line protocol on stdin/stdout.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+/// The virtualenv's Python (set by `cargo xtask test`), else `python3`.
+pub fn python() -> PathBuf {
+    std::env::var_os("PYWATS_AGENT_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into())
+}
+
+pub fn script(name: &str) -> PathBuf {
+    crate::root().join("tests/py").join(name)
+}
+
+pub struct Py {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Py {
+    /// Starts `tests/py/<script> args…` and waits for its "ready" line.
+    pub fn start(script_name: &str, args: &[&str]) -> Py {
+        let mut child = Command::new(python())
+            .arg(script(script_name))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn python");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut py = Py { child, stdin, stdout };
+        assert_eq!(py.line(), "ready", "{script_name} did not start");
+        py
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).expect("read python stdout");
+        l.trim().to_string()
+    }
+
+    /// Sends one command and returns its one-line answer.
+    pub fn ask(&mut self, command: &str) -> String {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{command}").and_then(|_| stdin.flush()).expect("write python stdin");
+        self.line()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Py {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
