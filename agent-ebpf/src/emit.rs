@@ -51,7 +51,7 @@ pub fn output<T: 'static>(ring: &RingBuf, kind: EventKind, event: T) {
 }
 
 #[inline(always)]
-fn count_lost(kind: EventKind) {
+pub fn count_lost(kind: EventKind) {
     let slot = kind as u32;
     if slot >= LOST_SLOTS {
         return;

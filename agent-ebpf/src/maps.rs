@@ -4,7 +4,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use pywats_agent_ebpf::abi::{Target, LOST_SLOTS, MAX_TARGETS, PROC_EVENTS_BYTES};
+use pywats_agent_ebpf::abi::{
+    DataScratch, SockAddr, SockInfo, SockKey, Target, LOST_SLOTS, MAX_SOCKETS, MAX_TARGETS, NET_EVENTS_BYTES,
+    PROC_EVENTS_BYTES,
+};
 
 #[map]
 pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGETS, 0);
@@ -14,3 +17,46 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(PROC_EVENTS_BYTES, 0);
 
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+#[map]
+pub static SOCKETS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(MAX_SOCKETS, 0);
+
+#[map]
+pub static NET_EVENTS: RingBuf = RingBuf::with_byte_size(NET_EVENTS_BYTES, 0);
+
+/// Arguments of a syscall in flight, parked by its enter program for its exit
+/// program, per thread (`pid_tgid`). Kernel-internal: the agent never reads it.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct Pending {
+    pub op: u32,
+    pub fd: u32,
+    /// Buffer, iovec array, msghdr, sockaddr or optval pointer.
+    pub buf: u64,
+    /// Byte count or iovec count.
+    pub count: u64,
+    pub conn_id: u64,
+    pub role: u32,
+    pub _pad: u32,
+    pub addr: SockAddr,
+}
+
+impl Pending {
+    pub const EMPTY: Pending = Pending {
+        op: 0,
+        fd: 0,
+        buf: 0,
+        count: 0,
+        conn_id: 0,
+        role: 0,
+        _pad: 0,
+        addr: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
+    };
+}
+
+#[map]
+pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
+
+/// Per-CPU space to assemble a data event (too big for the 512-byte stack).
+#[map]
+pub static SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -2,21 +2,33 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
 
-use pywats_agent_ebpf::abi::{EventKind, Target, SCHED_PROGRAMS};
+use pywats_agent_ebpf::abi::{role, sock_state, EventKind, SockInfo, SockKey, Target, MAP_SOCKETS, MAP_TARGETS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::Args,
-    ebpf::{self, loader, TargetMap},
+    ebpf::{
+        self,
+        loader::{self, SocketMap},
+        TargetMap,
+    },
     error::AgentError,
-    events,
+    events::{self, Handler},
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, Metrics},
+    net::{
+        conn::Role,
+        endpoint::Endpoints,
+        metrics::HttpMetrics,
+        recent::Recent,
+        seed::{existing_tcp, Existing},
+        NetPipeline, SEEDED_CONN,
+    },
     proc::{sampler::ProcSampler, targets::name_targets, tree, Targets},
 };
 
@@ -37,38 +49,68 @@ fn kernel_release(proc_root: &Path) -> String {
     std::fs::read_to_string(proc_root.join("sys/kernel/osrelease")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-/// Puts every target and its current descendants into the kernel's target set.
-fn seed(map: &mut TargetMap, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
+fn insert_target(map: &mut TargetMap, tgid: u32, root: u32) -> Result<(), AgentError> {
+    map.insert(tgid, Target { root_tgid: root, flags: 0 }, 0)
+        .map_err(|source| AgentError::Map { name: MAP_TARGETS, source })
+}
+
+/// Puts the current descendants of every target into the kernel's target set.
+fn seed_children(map: &mut TargetMap, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
     let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
-    for &root in &roots {
-        insert(map, root, root)?;
-    }
     for root in roots {
         for child in tree::descendants(proc_root, root) {
-            insert(map, child, root)?;
+            insert_target(map, child, root)?;
             events::log(&targets.add_child(root, child));
         }
     }
     Ok(())
 }
 
-fn insert(map: &mut TargetMap, tgid: u32, root: u32) -> Result<(), AgentError> {
-    map.insert(tgid, Target { root_tgid: root, flags: 0 }, 0)
-        .map_err(|source| AgentError::Map { name: pywats_agent_ebpf::abi::MAP_TARGETS, source })
+/// Registers TCP sockets the targets already hold, in the kernel and the pipeline.
+fn seed_sockets(
+    sockets: &mut SocketMap,
+    net: &mut NetPipeline,
+    targets: &Targets,
+    proc_root: &Path,
+) -> Result<(), AgentError> {
+    let mut next = SEEDED_CONN;
+    for t in targets.iter() {
+        for tgid in std::iter::once(t.pid).chain(t.children.iter().copied()) {
+            for existing in existing_tcp(proc_root, tgid) {
+                let (fd, info) = match existing {
+                    Existing::Listening { fd } => {
+                        (fd, SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN })
+                    }
+                    Existing::Connected { fd, remote, role: r } => {
+                        next += 1;
+                        net.seed(tgid, next, r, remote);
+                        let kernel_role = if r == Role::Server { role::SERVER } else { role::CLIENT };
+                        (fd, SockInfo { conn_id: next, state: sock_state::CONNECTED, role: kernel_role })
+                    }
+                };
+                sockets
+                    .insert(SockKey { tgid, fd }, info, 0)
+                    .map_err(|source| AgentError::Map { name: MAP_SOCKETS, source })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Marks targets whose process is gone (their exit event may have been lost).
-fn check_liveness(targets: &RwLock<Targets>, map: &Mutex<TargetMap>, proc_root: &Path) {
-    let gone: Vec<u32> = targets
+fn check_liveness(handler: &Handler, map: &Mutex<TargetMap>) {
+    let gone: Vec<u32> = handler
+        .targets
         .read()
         .expect("targets lock")
         .iter()
-        .filter(|t| t.alive && tree::resolve(proc_root, t.pid).is_err())
+        .filter(|t| t.alive && tree::resolve(&handler.proc_root, t.pid).is_err())
         .map(|t| t.pid)
         .collect();
     for pid in gone {
-        let change = targets.write().expect("targets lock").exited(pid, pid);
+        let change = handler.targets.write().expect("targets lock").exited(pid, pid);
         let _ = map.lock().expect("target map lock").remove(&pid);
+        handler.process_gone(pid, 0);
         events::log(&change);
     }
 }
@@ -87,19 +129,31 @@ async fn shutdown_signal() {
 pub async fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
     let mut targets = resolve_targets(&args)?;
+    let endpoints = Endpoints::new(&args.routes, args.max_endpoints).map_err(AgentError::InvalidRoute)?;
     ebpf::privileges::check(&args.proc_root)?;
     let tracefs = ebpf::tracefs::ensure()?;
 
-    let loader::Loaded { mut probes, targets: mut target_map, proc_events, lost } = loader::load(&tracefs)?;
-    seed_roots_then_attach(&mut probes, &mut target_map, &mut targets, &args.proc_root)?;
+    let loader::Loaded { mut probes, targets: mut target_map, proc_events, net_events, mut sockets, lost } =
+        loader::load(&tracefs)?;
+    // Roots go into the map before attaching (so the first fork is seen), the
+    // descendant scan after (so a fork racing the attach is found by the scan).
+    for t in targets.iter() {
+        insert_target(&mut target_map, t.pid, t.pid)?;
+    }
+    probes.attach_all()?;
+    seed_children(&mut target_map, &mut targets, &args.proc_root)?;
 
-    let proc_root: Arc<PathBuf> = Arc::new(args.proc_root.clone());
     let metrics = Arc::new(Metrics::new(started));
     for kind in EventKind::ALL {
         metrics.events.with_label_values(&[kind.name()]);
     }
     metrics.programs_attached.set(probes.attached().len() as i64);
     let targets = Arc::new(RwLock::new(targets));
+    let recent = Arc::new(Mutex::new(Recent::default()));
+    let mut net = NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone());
+    seed_sockets(&mut sockets, &mut net, &targets.read().expect("targets lock"), &args.proc_root)?;
+    let net = Arc::new(Mutex::new(net));
+
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
     let sampler = ProcSampler::new(targets.clone(), args.proc_root.clone(), metrics.collector_errors.clone());
@@ -112,50 +166,42 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let status = Arc::new(AgentStatus {
         started,
         kernel_release: kernel_release(&args.proc_root),
-        programs_expected: SCHED_PROGRAMS.len(),
+        programs_expected: loader::all_programs().count(),
         programs_attached: RwLock::new(probes.attached().to_vec()),
     });
-    let shared = Shared { targets: targets.clone(), metrics: metrics.clone(), lost, status };
+    let handler = Handler {
+        targets: targets.clone(),
+        metrics: metrics.clone(),
+        net: net.clone(),
+        sockets: Arc::new(Mutex::new(sockets)),
+        proc_root: Arc::new(args.proc_root.clone()),
+    };
+    let shared = Shared { targets, metrics, lost, status, recent, net };
 
-    let reader = {
-        let (targets, metrics, proc_root) = (targets.clone(), metrics.clone(), proc_root.clone());
-        tokio::spawn(ebpf::reader::drain(proc_events, move |record| {
-            events::handle(record, &targets, &metrics, &proc_root)
-        }))
+    let proc_reader = {
+        let h = handler.clone();
+        tokio::spawn(ebpf::reader::drain(proc_events, move |record| h.proc(record)))
     };
-    let target_map = Arc::new(Mutex::new(target_map));
-    let liveness = {
-        let (targets, proc_root) = (targets.clone(), proc_root.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
-            loop {
-                tick.tick().await;
-                check_liveness(&targets, &target_map, &proc_root);
-            }
-        })
+    let net_reader = {
+        let h = handler.clone();
+        tokio::spawn(ebpf::reader::drain(net_events, move |record| h.net(record)))
     };
+    let target_map = Mutex::new(target_map);
+    let liveness = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
+        loop {
+            tick.tick().await;
+            check_liveness(&handler, &target_map);
+        }
+    });
 
     let served = http::serve(args.listen, shared, shutdown_signal()).await;
-    reader.abort();
+    proc_reader.abort();
+    net_reader.abort();
     liveness.abort();
     drop(probes);
     tracing::info!("programs detached");
     served
-}
-
-/// Roots go into the map before attaching (so the first fork is seen), the
-/// descendant scan after (so a fork racing the attach is found by the scan).
-fn seed_roots_then_attach(
-    probes: &mut ebpf::Probes,
-    map: &mut TargetMap,
-    targets: &mut Targets,
-    proc_root: &Path,
-) -> Result<(), AgentError> {
-    for t in targets.iter() {
-        insert(map, t.pid, t.pid)?;
-    }
-    probes.attach_all()?;
-    seed(map, targets, proc_root)
 }
 
 /// Lets the shared `LostEvents` be registered while health keeps reading it.

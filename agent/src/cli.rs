@@ -24,6 +24,15 @@ pub struct Args {
     #[arg(long, value_name = "LEVEL", env = "PYWATS_AGENT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 
+    /// An extra endpoint template (repeatable), matched before the WATS routes,
+    /// e.g. `/api/Custom/{station}/Status`.
+    #[arg(long = "route", value_name = "TEMPLATE", env = "PYWATS_AGENT_ROUTE", value_delimiter = ',')]
+    pub routes: Vec<String>,
+
+    /// Distinct endpoint label values before new ones become `other`.
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_ENDPOINTS", default_value_t = 500)]
+    pub max_endpoints: usize,
+
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,

@@ -15,6 +15,9 @@ pub enum AgentError {
     #[error("{names} --target-name values for {pids} --pid values: give at most one name per pid")]
     TooManyNames { names: usize, pids: usize },
 
+    #[error("{0}")]
+    InvalidRoute(String),
+
     #[error("target name {0:?} is used twice: target names must be unique")]
     DuplicateName(String),
 
@@ -62,7 +65,8 @@ impl AgentError {
             AgentError::NoTarget
             | AgentError::NoSuchPid(_)
             | AgentError::TooManyNames { .. }
-            | AgentError::DuplicateName(_) => 2,
+            | AgentError::DuplicateName(_)
+            | AgentError::InvalidRoute(_) => 2,
             _ => 1,
         }
     }

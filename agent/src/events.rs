@@ -1,40 +1,96 @@
 //! Applies decoded kernel events to the agent's state.
 
-use std::{path::Path, sync::RwLock};
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+};
 
 use pywats_agent_ebpf::abi::{DecodeError, Event, EventKind};
 
 use crate::{
+    ebpf::loader::SocketMap,
     metrics::Metrics,
+    net::NetPipeline,
     proc::{targets::Change, tree, Targets},
 };
 
-/// Handles one ring-buffer record.
-pub fn handle(record: &[u8], targets: &RwLock<Targets>, metrics: &Metrics, proc_root: &Path) {
-    let event = match Event::decode(record) {
-        Ok(e) => e,
-        Err(e) => {
-            let reason = match e {
-                DecodeError::Short { .. } => "short",
-                DecodeError::UnknownKind(_) => "unknown_kind",
-            };
-            metrics.decode_errors.with_label_values(&[reason]).inc();
-            tracing::debug!("undecodable event: {e:?}");
-            return;
+/// Everything events update. Shared by the two ring-buffer readers.
+#[derive(Clone)]
+pub struct Handler {
+    pub targets: Arc<RwLock<Targets>>,
+    pub metrics: Arc<Metrics>,
+    pub net: Arc<Mutex<NetPipeline>>,
+    pub sockets: Arc<Mutex<SocketMap>>,
+    pub proc_root: Arc<PathBuf>,
+}
+
+impl Handler {
+    fn decode<'a>(&self, record: &'a [u8]) -> Option<Event<'a>> {
+        match Event::decode(record) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                let reason = match e {
+                    DecodeError::Short { .. } => "short",
+                    DecodeError::UnknownKind(_) => "unknown_kind",
+                    DecodeError::BadLength { .. } => "bad_length",
+                };
+                self.metrics.decode_errors.with_label_values(&[reason]).inc();
+                tracing::debug!("undecodable event: {e:?}");
+                None
+            }
         }
-    };
-    match event {
-        Event::Proc(kind, ev) => {
-            metrics.events.with_label_values(&[kind.name()]).inc();
-            let mut targets = targets.write().expect("targets lock");
-            let change = match kind {
+    }
+
+    /// One record of the process-event ring.
+    pub fn proc(&self, record: &[u8]) {
+        let Some(Event::Proc(kind, ev)) = self.decode(record) else {
+            self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc();
+            return;
+        };
+        self.metrics.events.with_label_values(&[kind.name()]).inc();
+        let tgid = ev.header.tgid;
+        let change = {
+            let mut targets = self.targets.write().expect("targets lock");
+            match kind {
                 EventKind::ProcFork => targets.add_child(ev.root_tgid, ev.child_tgid),
-                EventKind::ProcExit => targets.exited(ev.root_tgid, ev.header.tgid),
-                EventKind::ProcExec => {
-                    targets.exec(ev.root_tgid, ev.header.tgid, tree::exe_of(proc_root, ev.header.tgid))
+                EventKind::ProcExit => targets.exited(ev.root_tgid, tgid),
+                EventKind::ProcExec => targets.exec(ev.root_tgid, tgid, tree::exe_of(&self.proc_root, tgid)),
+                // Event::decode only makes Proc of the three kinds above.
+                EventKind::SockConnect | EventKind::SockAccept | EventKind::SockClose | EventKind::SockData => {
+                    Change::Unknown
                 }
-            };
-            log(&change);
+            }
+        };
+        if kind == EventKind::ProcExit {
+            self.process_gone(tgid, ev.header.ts_ns);
+        }
+        log(&change);
+    }
+
+    /// A process's sockets close without close(): end its connections and
+    /// forget its entries in the kernel's socket map.
+    pub fn process_gone(&self, tgid: u32, ts_ns: u64) {
+        self.net.lock().expect("net lock").process_exited(tgid, ts_ns);
+        let mut sockets = self.sockets.lock().expect("socket map lock");
+        let stale: Vec<_> = sockets.keys().flatten().filter(|k| k.tgid == tgid).collect();
+        for key in stale {
+            let _ = sockets.remove(&key);
+        }
+    }
+
+    /// One record of the socket-event ring.
+    pub fn net(&self, record: &[u8]) {
+        let Some(event) = self.decode(record) else { return };
+        match event {
+            Event::Conn(kind, ev) => {
+                self.metrics.events.with_label_values(&[kind.name()]).inc();
+                self.net.lock().expect("net lock").on_conn(kind, &ev);
+            }
+            Event::Data { event, prefix, suffix } => {
+                self.metrics.events.with_label_values(&[EventKind::SockData.name()]).inc();
+                self.net.lock().expect("net lock").on_data(&event, prefix, suffix);
+            }
+            Event::Proc(..) => self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc(),
         }
     }
 }

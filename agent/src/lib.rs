@@ -8,4 +8,5 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod net;
 pub mod proc;

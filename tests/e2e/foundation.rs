@@ -240,3 +240,21 @@ fn unprivileged_agent_says_what_it_needs() {
     assert!(stderr.contains("CAP_BPF and CAP_PERFMON"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+/// With tracefs unmounted (as on a fresh machine) the agent mounts it itself.
+#[test]
+fn mounts_tracefs_when_missing() {
+    let mounted = || std::fs::read_to_string("/proc/self/mounts").unwrap().contains(" /sys/kernel/tracing tracefs ");
+    if mounted() {
+        let out = std::process::Command::new("umount").arg("/sys/kernel/tracing").output().expect("run umount");
+        if !out.status.success() {
+            eprintln!("skipped: tracefs is in use and cannot be unmounted: {}", String::from_utf8_lossy(&out.stderr));
+            return;
+        }
+    }
+    let py = Py::start("procs.py", &["plain"]);
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
+    assert!(mounted(), "tracefs mounted by the agent");
+    assert!(agent.log().contains("mounted tracefs at /sys/kernel/tracing"), "{}", agent.log());
+    assert_eq!(agent.get("/health/ready").status, 200);
+}

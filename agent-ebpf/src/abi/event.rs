@@ -12,16 +12,37 @@ pub enum EventKind {
     ProcExec = 2,
     /// The last thread of a target process exited.
     ProcExit = 3,
+    /// A TCP `connect()` finished: `ret` 0, `-EINPROGRESS`, or `-errno`
+    /// (also sent when `SO_ERROR` reveals the outcome of a non-blocking one).
+    SockConnect = 4,
+    /// A TCP connection was accepted.
+    SockAccept = 5,
+    /// A tracked connection's fd was closed.
+    SockClose = 6,
+    /// Bytes read or written on a tracked connection.
+    SockData = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::ProcFork, EventKind::ProcExec, EventKind::ProcExit];
+    pub const ALL: [EventKind; 7] = [
+        EventKind::ProcFork,
+        EventKind::ProcExec,
+        EventKind::ProcExit,
+        EventKind::SockConnect,
+        EventKind::SockAccept,
+        EventKind::SockClose,
+        EventKind::SockData,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             EventKind::ProcFork => "proc_fork",
             EventKind::ProcExec => "proc_exec",
             EventKind::ProcExit => "proc_exit",
+            EventKind::SockConnect => "sock_connect",
+            EventKind::SockAccept => "sock_accept",
+            EventKind::SockClose => "sock_close",
+            EventKind::SockData => "sock_data",
         }
     }
 }
@@ -34,6 +55,10 @@ impl TryFrom<u32> for EventKind {
             1 => EventKind::ProcFork,
             2 => EventKind::ProcExec,
             3 => EventKind::ProcExit,
+            4 => EventKind::SockConnect,
+            5 => EventKind::SockAccept,
+            6 => EventKind::SockClose,
+            7 => EventKind::SockData,
             other => return Err(other),
         })
     }

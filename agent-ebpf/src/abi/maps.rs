@@ -8,6 +8,10 @@ use super::assert_size;
 pub const MAP_TARGETS: &str = "TARGETS";
 /// `RingBuf`: process lifecycle events.
 pub const MAP_PROC_EVENTS: &str = "PROC_EVENTS";
+/// `HashMap<SockKey, SockInfo>`: the TCP sockets of targets.
+pub const MAP_SOCKETS: &str = "SOCKETS";
+/// `RingBuf`: socket events.
+pub const MAP_NET_EVENTS: &str = "NET_EVENTS";
 /// `PerCpuArray<u64>` indexed by [`crate::abi::EventKind`]: events dropped
 /// because the ring buffer was full.
 pub const MAP_LOST: &str = "LOST";
@@ -16,6 +20,10 @@ pub const MAP_LOST: &str = "LOST";
 pub const MAX_TARGETS: u32 = 8192;
 /// Size of the process-event ring buffer (a power of two, multiple of the page size).
 pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+/// Capacity of the socket map.
+pub const MAX_SOCKETS: u32 = 65536;
+/// Size of the socket-event ring buffer.
+pub const NET_EVENTS_BYTES: u32 = 16 * 1024 * 1024;
 /// Slots of the lost-event counter: one per event kind value.
 pub const LOST_SLOTS: u32 = 16;
 

@@ -6,6 +6,7 @@
 
 mod event;
 mod maps;
+mod net;
 mod offsets;
 mod programs;
 
@@ -14,6 +15,7 @@ mod user;
 
 pub use event::*;
 pub use maps::*;
+pub use net::*;
 pub use offsets::*;
 pub use programs::*;
 

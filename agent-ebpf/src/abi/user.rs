@@ -1,11 +1,15 @@
 //! User-side view of the ABI: `aya::Pod` and decoding of untrusted ring-buffer bytes.
 
-use super::{EventHeader, EventKind, ProcEvent, Target, TracepointOffsets};
+use super::{ConnEvent, DataEvent, EventHeader, EventKind, ProcEvent, SockInfo, SockKey, Target, TracepointOffsets};
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted).
 unsafe impl aya::Pod for Target {}
 // SAFETY: as above.
 unsafe impl aya::Pod for TracepointOffsets {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SockKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for SockInfo {}
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,12 +18,16 @@ pub enum DecodeError {
     Short { kind: u32, len: usize },
     /// A kind this agent does not know.
     UnknownKind(u32),
+    /// Captured lengths that do not fit the record.
+    BadLength { kind: u32, len: usize },
 }
 
-/// A decoded ring-buffer record.
+/// A decoded ring-buffer record, borrowing captured bytes from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum Event<'a> {
     Proc(EventKind, ProcEvent),
+    Conn(EventKind, ConnEvent),
+    Data { event: DataEvent, prefix: &'a [u8], suffix: &'a [u8] },
 }
 
 /// Reads a `T` from the front of `bytes` after checking the length.
@@ -32,14 +40,29 @@ fn read<T: Copy>(bytes: &[u8], kind: u32) -> Result<T, DecodeError> {
     Ok(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// Decodes one record as it came out of a ring buffer.
-    pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Event<'a>, DecodeError> {
         let header: EventHeader = read(bytes, 0)?;
         let kind = EventKind::try_from(header.kind).map_err(DecodeError::UnknownKind)?;
         match kind {
             EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit => {
                 Ok(Event::Proc(kind, read(bytes, header.kind)?))
+            }
+            EventKind::SockConnect | EventKind::SockAccept | EventKind::SockClose => {
+                Ok(Event::Conn(kind, read(bytes, header.kind)?))
+            }
+            EventKind::SockData => {
+                let event: DataEvent = read(bytes, header.kind)?;
+                let start = core::mem::size_of::<DataEvent>();
+                let mid = start + event.prefix_len as usize;
+                let end = mid + event.suffix_len as usize;
+                if end > bytes.len()
+                    || event.prefix_len as u64 + event.suffix_len as u64 > event.header.ret.max(0) as u64
+                {
+                    return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len() });
+                }
+                Ok(Event::Data { event, prefix: &bytes[start..mid], suffix: &bytes[mid..end] })
             }
         }
     }
@@ -83,5 +106,41 @@ mod tests {
         let mut bad = ev;
         bad.header.kind = 99;
         assert_eq!(Event::decode(bytes_of(&bad)), Err(DecodeError::UnknownKind(99)));
+    }
+
+    fn data_record(prefix: &[u8], suffix: &[u8], ret: i64) -> std::vec::Vec<u8> {
+        let ev = DataEvent {
+            header: EventHeader { kind: EventKind::SockData as u32, ret, ..Default::default() },
+            prefix_len: prefix.len() as u32,
+            suffix_len: suffix.len() as u32,
+            ..Default::default()
+        };
+        let mut v = bytes_of(&ev).to_vec();
+        v.extend_from_slice(prefix);
+        v.extend_from_slice(suffix);
+        v
+    }
+
+    #[test]
+    fn data_event_carries_prefix_and_suffix() {
+        let rec = data_record(b"GET / HTTP/1.1\r\n", b"end", 10_000);
+        match Event::decode(&rec).unwrap() {
+            Event::Data { event, prefix, suffix } => {
+                assert_eq!(event.header.ret, 10_000);
+                assert_eq!(prefix, b"GET / HTTP/1.1\r\n");
+                assert_eq!(suffix, b"end");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn data_event_lengths_are_checked() {
+        let mut rec = data_record(b"abcdef", b"", 6);
+        rec.truncate(rec.len() - 1);
+        assert!(matches!(Event::decode(&rec), Err(DecodeError::BadLength { .. })));
+        // More captured than the syscall moved.
+        let rec = data_record(b"abcdef", b"", 3);
+        assert!(matches!(Event::decode(&rec), Err(DecodeError::BadLength { .. })));
     }
 }

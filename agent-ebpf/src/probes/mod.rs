@@ -1,3 +1,4 @@
 //! One module per probe family.
 
+mod net;
 mod sched;

@@ -9,7 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
-    Target, TracepointProgram, GLOBAL_TP_OFFSETS, MAP_LOST, MAP_PROC_EVENTS, MAP_TARGETS, SCHED_PROGRAMS,
+    SockInfo, SockKey, Target, TracepointProgram, GLOBAL_TP_OFFSETS, MAP_LOST, MAP_NET_EVENTS, MAP_PROC_EVENTS,
+    MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS,
 };
 
 use crate::{ebpf::format, error::AgentError};
@@ -18,6 +19,13 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/py
 
 /// The kernel's target set (tgid → which configured target it belongs to).
 pub type TargetMap = HashMap<MapData, u32, Target>;
+/// The kernel's tracked sockets.
+pub type SocketMap = HashMap<MapData, SockKey, SockInfo>;
+
+/// Every program the agent attaches.
+pub fn all_programs() -> impl Iterator<Item = TracepointProgram> {
+    SCHED_PROGRAMS.into_iter().chain(NET_PROGRAMS)
+}
 
 /// Loaded programs. Dropping this detaches them all.
 pub struct Probes {
@@ -30,6 +38,8 @@ pub struct Loaded {
     pub probes: Probes,
     pub targets: TargetMap,
     pub proc_events: RingBuf<MapData>,
+    pub net_events: RingBuf<MapData>,
+    pub sockets: SocketMap,
     pub lost: PerCpuArray<MapData, u64>,
 }
 
@@ -41,7 +51,7 @@ impl Probes {
 
     /// Attaches every program; the first refusal stops and is reported.
     pub fn attach_all(&mut self) -> Result<(), AgentError> {
-        for tp in SCHED_PROGRAMS {
+        for tp in all_programs() {
             self.attach(tp)?;
         }
         Ok(())
@@ -98,6 +108,8 @@ pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
     let mut ebpf = EbpfLoader::new().override_global(GLOBAL_TP_OFFSETS, &offsets, true).load(OBJECT)?;
     let targets = take(&mut ebpf, MAP_TARGETS)?;
     let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
+    let net_events = take(&mut ebpf, MAP_NET_EVENTS)?;
+    let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
-    Ok(Loaded { probes: Probes { ebpf, attached: Vec::new() }, targets, proc_events, lost })
+    Ok(Loaded { probes: Probes { ebpf, attached: Vec::new() }, targets, proc_events, net_events, sockets, lost })
 }

@@ -81,6 +81,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "targets": targets,
         "programs_attached": *s.status.programs_attached.read().expect("status lock"),
         "events": { "seen": seen, "lost": lost },
+        "connections": s.net.lock().expect("net lock").connections(),
     });
     (code, Json(body))
 }

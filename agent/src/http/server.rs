@@ -3,7 +3,7 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::SystemTime,
 };
 
@@ -20,6 +20,7 @@ use crate::{
     error::AgentError,
     http::health,
     metrics::{LostEvents, Metrics},
+    net::{recent::Recent, NetPipeline},
     proc::Targets,
 };
 
@@ -38,10 +39,18 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub lost: Arc<LostEvents>,
     pub status: Arc<AgentStatus>,
+    pub recent: Arc<Mutex<Recent>>,
+    pub net: Arc<Mutex<NetPipeline>>,
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], s.metrics.render()).into_response()
+}
+
+/// The last requests: method, templated endpoint, status, timing, correlation id.
+async fn recent_requests(State(s): State<Shared>) -> axum::Json<serde_json::Value> {
+    let list = s.recent.lock().expect("recent lock").list();
+    axum::Json(serde_json::json!({ "requests": list }))
 }
 
 async fn not_found() -> (StatusCode, &'static str) {
@@ -65,6 +74,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/details", get(health::details))
+        .route("/debug/requests", get(recent_requests))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)

@@ -1,0 +1,464 @@
+//! Socket syscalls of targets: which fds are TCP connections, and the bytes
+//! they carry.
+//!
+//! Enter programs filter (target tgid first, then "tracked socket") and park
+//! the arguments per thread; exit programs see the result, so only what the
+//! kernel accepted is reported, with the true byte count. Syscall tracepoint
+//! records are stable: arguments are u64s from offset 16, the result at 16.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use pywats_agent_ebpf::abi::{
+    data_flags, direction, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr, SockInfo, SockKey,
+    AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SOCK_STREAM, SOCK_TYPE_MASK,
+    SOL_SOCKET, SO_ERROR,
+};
+
+use crate::{
+    emit::{count_lost, current, header, output, target_of},
+    maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
+};
+
+/// The syscalls, as stored in a parked [`Pending`].
+mod op {
+    pub const SOCKET: u32 = 1;
+    pub const CONNECT: u32 = 2;
+    pub const ACCEPT: u32 = 3;
+    pub const GETSOCKOPT: u32 = 4;
+    pub const WRITE: u32 = 5;
+    pub const READ: u32 = 6;
+    pub const WRITEV: u32 = 7;
+    pub const READV: u32 = 8;
+    pub const SENDMSG: u32 = 9;
+    pub const RECVMSG: u32 = 10;
+}
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, i64> {
+    // SAFETY: syscall enter records hold six u64 arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> Result<i64, i64> {
+    // SAFETY: syscall exit records hold the result at offset 16.
+    unsafe { ctx.read_at::<i64>(16) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn sock(tgid: u32, fd: u64) -> (SockKey, Option<SockInfo>) {
+    let key = SockKey { tgid, fd: fd as u32 };
+    // SAFETY: the value is copied out at once.
+    (key, unsafe { SOCKETS.get(key) }.copied())
+}
+
+#[inline(always)]
+fn park(p: Pending) -> Result<(), i64> {
+    PENDING.insert(bpf_get_current_pid_tgid(), p, 0).map_err(i64::from)
+}
+
+/// Takes the parked arguments of this thread's syscall, if it was of `op`.
+#[inline(always)]
+fn unpark(op: u32) -> Option<Pending> {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let p = unsafe { PENDING.get(id) }.copied()?;
+    let _ = PENDING.remove(id);
+    (p.op == op).then_some(p)
+}
+
+/// Reads a user `struct sockaddr_in{,6}` into a [`SockAddr`]; family 0 when unreadable.
+#[inline(always)]
+fn read_sockaddr(ptr: u64) -> SockAddr {
+    let mut out = SockAddr::default();
+    if ptr == 0 {
+        return out;
+    }
+    // sockaddr_in: family u16, port u16 (network order), addr [u8; 4];
+    // sockaddr_in6: family u16, port u16, flowinfo u32, addr [u8; 16].
+    // SAFETY: bpf_probe_read_user tolerates bad pointers.
+    let Ok(head) = (unsafe { bpf_probe_read_user(ptr as *const [u16; 2]) }) else {
+        return out;
+    };
+    out.family = head[0];
+    out.port = u16::from_be(head[1]);
+    if out.family == AF_INET {
+        if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 4) as *const [u8; 4]) } {
+            out.addr[..4].copy_from_slice(&a);
+        }
+    } else if out.family == AF_INET6 {
+        if let Ok(a) = unsafe { bpf_probe_read_user((ptr + 8) as *const [u8; 16]) } {
+            out.addr = a;
+        }
+    }
+    out
+}
+
+#[inline(always)]
+fn conn_event(kind: EventKind, tgid: u32, tid: u32, fd: u32, ret: i64, conn_id: u64, addr: SockAddr) {
+    let mut h = header(kind, tgid, tid);
+    h.fd = fd as i32;
+    h.ret = ret;
+    output(&NET_EVENTS, kind, ConnEvent { header: h, conn_id, addr });
+}
+
+// ---- socket(): remember TCP sockets so connect/accept know them.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
+pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_socket(&ctx);
+    0
+}
+
+fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let family = arg(ctx, 0)? as u16;
+    let kind = arg(ctx, 1)?;
+    if (family != AF_INET && family != AF_INET6) || kind & SOCK_TYPE_MASK != SOCK_STREAM {
+        return Ok(());
+    }
+    park(Pending { op: op::SOCKET, ..Pending::EMPTY })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_socket")]
+pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_socket(&ctx);
+    0
+}
+
+fn try_exit_socket(ctx: &TracePointContext) -> Result<(), i64> {
+    if unpark(op::SOCKET).is_none() {
+        return Ok(());
+    }
+    let fd = ret(ctx)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    let (tgid, _) = current();
+    let info = SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN };
+    SOCKETS.insert(SockKey { tgid, fd: fd as u32 }, info, 0).map_err(i64::from)
+}
+
+// ---- connect(): a client connection, or a refused one.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_connect(&ctx);
+    0
+}
+
+fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)?;
+    if sock(tgid, fd).1.is_none() {
+        return Ok(());
+    }
+    park(Pending { op: op::CONNECT, fd: fd as u32, addr: read_sockaddr(arg(ctx, 1)?), ..Pending::EMPTY })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_connect(&ctx);
+    0
+}
+
+fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(p) = unpark(op::CONNECT) else {
+        return Ok(());
+    };
+    let r = ret(ctx)?;
+    let (tgid, tid) = current();
+    // SAFETY: helper without preconditions.
+    let conn_id = unsafe { bpf_ktime_get_ns() };
+    if r == 0 || r == -EINPROGRESS {
+        let state = if r == 0 { sock_state::CONNECTED } else { sock_state::CONNECTING };
+        let info = SockInfo { conn_id, state, role: role::CLIENT };
+        SOCKETS.insert(SockKey { tgid, fd: p.fd }, info, 0).map_err(i64::from)?;
+    }
+    conn_event(EventKind::SockConnect, tgid, tid, p.fd, r, conn_id, p.addr);
+    Ok(())
+}
+
+// ---- getsockopt(SO_ERROR): the outcome of a non-blocking connect.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_getsockopt")]
+pub fn sys_enter_getsockopt(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_getsockopt(&ctx);
+    0
+}
+
+fn try_enter_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)?;
+    let Some(info) = sock(tgid, fd).1 else {
+        return Ok(());
+    };
+    if info.state != sock_state::CONNECTING || arg(ctx, 1)? != SOL_SOCKET || arg(ctx, 2)? != SO_ERROR {
+        return Ok(());
+    }
+    park(Pending { op: op::GETSOCKOPT, fd: fd as u32, buf: arg(ctx, 3)?, conn_id: info.conn_id, ..Pending::EMPTY })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_getsockopt")]
+pub fn sys_exit_getsockopt(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_getsockopt(&ctx);
+    0
+}
+
+fn try_exit_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(p) = unpark(op::GETSOCKOPT) else {
+        return Ok(());
+    };
+    if ret(ctx)? != 0 {
+        return Ok(());
+    }
+    // SAFETY: bpf_probe_read_user tolerates bad pointers.
+    let err = unsafe { bpf_probe_read_user(p.buf as *const i32) }.map_err(i64::from)?;
+    let (tgid, tid) = current();
+    let key = SockKey { tgid, fd: p.fd };
+    // A failed connect stops being a connection; its close is still seen.
+    let state = if err == 0 { sock_state::CONNECTED } else { sock_state::CREATED };
+    SOCKETS.insert(key, SockInfo { conn_id: p.conn_id, state, role: role::CLIENT }, 0).map_err(i64::from)?;
+    conn_event(EventKind::SockConnect, tgid, tid, p.fd, -(err as i64), p.conn_id, SockAddr::default());
+    Ok(())
+}
+
+// ---- accept()/accept4(): a server-side connection.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
+pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_accept(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
+pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_accept(&ctx);
+    0
+}
+
+fn try_enter_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)?;
+    if sock(tgid, fd).1.is_none() {
+        return Ok(());
+    }
+    park(Pending { op: op::ACCEPT, fd: fd as u32, buf: arg(ctx, 1)?, ..Pending::EMPTY })
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_accept(&ctx);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    let _ = try_exit_accept(&ctx);
+    0
+}
+
+fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
+    let Some(p) = unpark(op::ACCEPT) else {
+        return Ok(());
+    };
+    let fd = ret(ctx)?;
+    if fd < 0 {
+        return Ok(());
+    }
+    let (tgid, tid) = current();
+    // SAFETY: helper without preconditions.
+    let conn_id = unsafe { bpf_ktime_get_ns() };
+    let info = SockInfo { conn_id, state: sock_state::CONNECTED, role: role::SERVER };
+    SOCKETS.insert(SockKey { tgid, fd: fd as u32 }, info, 0).map_err(i64::from)?;
+    conn_event(EventKind::SockAccept, tgid, tid, fd as u32, 0, conn_id, read_sockaddr(p.buf));
+    Ok(())
+}
+
+// ---- close(): the connection ends; the fd may be reused.
+
+#[tracepoint(category = "syscalls", name = "sys_enter_close")]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let _ = try_enter_close(&ctx);
+    0
+}
+
+fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)?;
+    let (key, Some(info)) = sock(tgid, fd) else {
+        return Ok(());
+    };
+    let _ = SOCKETS.remove(key);
+    if info.state == sock_state::CONNECTED || info.state == sock_state::CONNECTING {
+        conn_event(EventKind::SockClose, tgid, tid, fd as u32, 0, info.conn_id, SockAddr::default());
+    }
+    Ok(())
+}
+
+// ---- data: write/read, writev/readv, sendto/recvfrom, sendmsg/recvmsg.
+
+#[inline(always)]
+fn enter_data(ctx: &TracePointContext, op: u32) -> Result<(), i64> {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return Ok(());
+    }
+    let fd = arg(ctx, 0)?;
+    let Some(info) = sock(tgid, fd).1 else {
+        return Ok(());
+    };
+    if info.state != sock_state::CONNECTED && info.state != sock_state::CONNECTING {
+        return Ok(());
+    }
+    park(Pending {
+        op,
+        fd: fd as u32,
+        buf: arg(ctx, 1)?,
+        count: arg(ctx, 2)?,
+        conn_id: info.conn_id,
+        role: info.role,
+        ..Pending::EMPTY
+    })
+}
+
+/// First buffer of an iovec array: (base, len).
+#[inline(always)]
+fn first_iovec(iov: u64) -> Result<(u64, u64), i64> {
+    // SAFETY: bpf_probe_read_user tolerates bad pointers.
+    let v = unsafe { bpf_probe_read_user(iov as *const [u64; 2]) }.map_err(i64::from)?;
+    Ok((v[0], v[1]))
+}
+
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext, op: u32, dir: u32) -> Result<(), i64> {
+    let Some(p) = unpark(op) else {
+        return Ok(());
+    };
+    let n = ret(ctx)?;
+    if n <= 0 {
+        // EOF on a read, and resets, end exchanges; EAGAIN and the like are noise.
+        if (n == 0 && dir == direction::INGRESS) || n == -ECONNRESET || n == -EPIPE {
+            let (tgid, tid) = current();
+            emit_data(tgid, tid, &p, n, 0, 0, false, dir);
+        }
+        return Ok(());
+    }
+    let n_bytes = n as u64;
+    // Where the bytes are, how many of them lie in that one buffer, and whether
+    // the call had more buffers than the one captured.
+    let (buf, in_buf, more) = match op {
+        op::WRITEV | op::READV => {
+            let (base, len) = first_iovec(p.buf)?;
+            (base, if len < n_bytes { len } else { n_bytes }, p.count > 1 && len < n_bytes)
+        }
+        op::SENDMSG | op::RECVMSG => {
+            // struct msghdr: msg_iov at 16, msg_iovlen at 24.
+            // SAFETY: bpf_probe_read_user tolerates bad pointers.
+            let iov = unsafe { bpf_probe_read_user((p.buf + 16) as *const u64) }.map_err(i64::from)?;
+            let iovlen = unsafe { bpf_probe_read_user((p.buf + 24) as *const u64) }.map_err(i64::from)?;
+            let (base, len) = first_iovec(iov)?;
+            (base, if len < n_bytes { len } else { n_bytes }, iovlen > 1 && len < n_bytes)
+        }
+        _ => (p.buf, n_bytes, false),
+    };
+    let (tgid, tid) = current();
+    emit_data(tgid, tid, &p, n, buf, in_buf, more, dir);
+    Ok(())
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, more: bool, dir: u32) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let s: &mut DataScratch = unsafe { &mut *scratch };
+    let prefix =
+        (if in_buf < CAPTURE_PREFIX as u64 { in_buf } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
+    // SAFETY: prefix <= CAPTURE_PREFIX < bytes.len(); the helper tolerates bad source pointers.
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(s.bytes.as_mut_ptr().cast(), prefix as u32, buf as *const _)
+    } == 0;
+    let prefix = if ok { prefix } else { 0 };
+    let mut suffix = 0u64;
+    if ok && !more && in_buf > CAPTURE_PREFIX as u64 {
+        let rest = in_buf - CAPTURE_PREFIX as u64;
+        suffix =
+            (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
+        let from = buf + in_buf - suffix;
+        // SAFETY: prefix + suffix <= CAPTURE_PREFIX + CAPTURE_SUFFIX <= bytes.len().
+        let dst = unsafe { s.bytes.as_mut_ptr().add(prefix as usize) };
+        if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), suffix as u32, from as *const _) }
+            != 0
+        {
+            suffix = 0;
+        }
+    }
+    let mut h = header(EventKind::SockData, tgid, tid);
+    h.fd = p.fd as i32;
+    h.ret = n;
+    h.len = if n > 0 { n as u32 } else { 0 };
+    h.captured = (prefix + suffix) as u32;
+    s.event = DataEvent {
+        header: h,
+        conn_id: p.conn_id,
+        direction: dir as u16,
+        role: p.role as u16,
+        prefix_len: prefix as u32,
+        suffix_len: suffix as u32,
+        flags: if more { data_flags::VECTORED_PARTIAL } else { 0 },
+    };
+    let total = (core::mem::size_of::<DataEvent>() as u64 + prefix + suffix) & 0x3fff;
+    // SAFETY: total <= size_of::<DataScratch>(); the slice views the scratch struct.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
+    if NET_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(EventKind::SockData);
+    }
+}
+
+macro_rules! data_programs {
+    ($($enter:ident, $exit:ident, $op:expr, $dir:expr;)*) => {$(
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let _ = enter_data(&ctx, $op);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = exit_data(&ctx, $op, $dir);
+            0
+        }
+    )*};
+}
+
+data_programs! {
+    sys_enter_write, sys_exit_write, op::WRITE, direction::EGRESS;
+    sys_enter_read, sys_exit_read, op::READ, direction::INGRESS;
+    sys_enter_writev, sys_exit_writev, op::WRITEV, direction::EGRESS;
+    sys_enter_readv, sys_exit_readv, op::READV, direction::INGRESS;
+    sys_enter_sendto, sys_exit_sendto, op::WRITE, direction::EGRESS;
+    sys_enter_recvfrom, sys_exit_recvfrom, op::READ, direction::INGRESS;
+    sys_enter_sendmsg, sys_exit_sendmsg, op::SENDMSG, direction::EGRESS;
+    sys_enter_recvmsg, sys_exit_recvmsg, op::RECVMSG, direction::INGRESS;
+}

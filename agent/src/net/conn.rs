@@ -1,0 +1,225 @@
+//! One tracked TCP connection: its two HTTP/1 streams and the requests that
+//! await a response.
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use crate::net::http1::{starts_message, Chunk, Head, Kind, Message, ParseError, Sink, StreamParser};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The target connected: it writes requests.
+    Client,
+    /// The target accepted: it reads requests.
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// No bytes seen yet.
+    Unknown,
+    Http1,
+    /// TLS records (the libssl probes see the plaintext); ignored here.
+    Tls,
+    /// Neither: ignored after one parse error.
+    Other,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http1 => "http1",
+            Protocol::Tls => "tls",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// How an exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Response(u16),
+    /// The target closed the connection while waiting (a client timeout, usually).
+    Abandoned,
+    /// The peer closed the connection before a complete response.
+    PeerClosed,
+    /// ECONNRESET or EPIPE.
+    Reset,
+}
+
+/// A request and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub method: String,
+    pub path: String,
+    pub outcome: Outcome,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_id: Option<String>,
+    pub body_digest: u64,
+}
+
+/// Things a connection noticed that are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Parse(ParseError),
+    /// A response with no request waiting for it.
+    UnmatchedResponse,
+    /// The first bytes were not HTTP (nor TLS).
+    NotHttp,
+}
+
+pub struct Connection {
+    pub role: Role,
+    pub remote: Option<SocketAddr>,
+    pub protocol: Protocol,
+    pub exchanges: u64,
+    requests: StreamParser,
+    responses: StreamParser,
+    pending: VecDeque<Message>,
+    peer_closed: bool,
+}
+
+struct RequestSink<'a> {
+    pending: &'a mut VecDeque<Message>,
+    notices: &'a mut Vec<Notice>,
+}
+
+impl Sink for RequestSink<'_> {
+    fn answers_head(&mut self) -> bool {
+        false
+    }
+    fn message(&mut self, m: Message) {
+        self.pending.push_back(m);
+    }
+    fn error(&mut self, e: ParseError) {
+        self.notices.push(Notice::Parse(e));
+    }
+}
+
+struct ResponseSink<'a> {
+    pending: &'a mut VecDeque<Message>,
+    done: &'a mut Vec<Exchange>,
+    notices: &'a mut Vec<Notice>,
+}
+
+impl Sink for ResponseSink<'_> {
+    fn answers_head(&mut self) -> bool {
+        matches!(self.pending.front(), Some(Message { head: Head::Request { method, .. }, .. }) if method == "HEAD")
+    }
+    fn message(&mut self, m: Message) {
+        let Head::Response { code } = m.head else { return };
+        match self.pending.pop_front() {
+            Some(req) => {
+                self.done.push(exchange(req, Outcome::Response(code), m.last_ts_ns, m.head_bytes + m.body_bytes))
+            }
+            None => self.notices.push(Notice::UnmatchedResponse),
+        }
+    }
+    fn error(&mut self, e: ParseError) {
+        // A response stream that lost sync cannot be matched to the waiting requests.
+        self.pending.clear();
+        self.notices.push(Notice::Parse(e));
+    }
+}
+
+fn exchange(req: Message, outcome: Outcome, end_ns: u64, response_bytes: u64) -> Exchange {
+    let Head::Request { method, path } = req.head else { unreachable!("the request stream only yields requests") };
+    Exchange {
+        method,
+        path,
+        outcome,
+        start_ns: req.first_ts_ns,
+        end_ns,
+        request_bytes: req.head_bytes + req.body_bytes,
+        response_bytes,
+        request_id: req.request_id,
+        body_digest: req.body_digest,
+    }
+}
+
+impl Connection {
+    pub fn new(role: Role, remote: Option<SocketAddr>) -> Connection {
+        Connection {
+            role,
+            remote,
+            protocol: Protocol::Unknown,
+            exchanges: 0,
+            requests: StreamParser::new(Kind::Requests),
+            responses: StreamParser::new(Kind::Responses),
+            pending: VecDeque::new(),
+            peer_closed: false,
+        }
+    }
+
+    /// A connection that was open before the agent attached: both streams wait
+    /// for the next message start.
+    pub fn joined_midway(role: Role, remote: Option<SocketAddr>) -> Connection {
+        Connection {
+            protocol: Protocol::Http1,
+            requests: StreamParser::unsynced(Kind::Requests),
+            responses: StreamParser::unsynced(Kind::Responses),
+            ..Connection::new(role, remote)
+        }
+    }
+
+    /// Bytes skipped because the agent joined mid-way or lost sync.
+    pub fn skipped(&self) -> u64 {
+        self.requests.skipped + self.responses.skipped
+    }
+
+    /// Bytes the target wrote (`egress`) or read.
+    pub fn data(&mut self, egress: bool, chunk: &Chunk<'_>, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        let carries_requests = egress == (self.role == Role::Client);
+        if self.protocol == Protocol::Unknown {
+            self.protocol = if chunk.prefix.first() == Some(&0x16) && chunk.prefix.get(1) == Some(&0x03) {
+                Protocol::Tls
+            } else if carries_requests && starts_message(Kind::Requests, chunk.prefix) {
+                Protocol::Http1
+            } else {
+                notices.push(Notice::NotHttp);
+                Protocol::Other
+            };
+        }
+        if self.protocol != Protocol::Http1 {
+            return;
+        }
+        let before = done.len();
+        if carries_requests {
+            let mut sink = RequestSink { pending: &mut self.pending, notices };
+            self.requests.feed(chunk, &mut sink);
+        } else {
+            let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
+            self.responses.feed(chunk, &mut sink);
+        }
+        self.exchanges += (done.len() - before) as u64;
+    }
+
+    /// The peer closed its side (a read returned 0).
+    pub fn peer_eof(&mut self, ts_ns: u64, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        self.peer_closed = true;
+        let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
+        self.responses.end(ts_ns, &mut sink);
+    }
+
+    /// The connection is gone (closed, reset, or its process exited): requests
+    /// still waiting end without a response.
+    pub fn finish(&mut self, ts_ns: u64, reset: bool, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        if !reset {
+            let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
+            self.responses.end(ts_ns, &mut sink);
+        }
+        let outcome = if reset {
+            Outcome::Reset
+        } else if self.peer_closed {
+            Outcome::PeerClosed
+        } else {
+            Outcome::Abandoned
+        };
+        for req in self.pending.drain(..) {
+            done.push(exchange(req, outcome, ts_ns, 0));
+        }
+    }
+}

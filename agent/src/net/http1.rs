@@ -1,0 +1,524 @@
+//! HTTP/1.x framing over captured syscall chunks.
+//!
+//! Each direction of a connection is one [`StreamParser`]. A chunk is what one
+//! syscall moved: its true length plus a captured prefix and suffix, with an
+//! unknown gap between them when the buffer was larger than the capture. Heads
+//! are parsed with `httparse`; bodies are framed by Content-Length or chunked
+//! encoding using the true lengths, so a gap inside a body never breaks
+//! framing. When chunk-size lines fall into a gap, the parser goes "blind" and
+//! ends the body at the `0\r\n\r\n` terminator seen at the end of a read.
+
+use std::hash::Hasher;
+
+/// Longest message head accepted (request line or status line plus headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Request body bytes hashed into the retry digest.
+const DIGEST_BODY: u64 = 4096;
+const MAX_HEADERS: usize = 64;
+
+/// One syscall's worth of a stream.
+#[derive(Clone, Copy, Debug)]
+pub struct Chunk<'a> {
+    pub prefix: &'a [u8],
+    pub suffix: &'a [u8],
+    /// True byte count of the syscall.
+    pub len: u64,
+    pub ts_ns: u64,
+}
+
+impl<'a> Chunk<'a> {
+    /// A chunk captured whole.
+    pub fn whole(bytes: &'a [u8], ts_ns: u64) -> Chunk<'a> {
+        Chunk { prefix: bytes, suffix: &[], len: bytes.len() as u64, ts_ns }
+    }
+}
+
+/// What the stream carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Requests,
+    Responses,
+}
+
+/// The head of a complete message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Head {
+    Request { method: String, path: String },
+    Response { code: u16 },
+}
+
+/// A complete message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub head: Head,
+    pub head_bytes: u64,
+    pub body_bytes: u64,
+    /// Time of the syscall that carried the first byte.
+    pub first_ts_ns: u64,
+    /// Time of the syscall that carried the last byte.
+    pub last_ts_ns: u64,
+    /// `X-Request-ID` / `X-Correlation-ID`, if sent (for the recent-requests view only).
+    pub request_id: Option<String>,
+    /// Hash of the body's first bytes and its length (requests; for retries).
+    pub body_digest: u64,
+    /// The peer asked to close the connection after this message.
+    pub close: bool,
+}
+
+/// Why bytes could not be framed. Each is counted under its [`name`](ParseError::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not an HTTP message head.
+    Invalid,
+    /// A head longer than the capture or than `MAX_HEAD`.
+    HeadTruncated,
+    /// A malformed chunk-size line.
+    BadChunk,
+    /// Content-Length that is not a number (or conflicting values).
+    BadLength,
+}
+
+impl ParseError {
+    pub fn name(self) -> &'static str {
+        match self {
+            ParseError::Invalid => "invalid",
+            ParseError::HeadTruncated => "head_truncated",
+            ParseError::BadChunk => "bad_chunk",
+            ParseError::BadLength => "bad_length",
+        }
+    }
+}
+
+/// Where parsed messages go; the connection implements it.
+pub trait Sink {
+    /// For a response head: whether the request it answers was `HEAD` (so it has no body).
+    fn answers_head(&mut self) -> bool;
+    fn message(&mut self, message: Message);
+    fn error(&mut self, error: ParseError);
+}
+
+#[derive(Debug)]
+enum ChunkState {
+    Size(Vec<u8>),
+    Data(u64),
+    DataEnd(u8),
+    Trailer(Vec<u8>),
+    /// A chunk-size line fell into a gap: wait for the terminator.
+    Blind,
+}
+
+#[derive(Debug)]
+enum Framing {
+    Length(u64),
+    Chunked(ChunkState),
+    UntilClose,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Expecting a message head.
+    Start,
+    Head(Vec<u8>),
+    Body(Framing),
+    /// Lost track: skip until a syscall starts with a message head.
+    Unsynced,
+}
+
+#[derive(Debug)]
+pub struct StreamParser {
+    kind: Kind,
+    state: State,
+    /// The message being read (head parsed).
+    current: Option<Message>,
+    digest: std::collections::hash_map::DefaultHasher,
+    digested: u64,
+    /// Last known bytes that end where the stream is now (for the blind terminator).
+    tail: Vec<u8>,
+    head_started_ts: u64,
+    /// Bytes skipped while unsynced.
+    pub skipped: u64,
+}
+
+fn is_request_start(b: &[u8]) -> bool {
+    let Some(sp) = b.iter().take(16).position(|&c| c == b' ') else {
+        return false;
+    };
+    sp > 0
+        && b[..sp].iter().all(|c| c.is_ascii_uppercase())
+        && b.get(sp + 1).is_some_and(|&c| c == b'/' || c == b'h' || c == b'*')
+}
+
+fn is_response_start(b: &[u8]) -> bool {
+    b.starts_with(b"HTTP/1.")
+}
+
+/// Whether `b` looks like the start of a message of `kind` (used to resync).
+pub fn starts_message(kind: Kind, b: &[u8]) -> bool {
+    match kind {
+        Kind::Requests => is_request_start(b),
+        Kind::Responses => is_response_start(b),
+    }
+}
+
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    buf[from.saturating_sub(3)..].windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + from.saturating_sub(3) + 4)
+}
+
+impl StreamParser {
+    pub fn new(kind: Kind) -> StreamParser {
+        StreamParser {
+            kind,
+            state: State::Start,
+            current: None,
+            digest: Default::default(),
+            digested: 0,
+            tail: Vec::new(),
+            head_started_ts: 0,
+            skipped: 0,
+        }
+    }
+
+    /// A parser for a stream joined mid-way: it waits for a message start.
+    pub fn unsynced(kind: Kind) -> StreamParser {
+        StreamParser { state: State::Unsynced, ..StreamParser::new(kind) }
+    }
+
+    /// No message is in progress.
+    pub fn idle(&self) -> bool {
+        matches!(self.state, State::Start)
+    }
+
+    pub fn is_unsynced(&self) -> bool {
+        matches!(self.state, State::Unsynced)
+    }
+
+    /// Feeds one syscall's bytes.
+    pub fn feed(&mut self, chunk: &Chunk<'_>, sink: &mut dyn Sink) {
+        if let State::Unsynced = self.state {
+            if starts_message(self.kind, chunk.prefix) {
+                self.state = State::Start;
+            } else {
+                self.skipped += chunk.len;
+                return;
+            }
+        }
+        let known = chunk.prefix.len() as u64 + chunk.suffix.len() as u64;
+        let gap = chunk.len.saturating_sub(known);
+        self.known(chunk.prefix, chunk.ts_ns, sink);
+        if gap > 0 {
+            self.gap(gap, chunk.ts_ns, sink);
+        }
+        if !chunk.suffix.is_empty() {
+            self.known(chunk.suffix, chunk.ts_ns, sink);
+        }
+        if let State::Body(Framing::Chunked(ChunkState::Blind)) = self.state {
+            if self.tail.ends_with(b"\r\n0\r\n\r\n") || self.tail == b"0\r\n\r\n" {
+                self.complete(chunk.ts_ns, sink);
+            }
+        }
+    }
+
+    /// The connection ended (EOF or close): a body framed by the close completes.
+    pub fn end(&mut self, ts_ns: u64, sink: &mut dyn Sink) {
+        if let State::Body(Framing::UntilClose) = self.state {
+            self.complete(ts_ns, sink);
+        }
+    }
+
+    fn push_tail(&mut self, b: &[u8]) {
+        self.tail.extend_from_slice(&b[b.len().saturating_sub(16)..]);
+        let excess = self.tail.len().saturating_sub(16);
+        self.tail.drain(..excess);
+    }
+
+    fn desync(&mut self, error: ParseError, sink: &mut dyn Sink) {
+        sink.error(error);
+        self.current = None;
+        self.state = State::Unsynced;
+    }
+
+    fn complete(&mut self, ts_ns: u64, sink: &mut dyn Sink) {
+        if let Some(mut m) = self.current.take() {
+            m.last_ts_ns = ts_ns;
+            m.body_digest = self.digest.finish() ^ m.body_bytes;
+            sink.message(m);
+        }
+        self.state = State::Start;
+        self.tail.clear();
+    }
+
+    fn known(&mut self, mut b: &[u8], ts: u64, sink: &mut dyn Sink) {
+        while !b.is_empty() {
+            match &mut self.state {
+                State::Unsynced => {
+                    self.skipped += b.len() as u64;
+                    return;
+                }
+                State::Start => {
+                    // Tolerate stray CRLF between messages.
+                    let skip = b.iter().take_while(|c| **c == b'\r' || **c == b'\n').count();
+                    b = &b[skip..];
+                    if !b.is_empty() {
+                        self.head_started_ts = ts;
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::Head(buf) => {
+                    let old = buf.len();
+                    let take = b.len().min(MAX_HEAD + 4 - old);
+                    buf.extend_from_slice(&b[..take]);
+                    match find_head_end(buf, old) {
+                        Some(end) => {
+                            let head = std::mem::take(buf);
+                            b = &b[end - old..];
+                            self.head(&head[..end], ts, sink);
+                        }
+                        None if buf.len() > MAX_HEAD => return self.desync(ParseError::HeadTruncated, sink),
+                        None => {
+                            // An early look: bytes that cannot start a message are not HTTP.
+                            if buf.len() >= 8 && !starts_message(self.kind, buf) {
+                                return self.desync(ParseError::Invalid, sink);
+                            }
+                            return;
+                        }
+                    }
+                }
+                State::Body(framing) => {
+                    let n = b.len() as u64;
+                    match framing {
+                        Framing::Length(rem) => {
+                            let k = n.min(*rem);
+                            *rem -= k;
+                            let done = *rem == 0;
+                            self.body(&b[..k as usize], k);
+                            b = &b[k as usize..];
+                            if done {
+                                self.complete(ts, sink);
+                            }
+                        }
+                        Framing::UntilClose => {
+                            self.body(b, n);
+                            return;
+                        }
+                        Framing::Chunked(cs) => {
+                            let (used, event) = chunked_known(cs, b);
+                            let body = &b[..used];
+                            b = &b[used..];
+                            self.push_tail(body);
+                            if let Some(m) = self.current.as_mut() {
+                                m.body_bytes += used as u64;
+                            }
+                            match event {
+                                ChunkEvent::More => {}
+                                ChunkEvent::Done => self.complete(ts, sink),
+                                ChunkEvent::Bad => return self.desync(ParseError::BadChunk, sink),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn body(&mut self, b: &[u8], n: u64) {
+        if self.kind == Kind::Requests && self.digested < DIGEST_BODY {
+            let k = (DIGEST_BODY - self.digested).min(b.len() as u64) as usize;
+            self.digest.write(&b[..k]);
+            self.digested += k as u64;
+        }
+        if let Some(m) = self.current.as_mut() {
+            m.body_bytes += n;
+        }
+    }
+
+    fn gap(&mut self, mut n: u64, ts: u64, sink: &mut dyn Sink) {
+        self.tail.clear();
+        while n > 0 {
+            match &mut self.state {
+                State::Unsynced => {
+                    self.skipped += n;
+                    return;
+                }
+                // A head (or the start of the next message) fell into bytes not captured.
+                State::Start | State::Head(_) => {
+                    self.skipped += n;
+                    return self.desync(ParseError::HeadTruncated, sink);
+                }
+                State::Body(Framing::Length(rem)) => {
+                    let k = n.min(*rem);
+                    *rem -= k;
+                    n -= k;
+                    let done = *rem == 0;
+                    if let Some(m) = self.current.as_mut() {
+                        m.body_bytes += k;
+                    }
+                    if done {
+                        self.complete(ts, sink);
+                    }
+                }
+                State::Body(Framing::UntilClose) => {
+                    if let Some(m) = self.current.as_mut() {
+                        m.body_bytes += n;
+                    }
+                    return;
+                }
+                State::Body(Framing::Chunked(cs)) => {
+                    let k = match cs {
+                        ChunkState::Data(rem) if *rem >= n => {
+                            *rem -= n;
+                            n
+                        }
+                        _ => {
+                            *cs = ChunkState::Blind;
+                            n
+                        }
+                    };
+                    n -= k;
+                    if let Some(m) = self.current.as_mut() {
+                        m.body_bytes += k;
+                    }
+                }
+            }
+        }
+    }
+
+    fn head(&mut self, head: &[u8], ts: u64, sink: &mut dyn Sink) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let (msg_head, parsed_headers): (Head, &[httparse::Header<'_>]) = match self.kind {
+            Kind::Requests => {
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(head) {
+                    Ok(httparse::Status::Complete(_)) => {}
+                    _ => return self.desync(ParseError::Invalid, sink),
+                }
+                let (Some(method), Some(path)) = (req.method, req.path) else {
+                    return self.desync(ParseError::Invalid, sink);
+                };
+                let head = Head::Request { method: method.to_string(), path: path.to_string() };
+                (head, req.headers)
+            }
+            Kind::Responses => {
+                let mut res = httparse::Response::new(&mut headers);
+                match res.parse(head) {
+                    Ok(httparse::Status::Complete(_)) => {}
+                    _ => return self.desync(ParseError::Invalid, sink),
+                }
+                let Some(code) = res.code else {
+                    return self.desync(ParseError::Invalid, sink);
+                };
+                (Head::Response { code }, res.headers)
+            }
+        };
+        let mut length: Option<u64> = None;
+        let mut chunked = false;
+        let mut close = false;
+        let mut request_id = None;
+        for h in parsed_headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value).ok().and_then(|s| s.trim().parse::<u64>().ok());
+                match (v, length) {
+                    (Some(v), None) => length = Some(v),
+                    (Some(v), Some(prev)) if v == prev => {}
+                    _ => return self.desync(ParseError::BadLength, sink),
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
+            } else if name.eq_ignore_ascii_case("connection") {
+                close = h.value.eq_ignore_ascii_case(b"close");
+            } else if (name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("x-correlation-id"))
+                && h.value.len() <= 128
+            {
+                request_id = std::str::from_utf8(h.value).ok().map(str::to_string);
+            }
+        }
+        let framing = match &msg_head {
+            // 1xx are interim: the final response follows on the same stream.
+            Head::Response { code } if (100..200).contains(code) && *code != 101 => {
+                self.state = State::Start;
+                return;
+            }
+            Head::Response { code } if *code == 204 || *code == 304 || sink.answers_head() => None,
+            _ if chunked => Some(Framing::Chunked(ChunkState::Size(Vec::new()))),
+            _ => match (length, &msg_head) {
+                (Some(0), _) | (None, Head::Request { .. }) => None,
+                (Some(n), _) => Some(Framing::Length(n)),
+                (None, Head::Response { .. }) => Some(Framing::UntilClose),
+            },
+        };
+        self.digest = Default::default();
+        self.digested = 0;
+        self.current = Some(Message {
+            head: msg_head,
+            head_bytes: head.len() as u64,
+            body_bytes: 0,
+            first_ts_ns: self.head_started_ts,
+            last_ts_ns: ts,
+            request_id,
+            body_digest: 0,
+            close,
+        });
+        match framing {
+            None => self.complete(ts, sink),
+            Some(f) => self.state = State::Body(f),
+        }
+    }
+}
+
+enum ChunkEvent {
+    More,
+    Done,
+    Bad,
+}
+
+/// Advances chunked framing over known bytes; returns how many were used.
+fn chunked_known(cs: &mut ChunkState, b: &[u8]) -> (usize, ChunkEvent) {
+    let mut i = 0;
+    while i < b.len() {
+        match cs {
+            ChunkState::Size(line) => {
+                let Some(nl) = b[i..].iter().position(|&c| c == b'\n') else {
+                    line.extend_from_slice(&b[i..]);
+                    if line.len() > 1024 {
+                        return (b.len(), ChunkEvent::Bad);
+                    }
+                    return (b.len(), ChunkEvent::More);
+                };
+                line.extend_from_slice(&b[i..i + nl + 1]);
+                i += nl + 1;
+                let size = match httparse::parse_chunk_size(line) {
+                    Ok(httparse::Status::Complete((_, size))) => size,
+                    _ => return (i, ChunkEvent::Bad),
+                };
+                *cs = if size == 0 { ChunkState::Trailer(Vec::new()) } else { ChunkState::Data(size) };
+            }
+            ChunkState::Data(rem) => {
+                let k = (*rem).min((b.len() - i) as u64);
+                *rem -= k;
+                i += k as usize;
+                if *rem == 0 {
+                    *cs = ChunkState::DataEnd(2);
+                }
+            }
+            ChunkState::DataEnd(left) => {
+                *left -= 1;
+                i += 1;
+                if *left == 0 {
+                    *cs = ChunkState::Size(Vec::new());
+                }
+            }
+            ChunkState::Trailer(buf) => {
+                buf.push(b[i]);
+                i += 1;
+                if buf.as_slice() == b"\r\n" || buf.ends_with(b"\r\n\r\n") {
+                    return (i, ChunkEvent::Done);
+                }
+                if buf.len() > MAX_HEAD {
+                    return (i, ChunkEvent::Bad);
+                }
+            }
+            ChunkState::Blind => return (b.len(), ChunkEvent::More),
+        }
+    }
+    (i, ChunkEvent::More)
+}

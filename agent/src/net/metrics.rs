@@ -1,0 +1,120 @@
+//! HTTP metrics: names, labels and buckets of pyWATS's own module, plus
+//! `target`, sizes, and the agent's parse and loss counters for this pipeline.
+
+use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub retries: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub request_size: HistogramVec,
+    pub response_size: HistogramVec,
+    pub server_requests: IntCounterVec,
+    pub server_duration: HistogramVec,
+    pub parse_errors: IntCounterVec,
+    pub connections: IntCounterVec,
+    pub open_connections: IntGauge,
+    pub skipped_bytes: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition")
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Option<Vec<f64>>) -> HistogramVec {
+    let mut opts = HistogramOpts::new(name, help);
+    if let Some(b) = buckets {
+        opts = opts.buckets(b);
+    }
+    HistogramVec::new(opts, labels).expect("valid metric definition")
+}
+
+impl HttpMetrics {
+    pub fn new(registry: &Metrics) -> HttpMetrics {
+        let sizes = exponential_buckets(64.0, 4.0, 11).expect("valid buckets");
+        let m = HttpMetrics {
+            requests: counter(
+                "pywats_http_requests_total",
+                "HTTP requests completed, by method, templated endpoint, outcome and status code.",
+                &["target", "method", "endpoint", "status", "code"],
+            ),
+            // prometheus_client's default buckets, as pyWATS uses them.
+            duration: histogram(
+                "pywats_http_request_duration_seconds",
+                "HTTP request duration: first request byte written to last response byte read.",
+                &["target", "method", "endpoint"],
+                None,
+            ),
+            retries: counter(
+                "pywats_http_retries_total",
+                "Requests repeating a failed one (same method, endpoint and body) within 5 minutes.",
+                &["target", "method", "endpoint"],
+            ),
+            errors: counter(
+                "pywats_errors_total",
+                "Errors by type and operation.",
+                &["target", "error_type", "operation"],
+            ),
+            request_size: histogram(
+                "pywats_http_request_size_bytes",
+                "HTTP request size (head and body).",
+                &["target", "method", "endpoint"],
+                Some(sizes.clone()),
+            ),
+            response_size: histogram(
+                "pywats_http_response_size_bytes",
+                "HTTP response size (head and body).",
+                &["target", "method", "endpoint"],
+                Some(sizes),
+            ),
+            server_requests: counter(
+                "pywats_http_server_requests_total",
+                "HTTP requests the target answered (connections it accepted).",
+                &["target", "method", "endpoint", "status", "code"],
+            ),
+            server_duration: histogram(
+                "pywats_http_server_request_duration_seconds",
+                "Duration of requests the target answered.",
+                &["target", "method", "endpoint"],
+                None,
+            ),
+            parse_errors: counter(
+                "pywats_agent_parse_errors_total",
+                "Bytes the agent could not parse, by protocol and reason.",
+                &["protocol", "reason"],
+            ),
+            connections: counter(
+                "pywats_agent_connections_total",
+                "TCP connections of targets, by the protocol recognised on them.",
+                &["protocol"],
+            ),
+            open_connections: IntGauge::new(
+                "pywats_agent_connections_open",
+                "TCP connections of targets being tracked.",
+            )
+            .expect("valid metric definition"),
+            skipped_bytes: counter(
+                "pywats_agent_skipped_bytes_total",
+                "Socket bytes not parsed, by reason (joined mid-stream, lost sync).",
+                &["reason"],
+            ),
+        };
+        registry.register(Box::new(m.requests.clone()));
+        registry.register(Box::new(m.duration.clone()));
+        registry.register(Box::new(m.retries.clone()));
+        registry.register(Box::new(m.errors.clone()));
+        registry.register(Box::new(m.request_size.clone()));
+        registry.register(Box::new(m.response_size.clone()));
+        registry.register(Box::new(m.server_requests.clone()));
+        registry.register(Box::new(m.server_duration.clone()));
+        registry.register(Box::new(m.parse_errors.clone()));
+        registry.register(Box::new(m.connections.clone()));
+        registry.register(Box::new(m.open_connections.clone()));
+        registry.register(Box::new(m.skipped_bytes.clone()));
+        m
+    }
+}

@@ -1,0 +1,284 @@
+//! Requests from socket events: connections, HTTP/1 framing, endpoint
+//! templating, and the metrics they feed.
+
+pub mod conn;
+pub mod endpoint;
+pub mod http1;
+pub mod metrics;
+pub mod recent;
+pub mod retry;
+pub mod seed;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use pywats_agent_ebpf::abi::{
+    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
+};
+
+use crate::{
+    net::{
+        conn::{Connection, Exchange, Notice, Outcome, Role},
+        endpoint::Endpoints,
+        http1::Chunk,
+        metrics::HttpMetrics,
+        recent::{Recent, RecentRequest},
+        retry::Retries,
+    },
+    proc::Targets,
+};
+
+/// Marks conn ids the agent made up for connections open before it attached.
+pub const SEEDED_CONN: u64 = 1 << 63;
+
+fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
+    let ip = match a.family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+        AF_INET6 => IpAddr::V6(Ipv6Addr::from(a.addr)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, a.port))
+}
+
+/// `errno` of a failed connect → `error_type`.
+fn connect_error(errno: i64) -> &'static str {
+    match errno {
+        111 => "connection_refused",
+        110 => "timeout",
+        101 | 113 => "unreachable",
+        _ => "connect_error",
+    }
+}
+
+struct Tracked {
+    target: String,
+    conn: Connection,
+}
+
+/// Summary of a live connection for `/health/details`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ConnSummary {
+    pub target: String,
+    pub tgid: u32,
+    pub fd: Option<u32>,
+    pub role: &'static str,
+    pub protocol: &'static str,
+    pub remote: Option<String>,
+    pub requests: u64,
+}
+
+pub struct NetPipeline {
+    conns: HashMap<(u32, u64), Tracked>,
+    endpoints: Endpoints,
+    retries: Retries,
+    metrics: HttpMetrics,
+    recent: Arc<Mutex<Recent>>,
+    targets: Arc<RwLock<Targets>>,
+    done: Vec<Exchange>,
+    notices: Vec<Notice>,
+}
+
+impl NetPipeline {
+    pub fn new(
+        endpoints: Endpoints,
+        metrics: HttpMetrics,
+        recent: Arc<Mutex<Recent>>,
+        targets: Arc<RwLock<Targets>>,
+    ) -> NetPipeline {
+        NetPipeline {
+            conns: HashMap::new(),
+            endpoints,
+            retries: Retries::default(),
+            metrics,
+            recent,
+            targets,
+            done: Vec::new(),
+            notices: Vec::new(),
+        }
+    }
+
+    fn target_of(&self, tgid: u32) -> String {
+        let targets = self.targets.read().expect("targets lock");
+        let found = targets.iter().find(|t| t.pid == tgid || t.children.contains(&tgid));
+        found.map(|t| t.name.clone()).unwrap_or_else(|| "unknown".into())
+    }
+
+    fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection) {
+        let target = self.target_of(tgid);
+        self.conns.insert((tgid, conn_id), Tracked { target, conn });
+        self.metrics.open_connections.set(self.conns.len() as i64);
+    }
+
+    /// A connection that existed before the agent attached.
+    pub fn seed(&mut self, tgid: u32, conn_id: u64, role: Role, remote: SocketAddr) {
+        self.open(tgid, conn_id, Connection::joined_midway(role, Some(remote)));
+    }
+
+    pub fn on_conn(&mut self, kind: EventKind, ev: &ConnEvent) {
+        let key = (ev.header.tgid, ev.conn_id);
+        let ret = ev.header.ret;
+        match kind {
+            EventKind::SockConnect if ret == 0 || ret == -EINPROGRESS => {
+                if !self.conns.contains_key(&key) {
+                    self.open(key.0, key.1, Connection::new(Role::Client, socket_addr(&ev.addr)));
+                }
+            }
+            EventKind::SockConnect => {
+                let target = match self.conns.remove(&key) {
+                    Some(t) => t.target,
+                    None => self.target_of(key.0),
+                };
+                self.metrics.open_connections.set(self.conns.len() as i64);
+                self.metrics.errors.with_label_values(&[&target, connect_error(-ret), "connect"]).inc();
+                let remote = socket_addr(&ev.addr).map(|a| a.to_string()).unwrap_or_default();
+                tracing::debug!(target_name = %target, %remote, "connect failed: errno {}", -ret);
+            }
+            EventKind::SockAccept => self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr))),
+            EventKind::SockClose => self.close(key, ev.header.ts_ns, false),
+            EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit | EventKind::SockData => {}
+        }
+    }
+
+    fn close(&mut self, key: (u32, u64), ts_ns: u64, reset: bool) {
+        let Some(mut t) = self.conns.remove(&key) else {
+            return;
+        };
+        self.metrics.open_connections.set(self.conns.len() as i64);
+        t.conn.finish(ts_ns, reset, &mut self.done, &mut self.notices);
+        self.metrics.connections.with_label_values(&[t.conn.protocol.name()]).inc();
+        let skipped = t.conn.skipped();
+        if skipped > 0 {
+            self.metrics.skipped_bytes.with_label_values(&["unsynced"]).inc_by(skipped);
+        }
+        self.flush(&t.target, t.conn.role, t.conn.remote);
+    }
+
+    pub fn on_data(&mut self, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) {
+        let key = (ev.header.tgid, ev.conn_id);
+        if !self.conns.contains_key(&key) {
+            // Connect event lost, or a socket seeded in the kernel only: join mid-way.
+            let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
+            self.open(key.0, key.1, Connection::joined_midway(role, None));
+        }
+        let ts = ev.header.ts_ns;
+        let egress = ev.direction as u32 == direction::EGRESS;
+        let ret = ev.header.ret;
+        if ret < 0 {
+            return self.close(key, ts, true);
+        }
+        let Some(t) = self.conns.get_mut(&key) else { return };
+        if ret == 0 {
+            t.conn.peer_eof(ts, &mut self.done, &mut self.notices);
+        } else {
+            let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns: ts };
+            t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
+        }
+        let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
+        self.flush(&target, role, remote);
+    }
+
+    /// A process of a target exited: its sockets closed without close().
+    pub fn process_exited(&mut self, tgid: u32, ts_ns: u64) {
+        let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
+        for key in keys {
+            self.close(key, ts_ns, false);
+        }
+    }
+
+    pub fn connections(&self) -> Vec<ConnSummary> {
+        self.conns
+            .iter()
+            .take(100)
+            .map(|(&(tgid, _), t)| ConnSummary {
+                target: t.target.clone(),
+                tgid,
+                fd: None,
+                role: match t.conn.role {
+                    Role::Client => "client",
+                    Role::Server => "server",
+                },
+                protocol: t.conn.protocol.name(),
+                remote: t.conn.remote.map(|a| a.to_string()),
+                requests: t.conn.exchanges,
+            })
+            .collect()
+    }
+
+    fn flush(&mut self, target: &str, role: Role, remote: Option<SocketAddr>) {
+        for n in self.notices.drain(..) {
+            let reason = match n {
+                Notice::Parse(e) => e.name(),
+                Notice::UnmatchedResponse => "unmatched_response",
+                Notice::NotHttp => "not_http",
+            };
+            self.metrics.parse_errors.with_label_values(&["http1", reason]).inc();
+        }
+        let done = std::mem::take(&mut self.done);
+        for x in &done {
+            self.record(target, role, remote, x);
+        }
+        self.done = done;
+        self.done.clear();
+    }
+
+    fn record(&mut self, target: &str, role: Role, remote: Option<SocketAddr>, x: &Exchange) {
+        let endpoint = self.endpoints.label(&x.path);
+        let method = if x.method.len() <= 16 && x.method.bytes().all(|b| b.is_ascii_uppercase()) {
+            x.method.as_str()
+        } else {
+            "OTHER"
+        };
+        let (code, error_type, outcome) = match x.outcome {
+            Outcome::Response(c) if c >= 500 => (c.to_string(), Some("http_5xx"), "response"),
+            Outcome::Response(c) if c >= 400 => (c.to_string(), Some("http_4xx"), "response"),
+            Outcome::Response(c) => (c.to_string(), None, "response"),
+            Outcome::Abandoned => ("none".to_string(), Some("timeout"), "abandoned"),
+            Outcome::PeerClosed => ("none".to_string(), Some("connection_closed"), "peer_closed"),
+            Outcome::Reset => ("none".to_string(), Some("connection_reset"), "reset"),
+        };
+        let status = if error_type.is_some() { "error" } else { "success" };
+        let seconds = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
+        let labels = [target, method, endpoint.as_str()];
+        let retry = match role {
+            Role::Client => {
+                self.metrics.requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
+                self.metrics.duration.with_label_values(&labels).observe(seconds);
+                self.metrics.request_size.with_label_values(&labels).observe(x.request_bytes as f64);
+                if matches!(x.outcome, Outcome::Response(_)) {
+                    self.metrics.response_size.with_label_values(&labels).observe(x.response_bytes as f64);
+                }
+                if let Some(e) = error_type {
+                    self.metrics.errors.with_label_values(&[target, e, &format!("{method} {endpoint}")]).inc();
+                }
+                let key = (target.to_string(), method.to_string(), endpoint.clone(), x.body_digest);
+                let retry = self.retries.record(key, x.start_ns, x.end_ns, error_type.is_some());
+                if retry {
+                    self.metrics.retries.with_label_values(&labels).inc();
+                }
+                retry
+            }
+            Role::Server => {
+                self.metrics.server_requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
+                self.metrics.server_duration.with_label_values(&labels).observe(seconds);
+                false
+            }
+        };
+        self.recent.lock().expect("recent lock").push(RecentRequest {
+            target: target.to_string(),
+            method: method.to_string(),
+            endpoint,
+            status,
+            code,
+            outcome,
+            duration_ms: seconds * 1e3,
+            request_bytes: x.request_bytes,
+            response_bytes: x.response_bytes,
+            remote: remote.map(|a| a.to_string()),
+            request_id: x.request_id.clone(),
+            retry,
+        });
+    }
+}
