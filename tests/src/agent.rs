@@ -48,7 +48,7 @@ impl Agent {
         let stderr = File::create(&log).expect("create agent log");
         let child = cmd
             .args(args)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "debug"])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--log-level", "debug,aya=info,aya_obj=info"])
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -143,8 +143,8 @@ mod tests {
             e.label("/api/Production/Unit/SN-0001/PN-42?x=1"),
             "/api/Production/Unit/{serial_number}/{part_number}"
         );
-        assert_eq!(e.label("/api/Report/Wsjf/7f3e2a10-aaaa-bbbb-cccc-0123456789ab"), "/api/Report/Wsjf/{id}");
-        assert_eq!(e.label("/api/report/wsjf/123"), "/api/Report/Wsjf/{id}");
+        assert_eq!(e.label("/api/Report/Wsjf/7f3e2a10-aaaa-bbbb-cccc-0123456789ab"), "/api/Report/Wsjf/{report_id}");
+        assert_eq!(e.label("/api/report/wsjf/123"), "/api/Report/Wsjf/{report_id}");
         assert_eq!(e.label("/api/Report/WSJF"), "/api/Report/WSJF");
         assert_eq!(e.label("/api/App/Version?token=secret"), "/api/App/Version");
         assert_eq!(e.label("/api/SCIM/v2/Users/userName=alice"), "/api/SCIM/v2/Users/userName={username}");
@@ -172,7 +172,7 @@ mod tests {
         assert_eq!(e.label("/c"), "other");
         assert_eq!(e.label("/a"), "/a");
         // Known templates are always themselves.
-        assert_eq!(e.label("/api/Report/Wsjf/1"), "/api/Report/Wsjf/{id}");
+        assert_eq!(e.label("/api/Report/Wsjf/1"), "/api/Report/Wsjf/{report_id}");
     }
 
     #[test]

@@ -522,3 +522,232 @@ fn chunked_known(cs: &mut ChunkState, b: &[u8]) -> (usize, ChunkEvent) {
     }
     (i, ChunkEvent::More)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect {
+        head: bool,
+        messages: Vec<Message>,
+        errors: Vec<ParseError>,
+    }
+
+    impl Sink for Collect {
+        fn answers_head(&mut self) -> bool {
+            self.head
+        }
+        fn message(&mut self, m: Message) {
+            self.messages.push(m);
+        }
+        fn error(&mut self, e: ParseError) {
+            self.errors.push(e);
+        }
+    }
+
+    fn feed_all(p: &mut StreamParser, parts: &[&[u8]], sink: &mut Collect) {
+        for (i, part) in parts.iter().enumerate() {
+            p.feed(&Chunk::whole(part, i as u64 + 1), sink);
+        }
+    }
+
+    fn code(m: &Message) -> u16 {
+        match m.head {
+            Head::Response { code } => code,
+            _ => panic!("not a response"),
+        }
+    }
+
+    #[test]
+    fn request_split_byte_by_byte() {
+        let req = b"POST /api/Report/WSJF HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello";
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let parts: Vec<&[u8]> = req.chunks(1).collect();
+        feed_all(&mut p, &parts, &mut s);
+        assert_eq!(s.errors, []);
+        assert_eq!(s.messages.len(), 1);
+        let m = &s.messages[0];
+        assert_eq!(m.head, Head::Request { method: "POST".into(), path: "/api/Report/WSJF".into() });
+        assert_eq!(m.body_bytes, 5);
+        assert_eq!(m.first_ts_ns, 1);
+        assert_eq!(m.last_ts_ns, req.len() as u64);
+        assert!(p.idle());
+    }
+
+    #[test]
+    fn keep_alive_requests_in_one_write_and_digest() {
+        let two = b"GET /a HTTP/1.1\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\nX-Request-ID: r-1\r\n\r\nabcGET /c HTTP/1.1\r\n\r\n";
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[two], &mut s);
+        assert_eq!(s.messages.len(), 3);
+        assert_eq!(s.messages[1].request_id.as_deref(), Some("r-1"));
+        let again = b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
+        let other = b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabd";
+        feed_all(&mut p, &[again, other], &mut s);
+        assert_eq!(s.messages[1].body_digest, s.messages[3].body_digest);
+        assert_ne!(s.messages[3].body_digest, s.messages[4].body_digest);
+    }
+
+    #[test]
+    fn large_body_with_gap_keeps_framing() {
+        // 2 MiB body: only 4 KiB prefix and 64 bytes suffix of the second write captured.
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n";
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        p.feed(&Chunk::whole(head, 1), &mut s);
+        p.feed(&Chunk { prefix: &[b'x'; 4096], suffix: &[b'x'; 64], len: 2097152, ts_ns: 2 }, &mut s);
+        p.feed(&Chunk::whole(b"HTTP/1.1 204 No Content\r\n\r\n", 3), &mut s);
+        assert_eq!(s.errors, []);
+        assert_eq!(s.messages.len(), 2);
+        assert_eq!(s.messages[0].body_bytes, 2097152);
+        assert_eq!(s.messages[0].last_ts_ns, 2);
+        assert_eq!(code(&s.messages[1]), 204);
+    }
+
+    #[test]
+    fn chunked_fully_captured_and_split() {
+        let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+        for split in [1usize, 3, 7, body.len()] {
+            let mut p = StreamParser::new(Kind::Responses);
+            let mut s = Collect::default();
+            let parts: Vec<&[u8]> = body.chunks(split).collect();
+            feed_all(&mut p, &parts, &mut s);
+            assert_eq!(s.errors, [], "split {split}");
+            assert_eq!(s.messages.len(), 1, "split {split}");
+            assert_eq!(s.messages[0].last_ts_ns, parts.len() as u64);
+            assert!(p.idle());
+        }
+    }
+
+    #[test]
+    fn chunked_with_trailers() {
+        let body = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: 1\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[body], &mut s);
+        assert_eq!(s.errors, []);
+        assert_eq!(s.messages.len(), 2);
+    }
+
+    #[test]
+    fn chunked_blind_through_a_gap_ends_at_terminator() {
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        p.feed(&Chunk::whole(head, 1), &mut s);
+        // A 64 KiB read holding many chunks; chunk-size lines fall in the gap.
+        p.feed(&Chunk { prefix: b"2000\r\n", suffix: b"xxxx\r\n2000\r\nyyyy", len: 65536, ts_ns: 2 }, &mut s);
+        assert!(s.messages.is_empty());
+        p.feed(&Chunk { prefix: b"zzzz", suffix: b"zzzz\r\n0\r\n\r\n", len: 30000, ts_ns: 3 }, &mut s);
+        assert_eq!(s.errors, []);
+        assert_eq!(s.messages.len(), 1);
+        assert_eq!(s.messages[0].last_ts_ns, 3);
+        assert_eq!(s.messages[0].body_bytes, 65536 + 30000);
+        // The terminator split over two reads is still seen.
+        p.feed(&Chunk::whole(head, 4), &mut s);
+        p.feed(&Chunk { prefix: b"3\r\n", suffix: b"abc\r\n0\r\n", len: 9000, ts_ns: 5 }, &mut s);
+        p.feed(&Chunk::whole(b"\r\n", 6), &mut s);
+        assert_eq!(s.messages.len(), 2);
+        assert_eq!(s.messages[1].last_ts_ns, 6);
+    }
+
+    #[test]
+    fn head_204_304_have_no_body() {
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect { head: true, ..Default::default() };
+        feed_all(&mut p, &[b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"], &mut s);
+        assert_eq!(s.messages.len(), 1);
+        s.head = false;
+        feed_all(
+            &mut p,
+            &[b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"],
+            &mut s,
+        );
+        assert_eq!(s.messages.len(), 3);
+        assert!(p.idle());
+    }
+
+    #[test]
+    fn continue_is_interim() {
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        feed_all(
+            &mut p,
+            &[b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok"],
+            &mut s,
+        );
+        assert_eq!(s.messages.len(), 1);
+        assert_eq!(code(&s.messages[0]), 201);
+    }
+
+    #[test]
+    fn body_until_close() {
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[b"HTTP/1.0 200 OK\r\nConnection: close\r\n\r\nabc", b"def"], &mut s);
+        assert!(s.messages.is_empty());
+        p.end(9, &mut s);
+        assert_eq!(s.messages.len(), 1);
+        assert_eq!(s.messages[0].body_bytes, 6);
+        assert!(s.messages[0].close);
+        assert_eq!(s.messages[0].last_ts_ns, 9);
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_resync_needs_a_message_start() {
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[b"\x8f\x01\xffrandom bytes\x00\x01"], &mut s);
+        assert_eq!(s.errors, [ParseError::Invalid]);
+        assert!(p.is_unsynced());
+        feed_all(&mut p, &[b"more junk", b"GET /x HTTP/1.1\r\n\r\n"], &mut s);
+        assert_eq!(s.errors.len(), 1);
+        assert_eq!(s.messages.len(), 1);
+        assert!(p.skipped > 0);
+    }
+
+    #[test]
+    fn malformed_heads_and_lengths() {
+        for bad in [
+            &b"GET /x HTTP/1.1\r\nContent-Length: abc\r\n\r\n"[..],
+            b"GET /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET /x HTTP/9\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            let mut p = StreamParser::new(Kind::Requests);
+            let mut s = Collect::default();
+            feed_all(&mut p, &[bad], &mut s);
+            assert_eq!(s.errors.len(), 1, "{:?}", String::from_utf8_lossy(bad));
+            assert!(s.messages.is_empty());
+        }
+        let mut p = StreamParser::new(Kind::Responses);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"], &mut s);
+        assert_eq!(s.errors, [ParseError::BadChunk]);
+    }
+
+    #[test]
+    fn head_lost_in_a_gap_is_counted() {
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let long = [b'a'; 100];
+        p.feed(&Chunk { prefix: b"GET /x HTTP/1.1\r\nCookie: ", suffix: &long[..10], len: 20000, ts_ns: 1 }, &mut s);
+        assert_eq!(s.errors, [ParseError::HeadTruncated]);
+        assert!(p.is_unsynced());
+    }
+
+    #[test]
+    fn oversized_head() {
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let mut head = b"GET /x HTTP/1.1\r\nX: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
+        for part in head.chunks(4096) {
+            p.feed(&Chunk::whole(part, 1), &mut s);
+        }
+        assert_eq!(s.errors, [ParseError::HeadTruncated]);
+    }
+}

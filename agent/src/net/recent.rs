@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use serde::Serialize;
 
-pub const KEEP: usize = 200;
+pub const KEEP: usize = 1000;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RecentRequest {

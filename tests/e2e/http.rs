@@ -1,0 +1,219 @@
+//! HTTP/1 request metrics against ground truth: a loopback server counts what
+//! it answered, Python clients (http.client, urllib, httpx) measure each
+//! request; the agent watches only the client process.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, wait_for};
+use serde_json::Value;
+
+const SECRET: &str = "cHl3YXRzOnMzY3JldC10b2tlbi12YWx1ZQ==";
+const TARGET: &str = "station";
+
+/// The test's own reading of an endpoint template for `/mix/<code>/<size>/<mode>/<tag>`:
+/// numbers become `{id}` (the agent's documented heuristic), words stay.
+fn template(path: &str) -> String {
+    path.split('/')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+struct Setup {
+    server_port: u16,
+    _server: Py,
+    client: Py,
+}
+
+fn setup() -> Setup {
+    let server_port = free_port();
+    let server = Py::start("http_server.py", &[&server_port.to_string()]);
+    let client = Py::start("http_client.py", &[&server_port.to_string()]);
+    Setup { server_port, _server: server, client }
+}
+
+fn agent_for(client: &Py) -> Agent {
+    Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET])
+}
+
+/// What the server answered: (method, endpoint template, code) → count.
+fn server_counts(port: u16) -> (BTreeMap<(String, String, String), f64>, Value) {
+    let body: Value = serde_json::from_str(&http::get(port, "/__counts").unwrap().body).unwrap();
+    let mut out = BTreeMap::new();
+    for row in body["counts"].as_array().unwrap() {
+        let key = (row[0].as_str().unwrap().to_string(), template(row[1].as_str().unwrap()), row[2].to_string());
+        *out.entry(key).or_insert(0.0) += row[3].as_f64().unwrap();
+    }
+    (out, body["auth"].clone())
+}
+
+/// The agent's requests_total for the target: (method, endpoint, code) → count.
+fn agent_counts(m: &Samples) -> BTreeMap<(String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (l, v) in m.series("pywats_http_requests_total") {
+        assert_eq!(l["target"], TARGET);
+        let code: u16 = l["code"].parse().unwrap_or(0);
+        let status = if (1..400).contains(&code) { "success" } else { "error" };
+        assert_eq!(l["status"], status, "{l:?}");
+        *out.entry((l["method"].clone(), l["endpoint"].clone(), l["code"].clone())).or_insert(0.0) += v;
+    }
+    out
+}
+
+fn assert_no_loss(m: &Samples) {
+    for (l, v) in m.series("pywats_agent_events_lost_total") {
+        assert_eq!(v, 0.0, "events lost: {l:?}");
+    }
+    for (l, v) in m.series("pywats_agent_event_decode_errors_total") {
+        assert_eq!(v, 0.0, "decode errors: {l:?}");
+    }
+}
+
+fn wait_total(agent: &Agent, total: f64) -> Samples {
+    wait_for(Duration::from_secs(20), "the agent to count every request", || {
+        let m = agent.scrape();
+        let seen: f64 = m.series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
+        (seen >= total).then_some(m)
+    })
+}
+
+#[test]
+fn counts_durations_and_errors_match_the_server_and_clients() {
+    let mut s = setup();
+    let agent = agent_for(&s.client);
+    let made: Vec<Value> = serde_json::from_str(&s.client.ask("plan")).unwrap();
+    let (truth, auth) = server_counts(s.server_port);
+    let total: f64 = truth.values().sum();
+    assert_eq!(total as usize, made.len());
+    assert_eq!(auth[format!("Basic {SECRET}")], made.len(), "the server saw the token on every request");
+
+    let m = wait_total(&agent, total);
+    assert_eq!(agent_counts(&m), truth, "pywats_http_requests_total per (method, endpoint, code)");
+
+    // Each histogram's _count equals its counter.
+    let mut by_endpoint: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for ((method, endpoint, _), v) in &truth {
+        *by_endpoint.entry((method.clone(), endpoint.clone())).or_default() += v;
+    }
+    for ((method, endpoint), n) in &by_endpoint {
+        let l = [("target", TARGET), ("method", method.as_str()), ("endpoint", endpoint.as_str())];
+        assert_eq!(m.get("pywats_http_request_duration_seconds_count", &l), Some(*n), "{method} {endpoint}");
+        assert_eq!(m.get("pywats_http_request_size_bytes_count", &l), Some(*n), "{method} {endpoint}");
+    }
+
+    // Errors by class.
+    let count_codes =
+        |lo: u64, hi: u64| made.iter().filter(|r| (lo..hi).contains(&r["code"].as_u64().unwrap())).count();
+    let errors = |t: &str| -> f64 {
+        m.series("pywats_errors_total").iter().filter(|(l, _)| l["error_type"] == t).map(|(_, v)| v).sum()
+    };
+    assert_eq!(errors("http_4xx"), count_codes(400, 500) as f64);
+    assert_eq!(errors("http_5xx"), count_codes(500, 600) as f64);
+
+    // Per request: the agent's code and endpoint, and its duration within 1 ms or 5% of the client's.
+    let recent: Value = serde_json::from_str(&agent.get("/debug/requests").body).unwrap();
+    let by_id: BTreeMap<&str, &Value> =
+        recent["requests"].as_array().unwrap().iter().filter_map(|r| Some((r["request_id"].as_str()?, r))).collect();
+    let mut worst = 0.0f64;
+    for r in &made {
+        let id = r["id"].as_str().unwrap();
+        let seen = by_id.get(id).unwrap_or_else(|| panic!("request {id} missing from /debug/requests"));
+        assert_eq!(seen["code"].as_str().unwrap(), r["code"].to_string(), "{r}");
+        assert_eq!(seen["method"], r["method"], "{r}");
+        assert_eq!(seen["endpoint"].as_str().unwrap(), template(r["path"].as_str().unwrap()), "{r}");
+        let client_ms = r["seconds"].as_f64().unwrap() * 1e3;
+        let agent_ms = seen["duration_ms"].as_f64().unwrap();
+        let diff = (client_ms - agent_ms).abs();
+        worst = worst.max(diff);
+        if std::env::var_os("PYWATS_SHOW_DURATIONS").is_some() {
+            eprintln!(
+                "{:12} {:6} {:36} client {client_ms:9.3} agent {agent_ms:9.3}",
+                r["client"].as_str().unwrap(),
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap()
+            );
+        }
+        assert!(
+            diff <= 1.0 || diff <= 0.05 * client_ms,
+            "{} {}: client {client_ms:.3} ms, agent {agent_ms:.3} ms",
+            r["client"],
+            r["path"]
+        );
+    }
+    eprintln!("{} requests; worst duration difference {worst:.3} ms", made.len());
+    assert_no_loss(&m);
+}
+
+#[test]
+fn refused_connections_and_garbage_are_counted_not_fatal() {
+    let mut s = setup();
+    let agent = agent_for(&s.client);
+    let closed = free_port();
+    assert_eq!(s.client.ask(&format!("refused {closed}")), "\"URLError\"");
+    assert_eq!(s.client.ask("garbage"), "\"ok\"");
+    let m = wait_for(Duration::from_secs(10), "the parse error", || {
+        let m = agent.scrape();
+        m.get("pywats_agent_parse_errors_total", &[("protocol", "http1"), ("reason", "not_http")]).map(|_| m)
+    });
+    assert_eq!(m.get("pywats_agent_parse_errors_total", &[("protocol", "http1"), ("reason", "not_http")]), Some(1.0));
+    assert_eq!(
+        m.get(
+            "pywats_errors_total",
+            &[("target", TARGET), ("error_type", "connection_refused"), ("operation", "connect")]
+        ),
+        Some(1.0)
+    );
+    assert!(m.series("pywats_http_requests_total").is_empty(), "garbage is not a request");
+    assert_eq!(agent.get("/health/ready").status, 200, "the agent is still healthy");
+    assert_no_loss(&m);
+}
+
+#[test]
+fn connections_open_before_attach_are_measured() {
+    let mut s = setup();
+    assert_eq!(s.client.ask("open"), "\"ok\"");
+    let agent = agent_for(&s.client);
+    s.client.ask("more 5");
+    let m = wait_total(&agent, 5.0);
+    let l = [("target", TARGET), ("method", "GET"), ("endpoint", "/mix/{id}/{id}/cl/more"), ("code", "200")];
+    assert_eq!(m.get("pywats_http_requests_total", &l), Some(5.0));
+    assert!(m.get("pywats_http_requests_total", &[("endpoint", "/mix/{id}/{id}/cl/open")]).is_none());
+    let details = agent.details();
+    let conns = details["connections"].as_array().unwrap();
+    let remote = format!("127.0.0.1:{}", s.server_port);
+    assert!(conns.iter().any(|c| c["remote"] == remote.as_str()), "{conns:?}");
+}
+
+#[test]
+fn no_secret_in_any_output() {
+    let mut s = setup();
+    let agent = agent_for(&s.client);
+    let made: Vec<Value> = serde_json::from_str(&s.client.ask("plan")).unwrap();
+    wait_total(&agent, made.len() as f64);
+    for path in ["/metrics", "/health/details", "/debug/requests", "/health"] {
+        let body = agent.get(path).body;
+        assert!(!body.contains(SECRET), "{path} leaks the Authorization value");
+        assert!(!body.contains("q-secret"), "{path} leaks a query string");
+    }
+    let log = agent.log();
+    assert!(!log.is_empty());
+    assert!(!log.contains(SECRET) && !log.contains("q-secret"), "the log leaks a secret");
+}
+
+#[test]
+fn sustained_load_without_loss() {
+    let mut s = setup();
+    let agent = agent_for(&s.client);
+    let n = 5000;
+    let seconds: f64 = s.client.ask(&format!("load {n}")).parse().unwrap();
+    let m = wait_total(&agent, n as f64);
+    let l = [("target", TARGET), ("method", "GET"), ("endpoint", "/mix/{id}/{id}/cl/load"), ("code", "200")];
+    assert_eq!(m.get("pywats_http_requests_total", &l), Some(n as f64));
+    let events: f64 = m.series("pywats_agent_events_total").iter().map(|(_, v)| v).sum();
+    eprintln!(
+        "{n} requests in {seconds:.2} s: {:.0} requests/s, {:.0} events/s, 0 lost",
+        n as f64 / seconds,
+        events / seconds
+    );
+    assert_no_loss(&m);
+}

@@ -1,0 +1,197 @@
+"""The target of the HTTP tests: performs a plan of requests with real Python
+clients and reports what it measured.
+
+Usage: http_client.py PORT. Prints "ready", then runs commands from stdin, one
+per line, answering each with one JSON line:
+  plan            the mixed plan over http.client, urllib and httpx; answers
+                  the list of requests made: client, method, path, code,
+                  request id, seconds measured by the client
+  refused PORT    connects to a closed port; answers the error
+  garbage         writes random bytes to the server; answers "ok"
+  open            opens a keep-alive http.client connection and makes one request
+  more N          N requests on that connection
+  load N          N small keep-alive GETs as fast as possible
+Every request carries Authorization: Basic <SECRET> and a unique X-Request-ID.
+"""
+import http.client
+import json
+import os
+import socket
+import sys
+import time
+import urllib.request
+
+import httpx
+
+SECRET = "cHl3YXRzOnMzY3JldC10b2tlbi12YWx1ZQ=="
+
+# The client's own clock, read at its socket calls: from the first request
+# byte handed to the kernel to the return of the last read that got response
+# bytes. That is the definition the agent implements, measured in the client,
+# without connection set-up or Python's parsing after the last read.
+first_send = None
+last_recv = None
+
+
+def _timed_send(method):
+    def timed(self, data, *args):
+        global first_send
+        if first_send is None:
+            first_send = time.perf_counter()
+        return method(self, data, *args)
+    return timed
+
+
+def _timed_recv(method):
+    def timed(self, *args):
+        global last_recv
+        n = method(self, *args)
+        if n:
+            last_recv = time.perf_counter()
+        return n
+    return timed
+
+
+socket.socket.sendall = _timed_send(socket.socket.sendall)
+socket.socket.send = _timed_send(socket.socket.send)
+socket.socket.recv = _timed_recv(socket.socket.recv)
+socket.socket.recv_into = _timed_recv(socket.socket.recv_into)
+
+
+def start():
+    global first_send, last_recv
+    first_send = last_recv = None
+
+
+def elapsed():
+    return last_recv - first_send
+AUTH = {"Authorization": "Basic " + SECRET}
+port = int(sys.argv[1])
+seq = 0
+made = []
+
+
+def rid():
+    global seq
+    seq += 1
+    return f"req-{os.getpid()}-{seq}"
+
+
+def record(client, method, path, code, rid_, seconds):
+    made.append({"client": client, "method": method, "path": path, "code": code, "id": rid_, "seconds": seconds})
+
+
+def plan_items():
+    # (method, code, size, mode, request body size)
+    items = []
+    for code in (200, 201, 404, 500):
+        for size in (0, 1000, 100_000):
+            for mode in ("cl", "chunked"):
+                items.append(("GET", code, size, mode, 0))
+        items.append(("POST", code, 10, "cl", 5000))
+    items.append(("GET", 200, 2 * 1024 * 1024, "cl", 0))
+    items.append(("GET", 200, 2 * 1024 * 1024, "chunked", 0))
+    items.append(("GET", 200, 50_000, "close", 0))
+    items.append(("HEAD", 200, 1234, "cl", 0))
+    items.append(("PUT", 200, 0, "cl", 300_000))
+    return items
+
+
+def path_of(code, size, mode, n):
+    return f"/mix/{code}/{size}/{mode}/{n}"
+
+
+def run_http_client(items):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for n, (method, code, size, mode, body) in enumerate(items):
+        path = path_of(code, size, mode, n)
+        i = rid()
+        payload = b"p" * body if body else None
+        start()
+        conn.request(method, path + "?token=q-secret", body=payload, headers={**AUTH, "X-Request-ID": i})
+        resp = conn.getresponse()
+        resp.read()
+        record("http.client", method, path, resp.status, i, elapsed())
+        if mode == "close":
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn.close()
+
+
+def run_urllib(items):
+    for n, (method, code, size, mode, body) in enumerate(items):
+        path = path_of(code, size, mode, n)
+        i = rid()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                     data=b"u" * body if body else None, headers={**AUTH, "X-Request-ID": i})
+        start()
+        try:
+            with urllib.request.urlopen(req) as r:
+                r.read()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            e.read()
+            status = e.code
+        record("urllib", method, path, status, i, elapsed())
+
+
+def run_httpx(items):
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+        for n, (method, code, size, mode, body) in enumerate(items):
+            path = path_of(code, size, mode, n)
+            i = rid()
+            start()
+            r = c.request(method, path, content=b"h" * body if body else None, headers={**AUTH, "X-Request-ID": i})
+            r.read()
+            record("httpx", method, path, r.status_code, i, elapsed())
+
+
+def main():
+    kept = None
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd:
+            continue
+        if cmd[0] == "plan":
+            made.clear()
+            items = plan_items()
+            run_http_client(items)
+            run_urllib(items)
+            run_httpx(items)
+            print(json.dumps(made), flush=True)
+        elif cmd[0] == "refused":
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{cmd[1]}/x", timeout=5)
+                print(json.dumps("connected?"), flush=True)
+            except Exception as e:
+                print(json.dumps(type(e).__name__), flush=True)
+        elif cmd[0] == "garbage":
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(os.urandom(512).replace(b"\n", b"_"))
+            s.settimeout(5)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+            s.close()
+            print(json.dumps("ok"), flush=True)
+        elif cmd[0] == "open":
+            kept = http.client.HTTPConnection("127.0.0.1", port)
+            kept.request("GET", "/mix/200/10/cl/open", headers=AUTH)
+            kept.getresponse().read()
+            print(json.dumps("ok"), flush=True)
+        elif cmd[0] in ("more", "load"):
+            conn = kept if cmd[0] == "more" else http.client.HTTPConnection("127.0.0.1", port)
+            t0 = time.perf_counter()
+            for n in range(int(cmd[1])):
+                conn.request("GET", f"/mix/200/10/cl/{cmd[0]}", headers=AUTH)
+                conn.getresponse().read()
+            print(json.dumps(time.perf_counter() - t0), flush=True)
+        elif cmd[0] == "exit":
+            break
+
+
+if __name__ == "__main__":
+    main()
