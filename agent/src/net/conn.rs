@@ -223,3 +223,87 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(c: &mut Connection, egress: bool, bytes: &[u8], ts: u64, done: &mut Vec<Exchange>, n: &mut Vec<Notice>) {
+        c.data(egress, &Chunk::whole(bytes, ts), done, n);
+    }
+
+    #[test]
+    fn pairs_requests_with_responses_and_times_them() {
+        let mut c = Connection::new(Role::Client, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        feed(&mut c, true, b"HEAD /a HTTP/1.1\r\n\r\n", 10, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", 20, &mut done, &mut n);
+        feed(&mut c, true, b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi", 30, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\n", 40, &mut done, &mut n);
+        feed(&mut c, false, b"err", 50, &mut done, &mut n);
+        assert_eq!(n, []);
+        assert_eq!(done.len(), 2);
+        assert_eq!(
+            (done[0].method.as_str(), done[0].outcome, done[0].start_ns, done[0].end_ns),
+            ("HEAD", Outcome::Response(200), 10, 20)
+        );
+        assert_eq!((done[1].path.as_str(), done[1].outcome, done[1].end_ns), ("/b", Outcome::Response(500), 50));
+        assert_eq!(done[1].request_bytes, 41);
+        assert_eq!(c.protocol, Protocol::Http1);
+    }
+
+    #[test]
+    fn unanswered_requests_end_by_how_the_connection_ended() {
+        for (eof, reset, outcome) in
+            [(false, false, Outcome::Abandoned), (true, false, Outcome::PeerClosed), (false, true, Outcome::Reset)]
+        {
+            let mut c = Connection::new(Role::Client, None);
+            let (mut done, mut n) = (Vec::new(), Vec::new());
+            feed(&mut c, true, b"GET /slow HTTP/1.1\r\n\r\n", 1, &mut done, &mut n);
+            if eof {
+                c.peer_eof(5, &mut done, &mut n);
+            }
+            c.finish(9, reset, &mut done, &mut n);
+            assert_eq!(done.len(), 1);
+            assert_eq!((done[0].outcome, done[0].end_ns), (outcome, 9));
+        }
+    }
+
+    #[test]
+    fn server_role_reads_requests() {
+        let mut c = Connection::new(Role::Server, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        feed(&mut c, false, b"GET /x HTTP/1.1\r\n\r\n", 1, &mut done, &mut n);
+        feed(&mut c, true, b"HTTP/1.1 204 No Content\r\n\r\n", 2, &mut done, &mut n);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].outcome, Outcome::Response(204));
+    }
+
+    #[test]
+    fn tls_and_other_protocols() {
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        let mut tls = Connection::new(Role::Client, None);
+        feed(&mut tls, true, &[0x16, 0x03, 0x01, 0x02, 0x00], 1, &mut done, &mut n);
+        assert_eq!(tls.protocol, Protocol::Tls);
+        assert_eq!(n, []);
+        let mut other = Connection::new(Role::Client, None);
+        feed(&mut other, true, b"\x00\x01binary", 1, &mut done, &mut n);
+        feed(&mut other, true, b"GET / HTTP/1.1\r\n\r\n", 2, &mut done, &mut n);
+        assert_eq!(other.protocol, Protocol::Other);
+        assert_eq!(n, [Notice::NotHttp]);
+        assert!(done.is_empty());
+    }
+
+    #[test]
+    fn joined_midway_skips_until_a_request_starts() {
+        let mut c = Connection::joined_midway(Role::Client, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        feed(&mut c, false, b"tail of an old response body", 1, &mut done, &mut n);
+        feed(&mut c, true, b"GET /next HTTP/1.1\r\n\r\n", 2, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 3, &mut done, &mut n);
+        assert_eq!(n, []);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].path, "/next");
+        assert_eq!(c.skipped(), 28);
+    }
+}

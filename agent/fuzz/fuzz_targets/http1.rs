@@ -1,0 +1,41 @@
+//! Bytes a process wrote or read, cut into syscalls with gaps, through the
+//! HTTP/1 connection parser in both roles. It must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pywats_agent::net::{
+    conn::{Connection, Role},
+    http1::Chunk,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&ctl, rest)) = data.split_first() else { return };
+    for role in [Role::Client, Role::Server] {
+        let mut conn = if ctl & 1 == 0 { Connection::new(role, None) } else { Connection::joined_midway(role, None) };
+        let (mut done, mut notices) = (Vec::new(), Vec::new());
+        let mut rest = rest;
+        let mut ts = 0;
+        while let Some((&step, tail)) = rest.split_first() {
+            // Low bits: piece length; bit 7: direction; bit 6: a gap after the prefix.
+            let take = ((step & 0x3f) as usize + 1).min(tail.len());
+            let (piece, after) = tail.split_at(take);
+            rest = after;
+            ts += 1;
+            let egress = step & 0x80 != 0;
+            let chunk = if step & 0x40 != 0 && piece.len() > 2 {
+                let (prefix, suffix) = piece.split_at(piece.len() / 2);
+                Chunk { prefix, suffix, len: piece.len() as u64 + (step as u64) * 977, ts_ns: ts }
+            } else {
+                Chunk::whole(piece, ts)
+            };
+            conn.data(egress, &chunk, &mut done, &mut notices);
+            if step == 0 {
+                conn.peer_eof(ts, &mut done, &mut notices);
+            }
+        }
+        conn.finish(ts + 1, ctl & 2 != 0, &mut done, &mut notices);
+        for x in &done {
+            assert!(x.end_ns >= x.start_ns || x.start_ns == 0);
+        }
+    }
+});
