@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
-    DataScratch, SockAddr, SockInfo, SockKey, Target, LOST_SLOTS, MAX_SOCKETS, MAX_TARGETS, NET_EVENTS_BYTES,
-    PROC_EVENTS_BYTES,
+    DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS, MAX_TARGETS,
+    NET_EVENTS_BYTES, PROC_EVENTS_BYTES,
 };
 
 #[map]
@@ -60,3 +60,24 @@ pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);
 /// Per-CPU space to assemble a data event (too big for the 512-byte stack).
 #[map]
 pub static SCRATCH: PerCpuArray<DataScratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+pub static FS_EVENTS: RingBuf = RingBuf::with_byte_size(FS_EVENTS_BYTES, 0);
+
+/// Arguments of a file syscall in flight, per thread. Kernel-internal.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct FsPending {
+    pub kind: u32,
+    pub flags: u32,
+    pub dirfd1: i32,
+    pub dirfd2: i32,
+    pub path1: u64,
+    pub path2: u64,
+}
+
+#[map]
+pub static FS_PENDING: HashMap<u64, FsPending> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static FS_SCRATCH: PerCpuArray<FsScratch> = PerCpuArray::with_max_entries(1, 0);

@@ -19,6 +19,12 @@ use crate::{
     },
     error::AgentError,
     events::{self, Handler},
+    fs::{
+        config::{self as fs_config, FileConfig},
+        discover,
+        metrics::FsMetrics,
+        FsPipeline,
+    },
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, Metrics},
     net::{
@@ -34,6 +40,86 @@ use crate::{
 
 /// How often targets are checked against procfs, in case an exit event was lost.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Queues and converters the pyWATS client's own config names, per target.
+/// A target without `--target-name` takes the client's instance id as its name.
+fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, AgentError> {
+    let mut out = FsPipelineSpec { queues: Vec::new(), converters: Vec::new() };
+    if args.no_discover {
+        return Ok(out);
+    }
+    let pids: Vec<(u32, usize)> = targets.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
+    for (pid, index) in pids {
+        let Some(path) = discover::find(&args.proc_root, pid, args.pywats_config.as_deref()) else { continue };
+        let found = match discover::read(&args.proc_root, pid, &path) {
+            Ok(d) => d,
+            // A config the operator named must work; one we only guessed may not.
+            Err(e) if args.pywats_config.is_some() => return Err(AgentError::Config(e)),
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        if let Some(instance) = &found.instance {
+            if index >= args.target_names.len() && targets.rename(pid, instance) {
+                tracing::info!("target pid {pid} is pyWATS instance {instance:?}");
+            }
+        }
+        let name = targets.iter().find(|t| t.pid == pid).map(|t| t.name.clone()).unwrap_or_default();
+        tracing::info!(
+            target_name = %name,
+            "pyWATS config {}: {} queue(s), {} converter(s)",
+            found.config.display(),
+            found.queues.len(),
+            found.converters.len()
+        );
+        out.queues.extend(found.queues.into_iter().map(|q| (q, name.clone())));
+        out.converters.extend(found.converters.into_iter().map(|c| (c, name.clone())));
+    }
+    Ok(out)
+}
+
+/// Queues and converters from the config file and the flags, each with the
+/// name of the target it belongs to.
+fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<FsPipelineSpec, AgentError> {
+    let first = targets.iter().next().map(|t| t.name.clone()).unwrap_or_default();
+    let owner = |t: Option<String>| -> Result<String, AgentError> {
+        match t {
+            Some(t) if targets.iter().any(|x| x.name == t) => Ok(t),
+            Some(t) => Err(AgentError::Config(format!("no target named {t:?}"))),
+            None => Ok(first.clone()),
+        }
+    };
+    let mut queues = Vec::new();
+    let flags = args
+        .queues
+        .iter()
+        .map(|q| fs_config::parse_queue_flag(q))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AgentError::Config)?;
+    for q in file.queue.into_iter().chain(flags) {
+        let spec = q.spec().map_err(AgentError::Config)?;
+        let target = owner(spec.target.clone())?;
+        queues.push((spec, target));
+    }
+    let mut converters = Vec::new();
+    let flags = args
+        .converters
+        .iter()
+        .map(|c| fs_config::parse_converter_flag(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AgentError::Config)?;
+    for c in file.converter.into_iter().chain(flags) {
+        let (spec, target) = c.spec().map_err(AgentError::Config)?;
+        converters.push((spec, owner(target)?));
+    }
+    Ok(FsPipelineSpec { queues, converters })
+}
+
+struct FsPipelineSpec {
+    queues: Vec<(fs_config::QueueSpec, String)>,
+    converters: Vec<(crate::fs::converter::ConverterSpec, String)>,
+}
 
 /// Checks what the operator asked for, before touching the kernel.
 pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
@@ -138,11 +224,20 @@ async fn shutdown_signal() {
 pub async fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
     let mut targets = resolve_targets(&args)?;
-    let endpoints = Endpoints::new(&args.routes, args.max_endpoints).map_err(AgentError::InvalidRoute)?;
+    let mut file = match &args.config {
+        Some(path) => fs_config::read_file(path).map_err(AgentError::Config)?,
+        None => FileConfig::default(),
+    };
+    let routes: Vec<String> = args.routes.iter().cloned().chain(std::mem::take(&mut file.route)).collect();
+    let endpoints = Endpoints::new(&routes, args.max_endpoints).map_err(AgentError::InvalidRoute)?;
+    let mut fs_spec = discover(&args, &mut targets)?;
+    let configured = watches(&args, file, &targets)?;
+    fs_spec.queues.extend(configured.queues);
+    fs_spec.converters.extend(configured.converters);
     ebpf::privileges::check(&args.proc_root)?;
     let tracefs = ebpf::tracefs::ensure()?;
 
-    let loader::Loaded { mut probes, targets: mut target_map, proc_events, net_events, mut sockets, lost } =
+    let loader::Loaded { mut probes, targets: mut target_map, proc_events, net_events, fs_events, mut sockets, lost } =
         loader::load(&tracefs)?;
     // Roots go into the map before attaching (so the first fork is seen), the
     // descendant scan after (so a fork racing the attach is found by the scan).
@@ -162,6 +257,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let mut net = NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone());
     seed_sockets(&mut sockets, &mut net, &targets.read().expect("targets lock"), &args.proc_root)?;
     let net = Arc::new(Mutex::new(net));
+    let mut fs = FsPipeline::new(fs_spec.queues, fs_spec.converters, FsMetrics::new(&metrics), args.proc_root.clone());
+    fs.reconcile(true);
+    let fs = Arc::new(Mutex::new(fs));
 
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
@@ -183,9 +281,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         metrics: metrics.clone(),
         net: net.clone(),
         sockets: Arc::new(Mutex::new(sockets)),
+        fs: fs.clone(),
         proc_root: Arc::new(args.proc_root.clone()),
     };
-    let shared = Shared { targets, metrics, lost, status, recent, net };
+    let shared = Shared { targets, metrics, lost, status, recent, net, fs: fs.clone() };
 
     let proc_reader = {
         let h = handler.clone();
@@ -194,6 +293,21 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let net_reader = {
         let h = handler.clone();
         tokio::spawn(ebpf::reader::drain(net_events, move |record| h.net(record)))
+    };
+    let fs_reader = {
+        let h = handler.clone();
+        tokio::spawn(ebpf::reader::drain(fs_events, move |record| h.fs(record)))
+    };
+    let reconcile = {
+        let every = Duration::from_secs(args.reconcile_interval.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                fs.lock().expect("fs lock").reconcile(false);
+            }
+        })
     };
     let target_map = Mutex::new(target_map);
     let liveness = tokio::spawn(async move {
@@ -207,6 +321,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let served = http::serve(args.listen, shared, shutdown_signal()).await;
     proc_reader.abort();
     net_reader.abort();
+    fs_reader.abort();
+    reconcile.abort();
     liveness.abort();
     drop(probes);
     tracing::info!("programs detached");

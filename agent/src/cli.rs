@@ -33,6 +33,35 @@ pub struct Args {
     #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_ENDPOINTS", default_value_t = 500)]
     pub max_endpoints: usize,
 
+    /// A queue directory to watch: `NAME=DIR[:PRESET]`, preset `service`
+    /// (`X.queued → X.processing → X.completed | X.error`, the default) or
+    /// `persistent` (`X.pending.wsjf → X.processing.wsjf → …`). Repeatable.
+    #[arg(long = "queue", value_name = "NAME=DIR[:PRESET]", env = "PYWATS_AGENT_QUEUE", value_delimiter = ';')]
+    pub queues: Vec<String>,
+
+    /// A converter to watch: `NAME=WATCH_DIR,done=DIR,error=DIR[,archive=DIR][,pending=DIR]`. Repeatable.
+    #[arg(long = "converter", value_name = "SPEC", env = "PYWATS_AGENT_CONVERTER", value_delimiter = ';')]
+    pub converters: Vec<String>,
+
+    /// TOML file with `[[queue]]`, `[[converter]]` and `route` entries.
+    #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// The pyWATS client's config JSON (as the client sees the path). Without
+    /// it the agent looks for /var/lib/pywats/config_default.json, config.json
+    /// or a single config_*.json in each target's root, and watches the
+    /// reports queue and the converters it names.
+    #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PYWATS_CONFIG")]
+    pub pywats_config: Option<PathBuf>,
+
+    /// Do not look for the pyWATS client's config.
+    #[arg(long, env = "PYWATS_AGENT_NO_DISCOVER")]
+    pub no_discover: bool,
+
+    /// Seconds between re-reads of the queue directories.
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_RECONCILE_INTERVAL", default_value_t = 10)]
+    pub reconcile_interval: u64,
+
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,

@@ -18,6 +18,9 @@ pub enum AgentError {
     #[error("{0}")]
     InvalidRoute(String),
 
+    #[error("{0}")]
+    Config(String),
+
     #[error("target name {0:?} is used twice: target names must be unique")]
     DuplicateName(String),
 
@@ -66,7 +69,8 @@ impl AgentError {
             | AgentError::NoSuchPid(_)
             | AgentError::TooManyNames { .. }
             | AgentError::DuplicateName(_)
-            | AgentError::InvalidRoute(_) => 2,
+            | AgentError::InvalidRoute(_)
+            | AgentError::Config(_) => 2,
             _ => 1,
         }
     }

@@ -9,6 +9,7 @@ use pywats_agent_ebpf::abi::{DecodeError, Event, EventKind};
 
 use crate::{
     ebpf::loader::SocketMap,
+    fs::FsPipeline,
     metrics::Metrics,
     net::NetPipeline,
     proc::{targets::Change, tree, Targets},
@@ -21,6 +22,7 @@ pub struct Handler {
     pub metrics: Arc<Metrics>,
     pub net: Arc<Mutex<NetPipeline>>,
     pub sockets: Arc<Mutex<SocketMap>>,
+    pub fs: Arc<Mutex<FsPipeline>>,
     pub proc_root: Arc<PathBuf>,
 }
 
@@ -56,9 +58,13 @@ impl Handler {
                 EventKind::ProcExit => targets.exited(ev.root_tgid, tgid),
                 EventKind::ProcExec => targets.exec(ev.root_tgid, tgid, tree::exe_of(&self.proc_root, tgid)),
                 // Event::decode only makes Proc of the three kinds above.
-                EventKind::SockConnect | EventKind::SockAccept | EventKind::SockClose | EventKind::SockData => {
-                    Change::Unknown
-                }
+                EventKind::SockConnect
+                | EventKind::SockAccept
+                | EventKind::SockClose
+                | EventKind::SockData
+                | EventKind::FsOpen
+                | EventKind::FsRename
+                | EventKind::FsUnlink => Change::Unknown,
             }
         };
         if kind == EventKind::ProcExit {
@@ -90,8 +96,18 @@ impl Handler {
                 self.metrics.events.with_label_values(&[EventKind::SockData.name()]).inc();
                 self.net.lock().expect("net lock").on_data(&event, prefix, suffix);
             }
-            Event::Proc(..) => self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc(),
+            Event::Proc(..) | Event::Fs { .. } => self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc(),
         }
+    }
+
+    /// One record of the file-event ring.
+    pub fn fs(&self, record: &[u8]) {
+        let Some(Event::Fs { kind, event, path1, path2 }) = self.decode(record) else {
+            self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc();
+            return;
+        };
+        self.metrics.events.with_label_values(&[kind.name()]).inc();
+        self.fs.lock().expect("fs lock").on_event(kind, &event, path1, path2);
     }
 }
 

@@ -99,6 +99,12 @@ fn counts_durations_and_errors_match_the_server_and_clients() {
         let l = [("target", TARGET), ("method", method.as_str()), ("endpoint", endpoint.as_str())];
         assert_eq!(m.get("pywats_http_request_duration_seconds_count", &l), Some(*n), "{method} {endpoint}");
         assert_eq!(m.get("pywats_http_request_size_bytes_count", &l), Some(*n), "{method} {endpoint}");
+        // prometheus_client's default buckets (drop-in for pyWATS dashboards).
+        for le in ["0.005", "0.075", "0.75", "7.5", "10", "+Inf"] {
+            let mut b = l.to_vec();
+            b.push(("le", le));
+            assert!(m.get("pywats_http_request_duration_seconds_bucket", &b).is_some(), "bucket {le}");
+        }
     }
 
     // Errors by class.

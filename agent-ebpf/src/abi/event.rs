@@ -21,10 +21,16 @@ pub enum EventKind {
     SockClose = 6,
     /// Bytes read or written on a tracked connection.
     SockData = 7,
+    /// A file was opened.
+    FsOpen = 8,
+    /// A file was renamed.
+    FsRename = 9,
+    /// A file was deleted.
+    FsUnlink = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ProcFork,
         EventKind::ProcExec,
         EventKind::ProcExit,
@@ -32,6 +38,9 @@ impl EventKind {
         EventKind::SockAccept,
         EventKind::SockClose,
         EventKind::SockData,
+        EventKind::FsOpen,
+        EventKind::FsRename,
+        EventKind::FsUnlink,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -43,6 +52,9 @@ impl EventKind {
             EventKind::SockAccept => "sock_accept",
             EventKind::SockClose => "sock_close",
             EventKind::SockData => "sock_data",
+            EventKind::FsOpen => "fs_open",
+            EventKind::FsRename => "fs_rename",
+            EventKind::FsUnlink => "fs_unlink",
         }
     }
 }
@@ -59,6 +71,9 @@ impl TryFrom<u32> for EventKind {
             5 => EventKind::SockAccept,
             6 => EventKind::SockClose,
             7 => EventKind::SockData,
+            8 => EventKind::FsOpen,
+            9 => EventKind::FsRename,
+            10 => EventKind::FsUnlink,
             other => return Err(other),
         })
     }

@@ -12,6 +12,8 @@ pub const MAP_PROC_EVENTS: &str = "PROC_EVENTS";
 pub const MAP_SOCKETS: &str = "SOCKETS";
 /// `RingBuf`: socket events.
 pub const MAP_NET_EVENTS: &str = "NET_EVENTS";
+/// `RingBuf`: file events.
+pub const MAP_FS_EVENTS: &str = "FS_EVENTS";
 /// `PerCpuArray<u64>` indexed by [`crate::abi::EventKind`]: events dropped
 /// because the ring buffer was full.
 pub const MAP_LOST: &str = "LOST";
@@ -24,6 +26,8 @@ pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
 pub const MAX_SOCKETS: u32 = 65536;
 /// Size of the socket-event ring buffer.
 pub const NET_EVENTS_BYTES: u32 = 16 * 1024 * 1024;
+/// Size of the file-event ring buffer.
+pub const FS_EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 /// Slots of the lost-event counter: one per event kind value.
 pub const LOST_SLOTS: u32 = 16;
 

@@ -5,6 +5,7 @@
 //! user side, never transmuted.
 
 mod event;
+mod fs;
 mod maps;
 mod net;
 mod offsets;
@@ -14,6 +15,7 @@ mod programs;
 mod user;
 
 pub use event::*;
+pub use fs::*;
 pub use maps::*;
 pub use net::*;
 pub use offsets::*;

@@ -49,3 +49,21 @@ pub const NET_PROGRAMS: [TracepointProgram; 27] = [
     tp("sys_enter_recvmsg", "syscalls", "sys_enter_recvmsg"),
     tp("sys_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
 ];
+
+/// File programs (`probes/fs.rs`): program name = tracepoint name.
+pub const FS_PROGRAMS: [TracepointProgram; 14] = [
+    tp("sys_enter_openat", "syscalls", "sys_enter_openat"),
+    tp("sys_exit_openat", "syscalls", "sys_exit_openat"),
+    tp("sys_enter_openat2", "syscalls", "sys_enter_openat2"),
+    tp("sys_exit_openat2", "syscalls", "sys_exit_openat2"),
+    tp("sys_enter_rename", "syscalls", "sys_enter_rename"),
+    tp("sys_exit_rename", "syscalls", "sys_exit_rename"),
+    tp("sys_enter_renameat", "syscalls", "sys_enter_renameat"),
+    tp("sys_exit_renameat", "syscalls", "sys_exit_renameat"),
+    tp("sys_enter_renameat2", "syscalls", "sys_enter_renameat2"),
+    tp("sys_exit_renameat2", "syscalls", "sys_exit_renameat2"),
+    tp("sys_enter_unlink", "syscalls", "sys_enter_unlink"),
+    tp("sys_exit_unlink", "syscalls", "sys_exit_unlink"),
+    tp("sys_enter_unlinkat", "syscalls", "sys_enter_unlinkat"),
+    tp("sys_exit_unlinkat", "syscalls", "sys_exit_unlinkat"),
+];

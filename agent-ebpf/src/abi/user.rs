@@ -1,6 +1,8 @@
 //! User-side view of the ABI: `aya::Pod` and decoding of untrusted ring-buffer bytes.
 
-use super::{ConnEvent, DataEvent, EventHeader, EventKind, ProcEvent, SockInfo, SockKey, Target, TracepointOffsets};
+use super::{
+    ConnEvent, DataEvent, EventHeader, EventKind, FsEvent, ProcEvent, SockInfo, SockKey, Target, TracepointOffsets,
+};
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted).
 unsafe impl aya::Pod for Target {}
@@ -28,6 +30,7 @@ pub enum Event<'a> {
     Proc(EventKind, ProcEvent),
     Conn(EventKind, ConnEvent),
     Data { event: DataEvent, prefix: &'a [u8], suffix: &'a [u8] },
+    Fs { kind: EventKind, event: FsEvent, path1: &'a [u8], path2: &'a [u8] },
 }
 
 /// Reads a `T` from the front of `bytes` after checking the length.
@@ -63,6 +66,16 @@ impl<'a> Event<'a> {
                     return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len() });
                 }
                 Ok(Event::Data { event, prefix: &bytes[start..mid], suffix: &bytes[mid..end] })
+            }
+            EventKind::FsOpen | EventKind::FsRename | EventKind::FsUnlink => {
+                let event: FsEvent = read(bytes, header.kind)?;
+                let start = core::mem::size_of::<FsEvent>();
+                let mid = start + event.path1_len as usize;
+                let end = mid + event.path2_len as usize;
+                if end > bytes.len() {
+                    return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len() });
+                }
+                Ok(Event::Fs { kind, event, path1: &bytes[start..mid], path2: &bytes[mid..end] })
             }
         }
     }
@@ -132,6 +145,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn fs_event_carries_two_paths() {
+        let ev = FsEvent {
+            header: EventHeader { kind: EventKind::FsRename as u32, ..Default::default() },
+            path1_len: 3,
+            path2_len: 4,
+            ..Default::default()
+        };
+        let mut rec = bytes_of(&ev).to_vec();
+        rec.extend_from_slice(b"a.qb.pq");
+        match Event::decode(&rec).unwrap() {
+            Event::Fs { kind, path1, path2, .. } => {
+                assert_eq!(kind, EventKind::FsRename);
+                assert_eq!((path1, path2), (&b"a.q"[..], &b"b.pq"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        rec.pop();
+        assert!(matches!(Event::decode(&rec), Err(DecodeError::BadLength { .. })));
     }
 
     #[test]

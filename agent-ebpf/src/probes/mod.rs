@@ -1,4 +1,5 @@
 //! One module per probe family.
 
+mod fs;
 mod net;
 mod sched;

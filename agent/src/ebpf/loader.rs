@@ -9,8 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
-    SockInfo, SockKey, Target, TracepointProgram, GLOBAL_TP_OFFSETS, MAP_LOST, MAP_NET_EVENTS, MAP_PROC_EVENTS,
-    MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS,
+    SockInfo, SockKey, Target, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS, MAP_LOST,
+    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS,
 };
 
 use crate::{ebpf::format, error::AgentError};
@@ -24,7 +24,7 @@ pub type SocketMap = HashMap<MapData, SockKey, SockInfo>;
 
 /// Every program the agent attaches.
 pub fn all_programs() -> impl Iterator<Item = TracepointProgram> {
-    SCHED_PROGRAMS.into_iter().chain(NET_PROGRAMS)
+    SCHED_PROGRAMS.into_iter().chain(NET_PROGRAMS).chain(FS_PROGRAMS)
 }
 
 /// Loaded programs. Dropping this detaches them all.
@@ -39,6 +39,7 @@ pub struct Loaded {
     pub targets: TargetMap,
     pub proc_events: RingBuf<MapData>,
     pub net_events: RingBuf<MapData>,
+    pub fs_events: RingBuf<MapData>,
     pub sockets: SocketMap,
     pub lost: PerCpuArray<MapData, u64>,
 }
@@ -109,7 +110,16 @@ pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
     let targets = take(&mut ebpf, MAP_TARGETS)?;
     let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
     let net_events = take(&mut ebpf, MAP_NET_EVENTS)?;
+    let fs_events = take(&mut ebpf, MAP_FS_EVENTS)?;
     let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
-    Ok(Loaded { probes: Probes { ebpf, attached: Vec::new() }, targets, proc_events, net_events, sockets, lost })
+    Ok(Loaded {
+        probes: Probes { ebpf, attached: Vec::new() },
+        targets,
+        proc_events,
+        net_events,
+        fs_events,
+        sockets,
+        lost,
+    })
 }

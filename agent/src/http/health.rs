@@ -82,6 +82,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "programs_attached": *s.status.programs_attached.read().expect("status lock"),
         "events": { "seen": seen, "lost": lost },
         "connections": s.net.lock().expect("net lock").connections(),
+        "watches": s.fs.lock().expect("fs lock").watches(),
     });
     (code, Json(body))
 }

@@ -18,6 +18,7 @@ use axum::{
 
 use crate::{
     error::AgentError,
+    fs::FsPipeline,
     http::health,
     metrics::{LostEvents, Metrics},
     net::{recent::Recent, NetPipeline},
@@ -41,6 +42,7 @@ pub struct Shared {
     pub status: Arc<AgentStatus>,
     pub recent: Arc<Mutex<Recent>>,
     pub net: Arc<Mutex<NetPipeline>>,
+    pub fs: Arc<Mutex<FsPipeline>>,
 }
 
 async fn metrics(State(s): State<Shared>) -> Response {

@@ -11,6 +11,10 @@ use prometheus::{core::Collector, Encoder, IntCounterVec, IntGauge, IntGaugeVec,
 pub use lost::LostEvents;
 pub use ratelimit::RateLimitedLog;
 
+/// prometheus_client's default histogram buckets, which pyWATS's own module
+/// uses (the Rust crate's defaults lack .075, .75 and 7.5).
+pub const PYWATS_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
+
 pub struct Metrics {
     registry: Registry,
     pub events: IntCounterVec,

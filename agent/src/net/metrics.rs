@@ -3,7 +3,7 @@
 
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PYWATS_BUCKETS};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -27,9 +27,7 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 fn histogram(name: &str, help: &str, labels: &[&str], buckets: Option<Vec<f64>>) -> HistogramVec {
     let mut opts = HistogramOpts::new(name, help);
-    if let Some(b) = buckets {
-        opts = opts.buckets(b);
-    }
+    opts = opts.buckets(buckets.unwrap_or_else(|| PYWATS_BUCKETS.to_vec()));
     HistogramVec::new(opts, labels).expect("valid metric definition")
 }
 

@@ -138,7 +138,13 @@ impl NetPipeline {
             }
             EventKind::SockAccept => self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr))),
             EventKind::SockClose => self.close(key, ev.header.ts_ns, false),
-            EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit | EventKind::SockData => {}
+            EventKind::ProcFork
+            | EventKind::ProcExec
+            | EventKind::ProcExit
+            | EventKind::SockData
+            | EventKind::FsOpen
+            | EventKind::FsRename
+            | EventKind::FsUnlink => {}
         }
     }
 

@@ -99,6 +99,20 @@ impl Targets {
         self.targets.iter()
     }
 
+    /// Renames the target of `pid` unless the name is taken.
+    pub fn rename(&mut self, pid: u32, name: &str) -> bool {
+        if self.targets.iter().any(|t| t.name == name) {
+            return false;
+        }
+        match self.targets.iter_mut().find(|t| t.pid == pid) {
+            Some(t) => {
+                t.name = name.to_string();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn all_alive(&self) -> bool {
         self.targets.iter().all(|t| t.alive)
     }

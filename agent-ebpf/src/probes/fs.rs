@@ -1,0 +1,188 @@
+//! File syscalls of targets: opens, renames and unlinks with their paths, for
+//! the queue and converter state machines. Enter parks the pointers, exit
+//! reports successful calls only.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use pywats_agent_ebpf::abi::{fs_truncated, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
+
+use crate::{
+    emit::{count_lost, current, header, target_of},
+    maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
+};
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, i64> {
+    // SAFETY: syscall enter records hold six u64 arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.map_err(i64::from)
+}
+
+#[inline(always)]
+fn park(ctx: &TracePointContext, kind: EventKind, p: impl FnOnce(&TracePointContext) -> Result<FsPending, i64>) -> u32 {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return 0;
+    }
+    if let Ok(mut pending) = p(ctx) {
+        pending.kind = kind as u32;
+        let _ = FS_PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
+    }
+    0
+}
+
+const EMPTY: FsPending = FsPending { kind: 0, flags: 0, dirfd1: AT_FDCWD, dirfd2: AT_FDCWD, path1: 0, path2: 0 };
+
+/// Copies a user path string into `dst`; (length, truncated).
+#[inline(always)]
+fn read_path(src: u64, dst: &mut [u8]) -> (u16, bool) {
+    if src == 0 {
+        return (0, false);
+    }
+    // SAFETY: the helper tolerates bad pointers and stops at dst's end.
+    match unsafe { bpf_probe_read_user_str_bytes(src as *const u8, dst) } {
+        Ok(s) => (s.len() as u16, s.len() + 1 >= dst.len()),
+        Err(_) => (0, false),
+    }
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(p) = (unsafe { FS_PENDING.get(id) }).copied() else {
+        return 0;
+    };
+    let _ = FS_PENDING.remove(id);
+    // SAFETY: syscall exit records hold the result at offset 16.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
+    if ret < 0 {
+        return 0;
+    }
+    let Ok(kind) = EventKind::try_from(p.kind) else {
+        return 0;
+    };
+    let Some(scratch) = FS_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let s: &mut FsScratch = unsafe { &mut *scratch };
+    let (first, second) = s.bytes.split_at_mut(FS_PATH_MAX as usize);
+    let (len1, trunc1) = read_path(p.path1, first);
+    let (len2, trunc2) = read_path(p.path2, second);
+    let len1 = (len1 as usize) & (FS_PATH_MAX as usize - 1);
+    let len2 = (len2 as usize) & (FS_PATH_MAX as usize - 1);
+    // Path 2 goes right after path 1 in the record.
+    if len2 > 0 {
+        // SAFETY: both ranges lie inside s.bytes; the second path may overlap
+        // only with bytes after len1, and it is read from the user again.
+        let dst = unsafe { s.bytes.as_mut_ptr().add(len1) };
+        let n = len2 as u32;
+        if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), n, p.path2 as *const _) } != 0 {
+            return 0;
+        }
+    }
+    let (tgid, tid) = current();
+    let mut h = header(kind, tgid, tid);
+    h.fd = p.dirfd1;
+    h.ret = ret;
+    s.event = FsEvent {
+        header: h,
+        dirfd2: p.dirfd2,
+        flags: p.flags,
+        path1_len: len1 as u16,
+        path2_len: len2 as u16,
+        truncated: if trunc1 { fs_truncated::PATH1 } else { 0 } | if trunc2 { fs_truncated::PATH2 } else { 0 },
+    };
+    let total = (core::mem::size_of::<FsEvent>() + len1 + len2) & 0x7ff;
+    // SAFETY: total <= size_of::<FsScratch>(); the slice views the scratch struct.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
+    if FS_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(kind);
+    }
+    0
+}
+
+macro_rules! exits {
+    ($($name:ident),*) => {$(
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            exit(&ctx)
+        }
+    )*};
+}
+
+exits!(
+    sys_exit_openat,
+    sys_exit_openat2,
+    sys_exit_rename,
+    sys_exit_renameat,
+    sys_exit_renameat2,
+    sys_exit_unlink,
+    sys_exit_unlinkat
+);
+
+#[tracepoint]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsOpen, |c| {
+        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
+    })
+}
+
+#[tracepoint]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsOpen, |c| {
+        // struct open_how starts with the u64 flags.
+        // SAFETY: the helper tolerates bad pointers.
+        let flags = unsafe { bpf_probe_read_user(arg(c, 2)? as *const u64) }.map_err(i64::from)?;
+        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: flags as u32, ..EMPTY })
+    })
+}
+
+#[tracepoint]
+pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsRename, |c| Ok(FsPending { path1: arg(c, 0)?, path2: arg(c, 1)?, ..EMPTY }))
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsRename, |c| {
+        Ok(FsPending {
+            dirfd1: arg(c, 0)? as i32,
+            path1: arg(c, 1)?,
+            dirfd2: arg(c, 2)? as i32,
+            path2: arg(c, 3)?,
+            ..EMPTY
+        })
+    })
+}
+
+#[tracepoint]
+pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsRename, |c| {
+        Ok(FsPending {
+            dirfd1: arg(c, 0)? as i32,
+            path1: arg(c, 1)?,
+            dirfd2: arg(c, 2)? as i32,
+            path2: arg(c, 3)?,
+            flags: arg(c, 4)? as u32,
+            ..EMPTY
+        })
+    })
+}
+
+#[tracepoint]
+pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsUnlink, |c| Ok(FsPending { path1: arg(c, 0)?, ..EMPTY }))
+}
+
+#[tracepoint]
+pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+    park(&ctx, EventKind::FsUnlink, |c| {
+        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
+    })
+}
