@@ -24,6 +24,13 @@ pub struct Py {
 impl Py {
     /// Starts `tests/py/<script> args…` and waits for its "ready" line.
     pub fn start(script_name: &str, args: &[&str]) -> Py {
+        let (py, first) = Py::spawn(script_name, args);
+        assert_eq!(first, "ready", "{script_name} did not start");
+        py
+    }
+
+    /// Starts `tests/py/<script> args…` and returns its first line.
+    pub fn spawn(script_name: &str, args: &[&str]) -> (Py, String) {
         let mut child = Command::new(python())
             .arg(script(script_name))
             .args(args)
@@ -34,8 +41,8 @@ impl Py {
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut py = Py { child, stdin, stdout };
-        assert_eq!(py.line(), "ready", "{script_name} did not start");
-        py
+        let first = py.line();
+        (py, first)
     }
 
     pub fn pid(&self) -> u32 {

@@ -2,6 +2,7 @@
 
 mod build;
 mod cmd;
+mod demo;
 mod run;
 mod setup;
 mod test;
@@ -23,6 +24,8 @@ enum Command {
     Build,
     /// Build, then run the agent (as root) against a process.
     Run(run::RunArgs),
+    /// The whole thing: a WATS-like server, the real pyWATS client in a loop, the agent, a live summary.
+    Demo(demo::DemoArgs),
     /// Unit tests, then the root integration tests against the real kernel.
     Test(test::TestArgs),
 }
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
+        Command::Demo(args) => demo::demo(args),
     }
 }

@@ -1,0 +1,187 @@
+//! The real, unmodified pyWATS client (pywats-api 0.6.0rc1) doing its work
+//! against a WATS-like server, with the agent attached: every metric is
+//! compared with the server's counts and the workload's own ground truth.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, wait_for};
+use serde_json::Value;
+
+const TOKEN: &str = "ZTJlOnRva2Vu";
+const TARGET: &str = "station";
+
+/// The agent's documented template for the paths the client uses.
+fn template(path: &str) -> String {
+    match path.strip_prefix("/api/Report/Wsjf/") {
+        Some(_) => "/api/Report/Wsjf/{report_id}".into(),
+        None => path.into(),
+    }
+}
+
+fn get(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.get(name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}"))
+}
+
+fn durations(items: &Value, status: &[&str]) -> Vec<f64> {
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| status.contains(&i["status"].as_str().unwrap()))
+        .map(|i| i["duration"].as_f64().unwrap())
+        .collect()
+}
+
+/// A histogram's count equals the truth's and its sum is within 5 ms per observation.
+fn assert_durations(m: &Samples, name: &str, labels: &[(&str, &str)], truth: &[f64]) {
+    assert_eq!(get(m, &format!("{name}_count"), labels), truth.len() as f64, "{name} {labels:?} count");
+    let sum = get(m, &format!("{name}_sum"), labels);
+    let want: f64 = truth.iter().sum();
+    assert!((sum - want).abs() <= 0.005 * truth.len() as f64, "{name} {labels:?}: sum {sum} vs {want}");
+}
+
+fn run(rounds: u32, fail_every: u32) {
+    let port = free_port();
+    let _server = Py::start("wats_server.py", &[&port.to_string(), TOKEN, "--fail-every", &fail_every.to_string()]);
+    let work: PathBuf = std::env::temp_dir().join(format!("pywats-e2e-{}-{rounds}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let url = format!("http://127.0.0.1:{port}");
+    let (mut client, first) = Py::spawn(
+        "wats_workload.py",
+        &[
+            "--url",
+            &url,
+            "--token",
+            TOKEN,
+            "--workdir",
+            work.to_str().unwrap(),
+            "--rounds",
+            &rounds.to_string(),
+            "--wait",
+        ],
+    );
+    let pid = first.strip_prefix("pid ").unwrap_or_else(|| panic!("workload said {first:?}")).to_string();
+    let d = |p: &str| work.join(p).display().to_string();
+    let agent = Agent::start(&[
+        "--pid",
+        &pid,
+        "--target-name",
+        TARGET,
+        "--no-discover",
+        "--queue",
+        &format!("reports={}:service", d("reports")),
+        "--queue",
+        &format!("pq={}:persistent", d("pq")),
+        "--converter",
+        &format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error")),
+    ]);
+    let line = client.ask("go");
+    let truth: Value =
+        serde_json::from_str(line.strip_prefix("truth ").unwrap_or_else(|| panic!("workload said {line:?}"))).unwrap();
+
+    // The server's counts, by (method, endpoint, code).
+    let counts: Value = serde_json::from_str(&http::get(port, "/__counts").unwrap().body).unwrap();
+    let mut server: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for row in counts["counts"].as_array().unwrap() {
+        let key = (row[0].as_str().unwrap().to_string(), template(row[1].as_str().unwrap()), row[2].to_string());
+        *server.entry(key).or_default() += row[3].as_f64().unwrap();
+    }
+    let total: f64 = server.values().sum();
+    let m = wait_for(Duration::from_secs(20), "the agent to count every request", || {
+        let m = agent.scrape();
+        let seen: f64 = m.series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
+        (seen >= total).then_some(m)
+    });
+    let mut seen: BTreeMap<(String, String, String), f64> = BTreeMap::new();
+    for (l, v) in m.series("pywats_http_requests_total") {
+        assert_eq!(l["target"], TARGET);
+        let ok = l["code"].parse::<u16>().is_ok_and(|c| c < 400);
+        assert_eq!(l["status"], if ok { "success" } else { "error" });
+        *seen.entry((l["method"].clone(), l["endpoint"].clone(), l["code"].clone())).or_default() += v;
+    }
+    assert_eq!(seen, server, "requests per (method, endpoint, code): agent vs server");
+
+    // The client's own view agrees with the server's (a check of the harness).
+    let client_total: f64 = truth["http"].as_array().unwrap().iter().map(|h| h["requests"].as_f64().unwrap()).sum();
+    assert_eq!(client_total, total);
+
+    // Each histogram's _count equals its counter.
+    let mut per_endpoint: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for ((method, endpoint, _), n) in &server {
+        *per_endpoint.entry((method.clone(), endpoint.clone())).or_default() += n;
+    }
+    for ((method, endpoint), n) in &per_endpoint {
+        let l = [("target", TARGET), ("method", method.as_str()), ("endpoint", endpoint.as_str())];
+        assert_eq!(get(&m, "pywats_http_request_duration_seconds_count", &l), *n, "{method} {endpoint}");
+    }
+    let failed_posts = truth["reports"]["failed"].as_f64().unwrap();
+    let errors: f64 = m
+        .series("pywats_errors_total")
+        .iter()
+        .filter(|(l, _)| l["error_type"].starts_with("http_"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(errors, failed_posts);
+
+    // Queues and the converter, against the workload's ground truth.
+    let settle = |name: &str, labels: &[(&str, &str)], want: f64| {
+        wait_for(Duration::from_secs(10), name, || {
+            let m = agent.scrape();
+            (m.get(name, labels).unwrap_or(0.0) == want).then_some(m)
+        })
+    };
+    let (pq, sq, conv) = (&truth["persistent_queue"], &truth["service_queue"], &truth["converter"]);
+    let m = settle(
+        "pywats_converter_executions_total",
+        &[("converter", "csv"), ("status", "error")],
+        conv["error"].as_f64().unwrap(),
+    );
+    let c = [("target", TARGET), ("converter", "csv")];
+    assert_eq!(
+        get(&m, "pywats_converter_executions_total", &[c[0], c[1], ("status", "success")]),
+        conv["done"].as_f64().unwrap()
+    );
+    assert_eq!(get(&m, "pywats_converter_in_progress", &c), 0.0);
+    assert_durations(&m, "pywats_converter_duration_seconds", &c, &durations(&conv["items"], &["done", "error"]));
+
+    for (queue, t, item_type, left) in [("pq", pq, "wsjf", "pending"), ("reports", sq, "report", "queued")] {
+        let q = [("target", TARGET), ("queue_name", queue)];
+        for outcome in ["completed", "failed"] {
+            let n = m.get("pywats_queue_items_processed_total", &[q[0], q[1], ("outcome", outcome)]).unwrap_or(0.0);
+            assert_eq!(n, t[outcome].as_f64().unwrap(), "{queue} {outcome}");
+        }
+        assert_eq!(get(&m, "pywats_queue_depth", &q), t[left].as_f64().unwrap(), "{queue} depth");
+        let l = [q[0], q[1], ("item_type", item_type)];
+        assert_durations(
+            &m,
+            "pywats_queue_processing_duration_seconds",
+            &l,
+            &durations(&t["items"], &["completed", "failed"]),
+        );
+    }
+
+    for name in [
+        "pywats_agent_events_lost_total",
+        "pywats_agent_queue_corrections_total",
+        "pywats_agent_path_errors_total",
+        "pywats_agent_parse_errors_total",
+    ] {
+        for (l, v) in m.series(name) {
+            assert_eq!(v, 0.0, "{name} {l:?}");
+        }
+    }
+    // The client process itself is watched: its procfs gauges are there.
+    assert!(get(&m, "pywats_process_threads", &[("target", TARGET)]) >= 1.0);
+    client.ask("exit");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn real_client_all_flows_match_ground_truth() {
+    run(2, 0);
+}
+
+#[test]
+fn real_client_with_failing_submissions() {
+    run(2, 3);
+}

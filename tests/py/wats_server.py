@@ -1,0 +1,153 @@
+"""A WATS-like loopback HTTP/1.1 server for the real pyWATS client, counting what it answered.
+
+Usage: wats_server.py PORT TOKEN [--fail-every N] [--fail-code 500|400] [--latency-ms MS]
+Prints "ready" once listening on 127.0.0.1:PORT.
+
+Answers what pywats 0.6.0rc1 calls in normal work (paths from pywats/core/routes.py, shapes
+from the repositories that parse them):
+  GET  /api/App/Version        a JSON string (analytics get_version: str(data))
+  POST /api/Report/WSJF        stores the report, answers {"ID": id} (report post_wsjf reads
+                               "ID"); every Nth one answers --fail-code instead
+  GET  /api/Report/Query/Header  stored reports as ReportHeader objects; honours reportType
+                               (U/R) and $top, ignores $filter/$orderby
+  GET  /api/Report/Wsjf/{id}   the stored report as posted (UUTReport.model_validate), or 404
+Anything else is 404. Every request needs "Authorization: Basic TOKEN" (401 otherwise) and
+waits --latency-ms before its answer. Request bodies are read by their Content-Length.
+
+  GET /__counts   (from the test; no token, not counted): {"counts": [[method,
+      path-without-query, code, n], ...]} for every request answered.
+"""
+import argparse
+import http.server
+import json
+import socketserver
+import threading
+import time
+from collections import Counter
+from urllib.parse import parse_qs, urlsplit
+
+VERSION = "2025.1.0"
+WSJF = "/api/Report/WSJF"
+WSJF_BY_ID = "/api/Report/Wsjf/"
+
+lock = threading.Lock()
+counts = Counter()
+reports = {}  # id -> report as posted, in arrival order
+posts = 0  # POST /api/Report/WSJF received, for --fail-every
+
+
+def header(report):
+    """A ReportHeader (pywats/domains/report/models.py) for a stored WSJF report."""
+    return {
+        "uuid": report["id"],
+        "serialNumber": report.get("sn"),
+        "partNumber": report.get("pn"),
+        "revision": report.get("rev"),
+        "reportType": report.get("type", "T"),
+        "stationName": report.get("machineName"),
+        "location": report.get("location"),
+        "purpose": report.get("purpose"),
+        "processCode": report.get("processCode"),
+        "result": {"P": "Passed", "F": "Failed", "E": "Error", "T": "Terminated"}.get(report.get("result")),
+        "startUtc": report.get("start"),
+        "operator": (report.get("uut") or {}).get("user"),
+    }
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    # Head and body are separate writes: without this, Nagle and delayed ACKs
+    # add 40 ms to every response.
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def send_json(self, code, value):
+        body = json.dumps(value).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def handle_any(self):
+        url = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if url.path == "/__counts":
+            with lock:
+                snapshot = [[m, p, c, n] for (m, p, c), n in sorted(counts.items())]
+            self.send_json(200, {"counts": snapshot})
+            return
+        if self.server.latency:
+            time.sleep(self.server.latency)
+        if self.headers.get("Authorization") != f"Basic {self.server.token}":
+            code, value = 401, {"Message": "Authorization has been denied for this request."}
+        else:
+            code, value = self.route(url, body)
+        with lock:
+            counts[(self.command, url.path, code)] += 1
+        self.send_json(code, value)
+
+    def route(self, url, body):
+        global posts
+        method, path = self.command, url.path
+        query = parse_qs(url.query)
+        if (method, path) == ("GET", "/api/App/Version"):
+            return 200, VERSION
+        if (method, path) == ("POST", WSJF):
+            with lock:
+                posts += 1
+                fail = self.server.fail_every and posts % self.server.fail_every == 0
+            if fail:
+                return self.server.fail_code, {"Message": f"Injected failure of report post {posts}"}
+            try:
+                report = json.loads(body)
+                report_id = report["id"]
+            except (ValueError, TypeError, KeyError):
+                return 400, {"Message": "Not a WSJF report"}
+            with lock:
+                reports[report_id] = report
+            return 200, {"ID": report_id}
+        if (method, path) == ("GET", "/api/Report/Query/Header"):
+            kind = "R" if query.get("reportType") == ["R"] else "T"
+            top = int(query.get("$top", ["1000"])[0])
+            with lock:
+                found = [header(r) for r in reversed(reports.values()) if r.get("type", "T") == kind]
+            return 200, found[:top]
+        if method == "GET" and path.startswith(WSJF_BY_ID):
+            with lock:
+                report = reports.get(path[len(WSJF_BY_ID):])
+            if report is None:
+                return 404, {"Message": "Report not found"}
+            return 200, report
+        return 404, {"Message": f"No HTTP resource was found that matches {path}"}
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_any
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("token")
+    parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--fail-code", type=int, choices=(500, 400), default=500)
+    parser.add_argument("--latency-ms", type=float, default=0)
+    args = parser.parse_args()
+    server = Server(("127.0.0.1", args.port), Handler)
+    server.token = args.token
+    server.fail_every = args.fail_every
+    server.fail_code = args.fail_code
+    server.latency = args.latency_ms / 1000
+    print("ready", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
