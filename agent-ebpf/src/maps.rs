@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
-    DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS, MAX_TARGETS,
-    NET_EVENTS_BYTES, PROC_EVENTS_BYTES,
+    DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS,
+    MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES,
 };
 
 #[map]
@@ -81,3 +81,19 @@ pub static FS_PENDING: HashMap<u64, FsPending> = HashMap::with_max_entries(16384
 
 #[map]
 pub static FS_SCRATCH: PerCpuArray<FsScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// An SSL call in flight, per thread. Kernel-internal.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct TlsPending {
+    pub ssl: u64,
+    pub buf: u64,
+    /// `size_t *` the `_ex` variants report the byte count through; 0 otherwise.
+    pub count_out: u64,
+}
+
+#[map]
+pub static TLS_PENDING: HashMap<u64, TlsPending> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static TLS_SCRATCH: PerCpuArray<TlsScratch> = PerCpuArray::with_max_entries(1, 0);

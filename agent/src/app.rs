@@ -2,7 +2,8 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
-    path::Path,
+    collections::BTreeSet,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
@@ -183,6 +184,35 @@ fn seed_sockets(
     Ok(())
 }
 
+/// Attaches the TLS probes to every libssl a target process maps that has none yet.
+fn attach_tls(probes: &Mutex<ebpf::Probes>, h: &Handler, status: &AgentStatus, failed: &mut BTreeSet<PathBuf>) {
+    let pids: Vec<u32> = h
+        .targets
+        .read()
+        .expect("targets lock")
+        .iter()
+        .filter(|t| t.alive)
+        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
+        .collect();
+    let libs: BTreeSet<PathBuf> = pids.iter().flat_map(|&pid| ebpf::tls::libssl_of(&h.proc_root, pid)).collect();
+    tracing::trace!(?libs, "libssl mapped by targets");
+    let mut probes = probes.lock().expect("probes lock");
+    for lib in libs {
+        if failed.contains(&lib) {
+            continue;
+        }
+        match probes.attach_tls(&lib) {
+            Ok(true) => *status.tls_libraries.write().expect("status lock") = probes.tls_libraries(),
+            Ok(false) => {}
+            Err(e) => {
+                h.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
+                tracing::warn!("cannot attach the TLS probes to {}: {e}", lib.display());
+                failed.insert(lib);
+            }
+        }
+    }
+}
+
 /// Marks targets whose process is gone (their exit event may have been lost).
 fn check_liveness(handler: &Handler, map: &Mutex<TargetMap>) {
     let gone: Vec<u32> = handler
@@ -275,6 +305,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         kernel_release: kernel_release(&args.proc_root),
         programs_expected: loader::all_programs().count(),
         programs_attached: RwLock::new(probes.attached().to_vec()),
+        tls_libraries: RwLock::new(Vec::new()),
     });
     let handler = Handler {
         targets: targets.clone(),
@@ -284,7 +315,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         fs: fs.clone(),
         proc_root: Arc::new(args.proc_root.clone()),
     };
-    let shared = Shared { targets, metrics, lost, status, recent, net, fs: fs.clone() };
+    let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net, fs: fs.clone() };
 
     let proc_reader = {
         let h = handler.clone();
@@ -310,13 +341,19 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         })
     };
     let target_map = Mutex::new(target_map);
-    let liveness = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
-        loop {
-            tick.tick().await;
-            check_liveness(&handler, &target_map);
-        }
-    });
+    let probes = Arc::new(Mutex::new(probes));
+    let liveness = {
+        let (probes, status) = (probes.clone(), status.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
+            let mut failed = BTreeSet::new();
+            loop {
+                tick.tick().await;
+                check_liveness(&handler, &target_map);
+                attach_tls(&probes, &handler, &status, &mut failed);
+            }
+        })
+    };
 
     let served = http::serve(args.listen, shared, shutdown_signal()).await;
     proc_reader.abort();

@@ -23,7 +23,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     cargo
         .current_dir(cmd::root())
         .args(["test", "--release", "--package", "pywats-agent-ebpf", "--package", "pywats-agent"])
-        .args(["--package", "pywats-agent-tests", "--"])
+        .args(["--package", "pywats-agent-tests", "--package", "xtask", "--"])
         .arg("--test-threads=1")
         .env("PYWATS_AGENT_BIN", &agent)
         .env("PYWATS_AGENT_PYTHON", &env.python);

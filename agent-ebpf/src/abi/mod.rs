@@ -10,6 +10,7 @@ mod maps;
 mod net;
 mod offsets;
 mod programs;
+mod tls;
 
 #[cfg(feature = "user")]
 mod user;
@@ -20,6 +21,7 @@ pub use maps::*;
 pub use net::*;
 pub use offsets::*;
 pub use programs::*;
+pub use tls::*;
 
 #[cfg(feature = "user")]
 pub use user::*;

@@ -101,6 +101,8 @@ pub mod direction {
 pub mod data_flags {
     /// A vectored call with more than one buffer: only the first was captured.
     pub const VECTORED_PARTIAL: u32 = 1;
+    /// Plaintext from libssl (conn id carries `TLS_CONN`).
+    pub const TLS: u32 = 2;
 }
 
 /// [`EventKind::SockData`](super::EventKind): bytes a target moved through a

@@ -3,3 +3,4 @@
 mod fs;
 mod net;
 mod sched;
+mod tls;

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{uprobe::UProbeScope, ProgramError, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
     SockInfo, SockKey, Target, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS, MAP_LOST,
-    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS,
+    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS, TLS_PROGRAMS,
 };
 
 use crate::{ebpf::format, error::AgentError};
@@ -31,6 +31,8 @@ pub fn all_programs() -> impl Iterator<Item = TracepointProgram> {
 pub struct Probes {
     ebpf: Ebpf,
     attached: Vec<&'static str>,
+    /// libssl files the TLS uprobes are attached to: (dev, inode) → path.
+    tls_libraries: std::collections::BTreeMap<(u64, u64), std::path::PathBuf>,
 }
 
 /// What the rest of the agent needs from a successful load.
@@ -56,6 +58,33 @@ impl Probes {
             self.attach(tp)?;
         }
         Ok(())
+    }
+
+    /// Library files the TLS uprobes are attached to.
+    pub fn tls_libraries(&self) -> Vec<String> {
+        self.tls_libraries.values().map(|p| p.display().to_string()).collect()
+    }
+
+    /// Attaches the TLS uprobes to the libssl at `lib` unless that file already has them.
+    /// Returns whether it attached.
+    pub fn attach_tls(&mut self, lib: &Path) -> Result<bool, AgentError> {
+        let Some(id) = super::tls::file_id(lib) else { return Ok(false) };
+        if self.tls_libraries.contains_key(&id) {
+            return Ok(false);
+        }
+        for up in TLS_PROGRAMS {
+            let err = |source: ProgramError| program_error(up.program, source);
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(up.program)
+                .ok_or(AgentError::MissingProgram(up.program))?
+                .try_into()
+                .map_err(err)?;
+            program.attach(up.symbol, lib, UProbeScope::AllProcesses).map_err(err)?;
+        }
+        tracing::info!("TLS probes attached to {}", lib.display());
+        self.tls_libraries.insert(id, lib.to_path_buf());
+        Ok(true)
     }
 
     fn attach(&mut self, tp: TracepointProgram) -> Result<(), AgentError> {
@@ -107,6 +136,13 @@ pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
     let offsets = format::tracepoint_offsets(tracefs)?;
     tracing::debug!(?offsets, "tracepoint offsets");
     let mut ebpf = EbpfLoader::new().override_global(GLOBAL_TP_OFFSETS, &offsets, true).load(OBJECT)?;
+    // The TLS programs are attached later, per library found; load them now.
+    for up in TLS_PROGRAMS {
+        let err = |source: ProgramError| program_error(up.program, source);
+        let program: &mut UProbe =
+            ebpf.program_mut(up.program).ok_or(AgentError::MissingProgram(up.program))?.try_into().map_err(err)?;
+        program.load().map_err(err)?;
+    }
     let targets = take(&mut ebpf, MAP_TARGETS)?;
     let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
     let net_events = take(&mut ebpf, MAP_NET_EVENTS)?;
@@ -114,7 +150,7 @@ pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
     let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
     Ok(Loaded {
-        probes: Probes { ebpf, attached: Vec::new() },
+        probes: Probes { ebpf, attached: Vec::new(), tls_libraries: Default::default() },
         targets,
         proc_events,
         net_events,

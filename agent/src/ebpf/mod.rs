@@ -5,6 +5,7 @@ pub mod format;
 pub mod loader;
 pub mod privileges;
 pub mod reader;
+pub mod tls;
 pub mod tracefs;
 
 pub use loader::{Probes, TargetMap};

@@ -80,6 +80,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "kernel_release": s.status.kernel_release,
         "targets": targets,
         "programs_attached": *s.status.programs_attached.read().expect("status lock"),
+        "tls_libraries": *s.status.tls_libraries.read().expect("status lock"),
         "events": { "seen": seen, "lost": lost },
         "connections": s.net.lock().expect("net lock").connections(),
         "watches": s.fs.lock().expect("fs lock").watches(),

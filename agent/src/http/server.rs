@@ -31,6 +31,8 @@ pub struct AgentStatus {
     pub kernel_release: String,
     pub programs_expected: usize,
     pub programs_attached: RwLock<Vec<&'static str>>,
+    /// libssl files the TLS probes are attached to.
+    pub tls_libraries: RwLock<Vec<String>>,
 }
 
 /// What the handlers read. Cloning is cheap.

@@ -3,7 +3,10 @@
 
 use std::{collections::VecDeque, net::SocketAddr};
 
-use crate::net::http1::{starts_message, Chunk, Head, Kind, Message, ParseError, Sink, StreamParser};
+use crate::net::{
+    http1::{starts_message, Chunk, Head, Kind, Message, ParseError, Sink, StreamParser},
+    http2::{looks_like_frame, H2Error, H2, PREFACE},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -18,6 +21,7 @@ pub enum Protocol {
     /// No bytes seen yet.
     Unknown,
     Http1,
+    Http2,
     /// TLS records (the libssl probes see the plaintext); ignored here.
     Tls,
     /// Neither: ignored after one parse error.
@@ -29,6 +33,7 @@ impl Protocol {
         match self {
             Protocol::Unknown => "unknown",
             Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
             Protocol::Tls => "tls",
             Protocol::Other => "other",
         }
@@ -69,6 +74,7 @@ pub enum Notice {
     UnmatchedResponse,
     /// The first bytes were not HTTP (nor TLS).
     NotHttp,
+    Http2(H2Error),
 }
 
 pub struct Connection {
@@ -80,6 +86,9 @@ pub struct Connection {
     responses: StreamParser,
     pending: VecDeque<Message>,
     peer_closed: bool,
+    h2: Option<H2>,
+    /// Bytes come from libssl (plaintext), not from the socket.
+    plaintext: bool,
 }
 
 struct RequestSink<'a> {
@@ -151,7 +160,40 @@ impl Connection {
             responses: StreamParser::new(Kind::Responses),
             pending: VecDeque::new(),
             peer_closed: false,
+            h2: None,
+            plaintext: false,
         }
+    }
+
+    /// A TLS connection seen through libssl. Whether it is new or was open
+    /// before the agent joined is told from its first bytes.
+    pub fn tls(role: Role) -> Connection {
+        Connection { plaintext: true, ..Connection::new(role, None) }
+    }
+
+    /// Picks the protocol from the first bytes seen on the connection.
+    fn detect(&mut self, carries_requests: bool, first: &[u8], notices: &mut Vec<Notice>) {
+        let h2_preface =
+            carries_requests && first.starts_with(&PREFACE[..first.len().min(PREFACE.len())]) && !first.is_empty();
+        self.protocol = if h2_preface {
+            self.h2 = Some(H2::new(false));
+            Protocol::Http2
+        } else if !self.plaintext && first.first() == Some(&0x16) && first.get(1) == Some(&0x03) {
+            Protocol::Tls
+        } else if carries_requests && starts_message(Kind::Requests, first) {
+            Protocol::Http1
+        } else if self.plaintext && looks_like_frame(first) {
+            // An HTTP/2 connection already open when the agent joined.
+            self.h2 = Some(H2::new(true));
+            Protocol::Http2
+        } else if self.plaintext && !carries_requests && starts_message(Kind::Responses, first) {
+            self.requests = StreamParser::unsynced(Kind::Requests);
+            self.responses = StreamParser::unsynced(Kind::Responses);
+            Protocol::Http1
+        } else {
+            notices.push(Notice::NotHttp);
+            Protocol::Other
+        };
     }
 
     /// A connection that was open before the agent attached: both streams wait
@@ -174,14 +216,20 @@ impl Connection {
     pub fn data(&mut self, egress: bool, chunk: &Chunk<'_>, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         let carries_requests = egress == (self.role == Role::Client);
         if self.protocol == Protocol::Unknown {
-            self.protocol = if chunk.prefix.first() == Some(&0x16) && chunk.prefix.get(1) == Some(&0x03) {
-                Protocol::Tls
-            } else if carries_requests && starts_message(Kind::Requests, chunk.prefix) {
-                Protocol::Http1
+            self.detect(carries_requests, chunk.prefix, notices);
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            let before = done.len();
+            let known = chunk.prefix.len() as u64 + chunk.suffix.len() as u64;
+            let gap = chunk.len.saturating_sub(known);
+            if chunk.suffix.is_empty() {
+                h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
             } else {
-                notices.push(Notice::NotHttp);
-                Protocol::Other
-            };
+                h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
+                h2.data(carries_requests, chunk.suffix, 0, chunk.ts_ns, done, notices);
+            }
+            self.exchanges += (done.len() - before) as u64;
+            return;
         }
         if self.protocol != Protocol::Http1 {
             return;
@@ -207,6 +255,16 @@ impl Connection {
     /// The connection is gone (closed, reset, or its process exited): requests
     /// still waiting end without a response.
     pub fn finish(&mut self, ts_ns: u64, reset: bool, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        if let Some(h2) = self.h2.as_mut() {
+            let outcome = if reset {
+                Outcome::Reset
+            } else if self.peer_closed {
+                Outcome::PeerClosed
+            } else {
+                Outcome::Abandoned
+            };
+            return h2.finish(ts_ns, outcome, done, notices);
+        }
         if !reset {
             let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
             self.responses.end(ts_ns, &mut sink);

@@ -4,6 +4,7 @@
 pub mod conn;
 pub mod endpoint;
 pub mod http1;
+pub mod http2;
 pub mod metrics;
 pub mod recent;
 pub mod retry;
@@ -16,7 +17,7 @@ use std::{
 };
 
 use pywats_agent_ebpf::abi::{
-    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
+    data_flags, direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
 };
 
 use crate::{
@@ -167,7 +168,12 @@ impl NetPipeline {
         if !self.conns.contains_key(&key) {
             // Connect event lost, or a socket seeded in the kernel only: join mid-way.
             let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
-            self.open(key.0, key.1, Connection::joined_midway(role, None));
+            let conn = if ev.flags & data_flags::TLS != 0 {
+                Connection::tls(role)
+            } else {
+                Connection::joined_midway(role, None)
+            };
+            self.open(key.0, key.1, conn);
         }
         let ts = ev.header.ts_ns;
         let egress = ev.direction as u32 == direction::EGRESS;
@@ -215,12 +221,13 @@ impl NetPipeline {
 
     fn flush(&mut self, target: &str, role: Role, remote: Option<SocketAddr>) {
         for n in self.notices.drain(..) {
-            let reason = match n {
-                Notice::Parse(e) => e.name(),
-                Notice::UnmatchedResponse => "unmatched_response",
-                Notice::NotHttp => "not_http",
+            let (protocol, reason) = match n {
+                Notice::Parse(e) => ("http1", e.name()),
+                Notice::UnmatchedResponse => ("http1", "unmatched_response"),
+                Notice::NotHttp => ("http1", "not_http"),
+                Notice::Http2(e) => ("http2", e.name()),
             };
-            self.metrics.parse_errors.with_label_values(&["http1", reason]).inc();
+            self.metrics.parse_errors.with_label_values(&[protocol, reason]).inc();
         }
         let done = std::mem::take(&mut self.done);
         for x in &done {

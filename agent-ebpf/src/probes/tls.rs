@@ -1,0 +1,174 @@
+//! TLS plaintext from libssl uprobes. Connections are keyed by the `SSL *`,
+//! which works for socket-backed TLS and for asyncio's memory BIOs alike (no
+//! socket syscall happens inside SSL_write_ex there). Entry probes park the
+//! arguments; return probes copy what was really written or read, whole, in
+//! pieces, to the socket-event ring.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use pywats_agent_ebpf::abi::{
+    data_flags, direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, TLS_CONN, TLS_MAX_PIECES,
+    TLS_PIECE,
+};
+
+use crate::{
+    emit::{count_lost, current, header, output, target_of},
+    maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
+};
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
+    let (tgid, _) = current();
+    if target_of(tgid).is_none() {
+        return 0;
+    }
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return 0;
+    };
+    let count_out = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let _ = TLS_PENDING.insert(bpf_get_current_pid_tgid(), TlsPending { ssl, buf, count_out }, 0);
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &RetProbeContext, ex: bool, dir: u32) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: copied out before removal.
+    let Some(p) = (unsafe { TLS_PENDING.get(id) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_PENDING.remove(id);
+    let ret: i64 = ctx.ret::<i64>();
+    let n = if ex {
+        if ret != 1 || p.count_out == 0 {
+            return 0;
+        }
+        // SAFETY: the helper tolerates bad pointers.
+        match unsafe { bpf_probe_read_user(p.count_out as *const u64) } {
+            Ok(n) => n,
+            Err(_) => return 0,
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        return 0;
+    };
+    emit(&p, n, dir);
+    0
+}
+
+/// Sends `n` bytes from `p.buf` as consecutive pieces; what does not fit in
+/// `TLS_MAX_PIECES` pieces is sent as a gap (a piece with no bytes captured).
+#[inline(always)]
+fn emit(p: &TlsPending, n: u64, dir: u32) {
+    let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
+    let s: &mut TlsScratch = unsafe { &mut *scratch };
+    let (tgid, tid) = current();
+    let mut off: u64 = 0;
+    for _ in 0..TLS_MAX_PIECES + 1 {
+        if off >= n {
+            break;
+        }
+        let rest = n - off;
+        let piece = if rest < TLS_PIECE as u64 { rest } else { TLS_PIECE as u64 };
+        let full = off < (TLS_PIECE * TLS_MAX_PIECES) as u64;
+        // The last round sends the remainder as a gap.
+        let (len, captured) = if full { (piece, piece & (2 * TLS_PIECE as u64 - 1)) } else { (rest, 0) };
+        let ok = captured == 0
+            // SAFETY: captured < bytes.len(); the helper tolerates bad source pointers.
+            || unsafe {
+                aya_ebpf::helpers::generated::bpf_probe_read_user(
+                    s.bytes.as_mut_ptr().cast(),
+                    captured as u32,
+                    (p.buf + off) as *const _,
+                )
+            } == 0;
+        let captured = if ok { captured } else { 0 };
+        let mut h = header(EventKind::SockData, tgid, tid);
+        h.ret = len as i64;
+        h.len = len as u32;
+        h.captured = captured as u32;
+        s.event = DataEvent {
+            header: h,
+            conn_id: p.ssl | TLS_CONN,
+            direction: dir as u16,
+            role: role::CLIENT as u16,
+            prefix_len: captured as u32,
+            suffix_len: 0,
+            flags: data_flags::TLS,
+        };
+        let total = (core::mem::size_of::<DataEvent>() as u64 + captured) & 0xffff;
+        // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
+        let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
+        if NET_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+            count_lost(EventKind::SockData);
+        }
+        off += len;
+    }
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false)
+}
+
+#[uretprobe]
+pub fn ssl_write_ret(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, false, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true)
+}
+
+#[uretprobe]
+pub fn ssl_write_ex_ret(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, true, direction::EGRESS)
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, false)
+}
+
+#[uretprobe]
+pub fn ssl_read_ret(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, false, direction::INGRESS)
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, true)
+}
+
+#[uretprobe]
+pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
+    exit(&ctx, true, direction::INGRESS)
+}
+
+/// The end of a TLS connection.
+#[uprobe]
+pub fn ssl_free(ctx: ProbeContext) -> u32 {
+    let (tgid, tid) = current();
+    if target_of(tgid).is_none() {
+        return 0;
+    }
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let mut h = header(EventKind::SockClose, tgid, tid);
+    h.fd = -1;
+    output(
+        &NET_EVENTS,
+        EventKind::SockClose,
+        ConnEvent { header: h, conn_id: ssl | TLS_CONN, addr: SockAddr::default() },
+    );
+    0
+}
