@@ -55,6 +55,7 @@ struct Stream {
     start_ns: u64,
     request_bytes: u64,
     response_bytes: u64,
+    request_id: Option<String>,
     undecodable: bool,
 }
 
@@ -278,6 +279,7 @@ impl H2 {
         let mut method = None;
         let mut path = None;
         let mut status = None;
+        let mut request_id = None;
         let decoded = !dir.untrusted
             && dir
                 .decoder
@@ -285,6 +287,9 @@ impl H2 {
                     b":method" => method = Some(String::from_utf8_lossy(&value).into_owned()),
                     b":path" => path = Some(String::from_utf8_lossy(&value).into_owned()),
                     b":status" => status = std::str::from_utf8(&value).ok().and_then(|s| s.parse::<u16>().ok()),
+                    b"x-request-id" | b"x-correlation-id" if value.len() <= 128 => {
+                        request_id = Some(String::from_utf8_lossy(&value).into_owned())
+                    }
                     _ => {}
                 })
                 .is_ok();
@@ -305,6 +310,7 @@ impl H2 {
             if decoded {
                 s.method = method.or(s.method.take());
                 s.path = path.or(s.path.take());
+                s.request_id = request_id.or(s.request_id.take());
             } else {
                 s.undecodable = true;
             }
@@ -344,7 +350,7 @@ impl H2 {
             end_ns: ts,
             request_bytes: s.request_bytes,
             response_bytes: s.response_bytes,
-            request_id: None,
+            request_id: s.request_id,
             body_digest: s.request_bytes,
         });
     }
@@ -383,4 +389,177 @@ fn strip(kind: u8, flags: u8, p: &[u8]) -> Option<&[u8]> {
 /// Whether `b` plausibly starts an HTTP/2 frame (a connection joined mid-way).
 pub fn looks_like_frame(b: &[u8]) -> bool {
     b.len() >= 9 && b[3] <= CONTINUATION && frame_len(b) <= MAX_FRAME && b[5] & 0x80 == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    struct Peer {
+        enc: loona_hpack::Encoder<'static>,
+    }
+
+    impl Peer {
+        fn new() -> Peer {
+            Peer { enc: loona_hpack::Encoder::new() }
+        }
+        fn block(&mut self, headers: &[(&str, &str)]) -> Vec<u8> {
+            self.enc.encode(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+        }
+    }
+
+    fn request(p: &mut Peer, stream: u32, method: &str, path: &str, end: bool) -> Vec<u8> {
+        let b = p.block(&[
+            (":method", method),
+            (":path", path),
+            (":scheme", "https"),
+            (":authority", "x"),
+            ("x-request-id", "r-7"),
+        ]);
+        frame(HEADERS, END_HEADERS | if end { END_STREAM } else { 0 }, stream, &b)
+    }
+
+    fn response(p: &mut Peer, stream: u32, status: &str, end: bool) -> Vec<u8> {
+        let b = p.block(&[(":status", status), ("content-type", "text/plain")]);
+        frame(HEADERS, END_HEADERS | if end { END_STREAM } else { 0 }, stream, &b)
+    }
+
+    struct Run {
+        h2: H2,
+        done: Vec<Exchange>,
+        notices: Vec<Notice>,
+    }
+
+    impl Run {
+        fn new(midway: bool) -> Run {
+            Run { h2: H2::new(midway), done: Vec::new(), notices: Vec::new() }
+        }
+        fn send(&mut self, from_client: bool, bytes: &[u8], ts: u64) {
+            self.h2.data(from_client, bytes, 0, ts, &mut self.done, &mut self.notices);
+        }
+    }
+
+    #[test]
+    fn streams_become_exchanges() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(4, 0, 0, &[0, 1, 0, 0, 0x10, 0])); // SETTINGS header_table_size=4096
+        out.extend(request(&mut c, 1, "GET", "/api/App/Version", true));
+        out.extend(request(&mut c, 3, "POST", "/api/Report/WSJF", false));
+        r.send(true, &out, 10);
+        // Byte by byte: frames split over many calls.
+        for b in frame(DATA, END_STREAM, 3, b"{}") {
+            r.send(true, &[b], 11);
+        }
+        let mut back = response(&mut s, 3, "500", false);
+        back.extend(response(&mut s, 1, "200", false));
+        back.extend(frame(DATA, END_STREAM, 1, b"\"2025.1\""));
+        r.send(false, &back, 20);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(
+            (r.done[0].method.as_str(), r.done[0].path.as_str(), r.done[0].outcome),
+            ("GET", "/api/App/Version", Outcome::Response(200))
+        );
+        assert_eq!((r.done[0].start_ns, r.done[0].end_ns), (10, 20));
+        assert_eq!(r.done[0].request_id.as_deref(), Some("r-7"));
+        r.send(false, &frame(DATA, END_STREAM, 3, b"oops"), 30);
+        assert_eq!(
+            (r.done[1].path.as_str(), r.done[1].outcome, r.done[1].end_ns),
+            ("/api/Report/WSJF", Outcome::Response(500), 30)
+        );
+        assert_eq!(r.notices, []);
+    }
+
+    #[test]
+    fn continuation_padding_priority_and_interim() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let b = c.block(&[(":method", "GET"), (":path", "/a"), ("x-long", &"v".repeat(100))]);
+        let (first, second) = b.split_at(10);
+        let mut payload = vec![3u8]; // pad length
+        payload.extend([0, 0, 0, 0, 16]); // priority
+        payload.extend_from_slice(first);
+        payload.extend([0, 0, 0]);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(HEADERS, PADDED | PRIORITY | END_STREAM, 5, &payload));
+        out.extend(frame(CONTINUATION, END_HEADERS, 5, second));
+        r.send(true, &out, 1);
+        let mut back = response(&mut s, 5, "100", false);
+        back.extend(response(&mut s, 5, "204", true));
+        r.send(false, &back, 2);
+        assert_eq!(r.notices, []);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(r.done[0].outcome, Outcome::Response(204));
+    }
+
+    #[test]
+    fn rst_stream_and_goaway() {
+        let c = &mut Peer::new();
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        for id in [1, 3, 5] {
+            out.extend(request(c, id, "GET", "/x", true));
+        }
+        out.extend(frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
+        r.send(true, &out, 1);
+        assert_eq!(r.done[0].outcome, Outcome::Reset);
+        // The server processed up to stream 3: stream 5 was not answered.
+        r.send(false, &frame(GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]), 2);
+        assert_eq!(r.done[1].outcome, Outcome::PeerClosed);
+        assert_eq!(r.done.len(), 2);
+        r.h2.finish(3, Outcome::Abandoned, &mut r.done, &mut r.notices);
+        assert_eq!(r.done[2].outcome, Outcome::Abandoned);
+    }
+
+    #[test]
+    fn gaps_inside_data_are_skipped_gaps_over_frames_desync() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(request(&mut c, 1, "GET", "/big", true));
+        r.send(true, &out, 1);
+        // A DATA frame header announcing 100000 bytes, then its payload mostly uncaptured.
+        let mut big = frame(DATA, END_STREAM, 1, &[]);
+        big[0..3].copy_from_slice(&[0x01, 0x86, 0xa0]);
+        r.send(false, &response(&mut s, 1, "200", false), 2);
+        r.h2.data(false, &big, 99_000, 3, &mut r.done, &mut r.notices);
+        r.send(false, &[b'x'; 1000], 4);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!((r.done[0].end_ns, r.done[0].response_bytes > 100_000), (4, true));
+        // A gap where a frame header should be.
+        r.h2.data(false, &[], 50, 5, &mut r.done, &mut r.notices);
+        assert_eq!(r.notices, [Notice::Http2(H2Error::Desync)]);
+    }
+
+    #[test]
+    fn joined_midway_headers_are_counted_not_guessed() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(true);
+        r.send(true, &request(&mut c, 7, "GET", "/x", true), 1);
+        r.send(false, &response(&mut s, 7, "200", true), 2);
+        assert!(r.done.is_empty());
+        assert_eq!(r.notices, [Notice::Http2(H2Error::Undecodable)]);
+        assert!(looks_like_frame(&request(&mut c, 9, "GET", "/y", true)));
+        assert!(!looks_like_frame(b"GET / HTTP/1.1\r\n\r\n"));
+    }
+
+    #[test]
+    fn hpack_garbage_stops_trust() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &[0xff, 0xff, 0xff, 0xff, 0x7f]));
+        r.send(true, &out, 1);
+        r.send(false, &response(&mut Peer::new(), 1, "200", true), 2);
+        assert_eq!(r.notices, [Notice::Http2(H2Error::Undecodable)]);
+        assert!(r.done.is_empty());
+    }
 }

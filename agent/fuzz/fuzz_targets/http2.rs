@@ -1,0 +1,36 @@
+//! Plaintext bytes from libssl, cut into calls with gaps, through the
+//! connection parser: HTTP/2 frames and HPACK (and HTTP/1, whichever the
+//! first bytes choose). It must never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pywats_agent::net::{
+    conn::{Connection, Role},
+    http1::Chunk,
+    http2::PREFACE,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&ctl, rest)) = data.split_first() else { return };
+    let mut conn = Connection::tls(Role::Client);
+    let (mut done, mut notices) = (Vec::new(), Vec::new());
+    if ctl & 1 == 0 {
+        // Start as a fresh HTTP/2 connection.
+        conn.data(true, &Chunk::whole(PREFACE, 0), &mut done, &mut notices);
+    }
+    let mut rest = rest;
+    let mut ts = 0;
+    while let Some((&step, tail)) = rest.split_first() {
+        let take = ((step & 0x3f) as usize * 4 + 1).min(tail.len());
+        let (piece, after) = tail.split_at(take);
+        rest = after;
+        ts += 1;
+        let chunk = if step & 0x40 != 0 {
+            Chunk { prefix: piece, suffix: &[], len: piece.len() as u64 + u64::from(step), ts_ns: ts }
+        } else {
+            Chunk::whole(piece, ts)
+        };
+        conn.data(step & 0x80 != 0, &chunk, &mut done, &mut notices);
+    }
+    conn.finish(ts + 1, ctl & 2 != 0, &mut done, &mut notices);
+});
