@@ -21,15 +21,31 @@ fn template(path: &str) -> String {
 
 struct Setup {
     server_port: u16,
+    tls: bool,
     _server: Py,
     client: Py,
 }
 
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+/// The server and the client, over HTTPS (HTTP/1.1) when `tls`.
+fn setup_with(tls: bool) -> Setup {
     let server_port = free_port();
-    let server = Py::start("http_server.py", &[&server_port.to_string()]);
-    let client = Py::start("http_client.py", &[&server_port.to_string()]);
-    Setup { server_port, _server: server, client }
+    let port = server_port.to_string();
+    let server = if tls {
+        let (cert, key) = pywats_agent_tests::tls::cert();
+        Py::start("http_server.py", &[&port, "--tls", cert.to_str().unwrap(), key.to_str().unwrap()])
+    } else {
+        Py::start("http_server.py", &[&port])
+    };
+    let mut args = vec![port.as_str()];
+    if tls {
+        args.push("--tls");
+    }
+    let client = Py::start("http_client.py", &args);
+    Setup { server_port, tls, _server: server, client }
 }
 
 fn agent_for(client: &Py) -> Agent {
@@ -37,8 +53,11 @@ fn agent_for(client: &Py) -> Agent {
 }
 
 /// What the server answered: (method, endpoint template, code) → count.
-fn server_counts(port: u16) -> (BTreeMap<(String, String, String), f64>, Value) {
-    let body: Value = serde_json::from_str(&http::get(port, "/__counts").unwrap().body).unwrap();
+fn server_counts(port: u16, tls: bool) -> (BTreeMap<(String, String, String), f64>, Value) {
+    // Asked from this process (or a helper for HTTPS), never from the watched client.
+    let text =
+        if tls { pywats_agent_tests::tls::get(port, "/__counts") } else { http::get(port, "/__counts").unwrap().body };
+    let body: Value = serde_json::from_str(&text).unwrap();
     let mut out = BTreeMap::new();
     for row in body["counts"].as_array().unwrap() {
         let key = (row[0].as_str().unwrap().to_string(), template(row[1].as_str().unwrap()), row[2].to_string());
@@ -79,10 +98,25 @@ fn wait_total(agent: &Agent, total: f64) -> Samples {
 
 #[test]
 fn counts_durations_and_errors_match_the_server_and_clients() {
-    let mut s = setup();
+    check_plan(setup());
+}
+
+/// The same over HTTPS: plaintext from the libssl probes; the ciphertext on the
+/// sockets is recognised as TLS and not counted as a parse error.
+#[test]
+fn https_http1_counts_durations_and_errors() {
+    check_plan(setup_with(true));
+}
+
+fn check_plan(mut s: Setup) {
     let agent = agent_for(&s.client);
+    if s.tls {
+        wait_for(Duration::from_secs(10), "the TLS probes", || {
+            (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
+        });
+    }
     let made: Vec<Value> = serde_json::from_str(&s.client.ask("plan")).unwrap();
-    let (truth, auth) = server_counts(s.server_port);
+    let (truth, auth) = server_counts(s.server_port, s.tls);
     let total: f64 = truth.values().sum();
     assert_eq!(total as usize, made.len());
     assert_eq!(auth[format!("Basic {SECRET}")], made.len(), "the server saw the token on every request");
@@ -148,6 +182,12 @@ fn counts_durations_and_errors_match_the_server_and_clients() {
     }
     eprintln!("{} requests; worst duration difference {worst:.3} ms", made.len());
     assert_no_loss(&m);
+    for (l, v) in m.series("pywats_agent_parse_errors_total") {
+        assert_eq!(v, 0.0, "parse errors {l:?}");
+    }
+    for path in ["/metrics", "/health/details", "/debug/requests"] {
+        assert!(!agent.get(path).body.contains(SECRET), "{path} leaks the Authorization value");
+    }
 }
 
 #[test]

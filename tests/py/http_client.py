@@ -1,7 +1,7 @@
 """The target of the HTTP tests: performs a plan of requests with real Python
 clients and reports what it measured.
 
-Usage: http_client.py PORT. Prints "ready", then runs commands from stdin, one
+Usage: http_client.py PORT [--tls]. Prints "ready", then runs commands from stdin, one
 per line, answering each with one JSON line:
   plan            the mixed plan over http.client, urllib and httpx; answers
                   the list of requests made: client, method, path, code,
@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -52,10 +53,11 @@ def _timed_recv(method):
     return timed
 
 
-socket.socket.sendall = _timed_send(socket.socket.sendall)
-socket.socket.send = _timed_send(socket.socket.send)
-socket.socket.recv = _timed_recv(socket.socket.recv)
-socket.socket.recv_into = _timed_recv(socket.socket.recv_into)
+for cls in (socket.socket, ssl.SSLSocket):
+    cls.sendall = _timed_send(cls.sendall)
+    cls.send = _timed_send(cls.send)
+    cls.recv = _timed_recv(cls.recv)
+    cls.recv_into = _timed_recv(cls.recv_into)
 
 
 def start():
@@ -67,6 +69,9 @@ def elapsed():
     return last_recv - first_send
 AUTH = {"Authorization": "Basic " + SECRET}
 port = int(sys.argv[1])
+TLS = sys.argv[2:3] == ["--tls"]
+SCHEME = "https" if TLS else "http"
+INSECURE = ssl._create_unverified_context()  # the test's self-signed certificate
 seq = 0
 made = []
 
@@ -101,8 +106,14 @@ def path_of(code, size, mode, n):
     return f"/mix/{code}/{size}/{mode}/{n}"
 
 
+def new_conn():
+    if TLS:
+        return http.client.HTTPSConnection("127.0.0.1", port, context=INSECURE)
+    return http.client.HTTPConnection("127.0.0.1", port)
+
+
 def run_http_client(items):
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = new_conn()
     for n, (method, code, size, mode, body) in enumerate(items):
         path = path_of(code, size, mode, n)
         i = rid()
@@ -114,7 +125,7 @@ def run_http_client(items):
         record("http.client", method, path, resp.status, i, elapsed())
         if mode == "close":
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn = new_conn()
     conn.close()
 
 
@@ -122,11 +133,11 @@ def run_urllib(items):
     for n, (method, code, size, mode, body) in enumerate(items):
         path = path_of(code, size, mode, n)
         i = rid()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+        req = urllib.request.Request(f"{SCHEME}://127.0.0.1:{port}{path}", method=method,
                                      data=b"u" * body if body else None, headers={**AUTH, "X-Request-ID": i})
         start()
         try:
-            with urllib.request.urlopen(req) as r:
+            with urllib.request.urlopen(req, context=INSECURE if TLS else None) as r:
                 r.read()
                 status = r.status
         except urllib.error.HTTPError as e:
@@ -136,7 +147,7 @@ def run_urllib(items):
 
 
 def run_httpx(items):
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+    with httpx.Client(base_url=f"{SCHEME}://127.0.0.1:{port}", verify=not TLS) as c:
         for n, (method, code, size, mode, body) in enumerate(items):
             path = path_of(code, size, mode, n)
             i = rid()
@@ -162,7 +173,7 @@ def main():
             print(json.dumps(made), flush=True)
         elif cmd[0] == "refused":
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{cmd[1]}/x", timeout=5)
+                urllib.request.urlopen(f"{SCHEME}://127.0.0.1:{cmd[1]}/x", timeout=5)
                 print(json.dumps("connected?"), flush=True)
             except Exception as e:
                 print(json.dumps(type(e).__name__), flush=True)
@@ -178,12 +189,12 @@ def main():
             s.close()
             print(json.dumps("ok"), flush=True)
         elif cmd[0] == "open":
-            kept = http.client.HTTPConnection("127.0.0.1", port)
+            kept = new_conn()
             kept.request("GET", "/mix/200/10/cl/open", headers=AUTH)
             kept.getresponse().read()
             print(json.dumps("ok"), flush=True)
         elif cmd[0] in ("more", "load"):
-            conn = kept if cmd[0] == "more" else http.client.HTTPConnection("127.0.0.1", port)
+            conn = kept if cmd[0] == "more" else new_conn()
             t0 = time.perf_counter()
             for n in range(int(cmd[1])):
                 conn.request("GET", f"/mix/200/10/cl/{cmd[0]}", headers=AUTH)

@@ -1,6 +1,7 @@
 """A loopback HTTP/1.1 server that answers a chosen mix and counts what it got.
 
-Usage: http_server.py PORT. Prints "ready" once listening on 127.0.0.1:PORT.
+Usage: http_server.py PORT [--tls CERT KEY]. Prints "ready" once listening on
+127.0.0.1:PORT (HTTPS with --tls).
 
   ANY /mix/<code>/<size>/<mode>[/...][?...]
       answers <code> with a <size>-byte body; <mode> is
@@ -14,6 +15,7 @@ Usage: http_server.py PORT. Prints "ready" once listening on 127.0.0.1:PORT.
 import http.server
 import json
 import socketserver
+import ssl
 import sys
 import threading
 from collections import Counter
@@ -83,6 +85,10 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 def main():
     server = Server(("127.0.0.1", int(sys.argv[1])), Handler)
+    if sys.argv[2:3] == ["--tls"]:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
 

@@ -6,6 +6,7 @@ pub mod http;
 pub mod proc;
 pub mod prom;
 pub mod py;
+pub mod tls;
 
 use std::{
     path::PathBuf,

@@ -26,6 +26,7 @@ pub fn setup() -> anyhow::Result<Env> {
     let start = Instant::now();
     nightly_rust_src()?;
     bpf_linker()?;
+    debian_packages()?;
     let python = venv()?;
     println!("xtask: setup ready ({:.1}s)", start.elapsed().as_secs_f64());
     Ok(Env { python })
@@ -112,6 +113,24 @@ fn bpf_linker() -> anyhow::Result<()> {
         bail!("bpf-linker was installed but `bpf-linker --version` fails: is ~/.cargo/bin on PATH?");
     }
     Ok(())
+}
+
+/// Debian packages the tests use, by the command each provides: `openssl`
+/// makes the TLS tests' certificate.
+const DEBIAN_PACKAGES: [(&str, &str); 1] = [("openssl", "openssl")];
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(command, _)| output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing Debian packages: {}", missing.join(" "));
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing))
 }
 
 /// The Python virtualenv of the tests, rebuilt when its requirements change.

@@ -1,0 +1,154 @@
+//! HTTPS with HTTP/2: httpx (sync, and asyncio with memory BIOs) with
+//! http2=True against hypercorn; counts from the server, durations from the
+//! client, plaintext from the libssl probes.
+
+use std::{
+    collections::BTreeMap,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use pywats_agent_tests::{agent::Agent, free_port, prom::Samples, py, py::Py, tls, wait_for};
+use serde_json::Value;
+
+const SECRET: &str = "cHl3YXRzOmgyLXNlY3JldA==";
+const TARGET: &str = "station";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hypercorn(port: u16) -> Server {
+    let (cert, key) = tls::cert();
+    let child = Command::new(py::python())
+        .args(["-m", "hypercorn", "--certfile"])
+        .arg(&cert)
+        .arg("--keyfile")
+        .arg(&key)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "h2_app:app"])
+        .current_dir(py::script(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hypercorn");
+    let server = Server(child);
+    wait_for(Duration::from_secs(20), "hypercorn to serve", || tls::try_get(port, "/__counts").ok());
+    server
+}
+
+fn template(path: &str) -> String {
+    path.split('/')
+        .map(|s| if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) { "{id}" } else { s })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn server_counts(port: u16) -> BTreeMap<(String, String, String), f64> {
+    let body: Value = serde_json::from_str(&tls::get(port, "/__counts")).unwrap();
+    let mut out = BTreeMap::new();
+    for row in body["counts"].as_array().unwrap() {
+        let key = (row[0].as_str().unwrap().to_string(), template(row[1].as_str().unwrap()), row[2].to_string());
+        *out.entry(key).or_insert(0.0) += row[3].as_f64().unwrap();
+    }
+    out
+}
+
+fn agent_counts(m: &Samples) -> BTreeMap<(String, String, String), f64> {
+    let mut out = BTreeMap::new();
+    for (l, v) in m.series("pywats_http_requests_total") {
+        if l["code"] != "none" {
+            *out.entry((l["method"].clone(), l["endpoint"].clone(), l["code"].clone())).or_insert(0.0) += v;
+        }
+    }
+    out
+}
+
+fn start() -> (u16, Server, Py, Agent) {
+    let port = free_port();
+    let server = hypercorn(port);
+    let client = Py::start("h2_client.py", &[&port.to_string()]);
+    let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
+    wait_for(Duration::from_secs(10), "the TLS probes", || {
+        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
+    });
+    (port, server, client, agent)
+}
+
+fn wait_total(agent: &Agent, total: f64) -> Samples {
+    wait_for(Duration::from_secs(20), "every request counted", || {
+        let m = agent.scrape();
+        (agent_counts(&m).values().sum::<f64>() >= total).then_some(m)
+    })
+}
+
+#[test]
+fn http2_sync_and_async_match_server_and_client() {
+    let (port, _server, mut client, agent) = start();
+    let made: Vec<Value> = serde_json::from_str(&client.ask("sync")).unwrap();
+    let concurrent: Vec<Value> = serde_json::from_str(&client.ask("async 40")).unwrap();
+    let truth = server_counts(port);
+    let total: f64 = truth.values().sum();
+    assert_eq!(total as usize, made.len() + concurrent.len());
+    let m = wait_total(&agent, total);
+    assert_eq!(agent_counts(&m), truth, "requests per (method, endpoint, code)");
+
+    // Per request, by correlation id: code and endpoint; for the sync client
+    // (socket-backed TLS) the duration too, within 1 ms or 5%.
+    let recent: Value = serde_json::from_str(&agent.get("/debug/requests").body).unwrap();
+    let by_id: BTreeMap<&str, &Value> =
+        recent["requests"].as_array().unwrap().iter().filter_map(|r| Some((r["request_id"].as_str()?, r))).collect();
+    let mut worst = 0.0f64;
+    for r in made.iter().chain(&concurrent) {
+        let seen = by_id.get(r[3].as_str().unwrap()).unwrap_or_else(|| panic!("{r} not in /debug/requests"));
+        assert_eq!(seen["code"].as_str().unwrap(), r[2].to_string(), "{r}");
+        assert_eq!(seen["endpoint"].as_str().unwrap(), template(r[1].as_str().unwrap()), "{r}");
+        if let Some(secs) = r.get(4).and_then(Value::as_f64) {
+            let (client_ms, agent_ms) = (secs * 1e3, seen["duration_ms"].as_f64().unwrap());
+            let diff = (client_ms - agent_ms).abs();
+            worst = worst.max(diff);
+            assert!(diff <= 1.0 || diff <= 0.05 * client_ms, "{r}: client {client_ms:.3} ms, agent {agent_ms:.3} ms");
+        }
+    }
+    eprintln!("{} HTTP/2 requests ({} concurrent); worst duration difference {worst:.3} ms", total, concurrent.len());
+    // The TLS connections were recognised as HTTP/2 (open ones on the health page, closed ones counted).
+    let open =
+        agent.details()["connections"].as_array().unwrap().iter().filter(|c| c["protocol"] == "http2").count() as f64;
+    let closed = m.get("pywats_agent_connections_total", &[("protocol", "http2")]).unwrap_or(0.0);
+    assert!(open + closed >= 2.0, "HTTP/2 connections: {open} open, {closed} closed");
+    for name in ["pywats_agent_parse_errors_total", "pywats_agent_events_lost_total"] {
+        for (l, v) in m.series(name) {
+            assert_eq!(v, 0.0, "{name} {l:?}");
+        }
+    }
+    for path in ["/metrics", "/health/details", "/debug/requests"] {
+        let body = agent.get(path).body;
+        assert!(!body.contains(SECRET) && !body.contains("h2-query"), "{path} leaks a secret");
+    }
+    assert!(!agent.log().contains(SECRET));
+}
+
+/// A stream the client gave up on (its timeout) counts as an error without a
+/// status code once its connection is gone (here: the process ends).
+#[test]
+fn a_stream_the_client_gives_up_is_an_error() {
+    let (_port, _server, mut client, agent) = start();
+    assert_eq!(client.ask("cancel"), "\"ReadTimeout\"");
+    client.ask("exit");
+    let m = wait_for(Duration::from_secs(10), "the abandoned stream", || {
+        let m = agent.scrape();
+        m.get("pywats_http_requests_total", &[("endpoint", "/slow/{id}/c"), ("code", "none")]).map(|_| m)
+    });
+    assert_eq!(m.get("pywats_http_requests_total", &[("endpoint", "/slow/{id}/c"), ("status", "error")]), Some(1.0));
+    let errors: f64 = m
+        .series("pywats_errors_total")
+        .iter()
+        .filter(|(l, _)| l["operation"] == "GET /slow/{id}/c")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(errors, 1.0);
+}
