@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, wait_for};
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, tls, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "ZTJlOnRva2Vu";
@@ -40,25 +40,39 @@ fn assert_durations(m: &Samples, name: &str, labels: &[(&str, &str)], truth: &[f
     assert!((sum - want).abs() <= 0.005 * truth.len() as f64, "{name} {labels:?}: sum {sum} vs {want}");
 }
 
-fn run(rounds: u32, fail_every: u32) {
+/// How the client reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Http,
+    /// HTTPS, HTTP/1.1 (the server offers no h2).
+    Https,
+    /// HTTPS, HTTP/2 by ALPN (the client enables http2).
+    H2,
+}
+
+fn run(rounds: u32, fail_every: u32, mode: Mode) {
     let port = free_port();
-    let _server = Py::start("wats_server.py", &[&port.to_string(), TOKEN, "--fail-every", &fail_every.to_string()]);
-    let work: PathBuf = std::env::temp_dir().join(format!("pywats-e2e-{}-{rounds}", std::process::id()));
+    let (cert, key) = tls::cert();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let port_s = port.to_string();
+    let fail = fail_every.to_string();
+    let mut server_args = vec![port_s.as_str(), TOKEN, "--fail-every", fail.as_str()];
+    match mode {
+        Mode::Http => {}
+        Mode::Https => server_args.extend(["--tls", cert, key]),
+        Mode::H2 => server_args.extend(["--tls", cert, key, "--h2"]),
+    }
+    let _server = Py::start("wats_server.py", &server_args);
+    let work: PathBuf = std::env::temp_dir().join(format!("pywats-e2e-{}-{rounds}-{mode:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let url = format!("http://127.0.0.1:{port}");
-    let (mut client, first) = Py::spawn(
+    let scheme = if mode == Mode::Http { "http" } else { "https" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    let rounds_s = rounds.to_string();
+    // The client verifies the server's certificate: it trusts the test's own.
+    let (mut client, first) = Py::spawn_env(
         "wats_workload.py",
-        &[
-            "--url",
-            &url,
-            "--token",
-            TOKEN,
-            "--workdir",
-            work.to_str().unwrap(),
-            "--rounds",
-            &rounds.to_string(),
-            "--wait",
-        ],
+        &["--url", &url, "--token", TOKEN, "--workdir", work.to_str().unwrap(), "--rounds", &rounds_s, "--wait"],
+        &[("SSL_CERT_FILE", cert)],
     );
     let pid = first.strip_prefix("pid ").unwrap_or_else(|| panic!("workload said {first:?}")).to_string();
     let d = |p: &str| work.join(p).display().to_string();
@@ -75,12 +89,19 @@ fn run(rounds: u32, fail_every: u32) {
         "--converter",
         &format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error")),
     ]);
+    if mode != Mode::Http {
+        wait_for(Duration::from_secs(10), "the TLS probes", || {
+            (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
+        });
+    }
     let line = client.ask("go");
     let truth: Value =
         serde_json::from_str(line.strip_prefix("truth ").unwrap_or_else(|| panic!("workload said {line:?}"))).unwrap();
 
     // The server's counts, by (method, endpoint, code).
-    let counts: Value = serde_json::from_str(&http::get(port, "/__counts").unwrap().body).unwrap();
+    let counts_text =
+        if mode == Mode::Http { http::get(port, "/__counts").unwrap().body } else { tls::get(port, "/__counts") };
+    let counts: Value = serde_json::from_str(&counts_text).unwrap();
     let mut server: BTreeMap<(String, String, String), f64> = BTreeMap::new();
     for row in counts["counts"].as_array().unwrap() {
         let key = (row[0].as_str().unwrap().to_string(), template(row[1].as_str().unwrap()), row[2].to_string());
@@ -170,6 +191,12 @@ fn run(rounds: u32, fail_every: u32) {
             assert_eq!(v, 0.0, "{name} {l:?}");
         }
     }
+    // The protocol the client really spoke.
+    let protocol = if mode == Mode::H2 { "http2" } else { "http1" };
+    let open =
+        agent.details()["connections"].as_array().unwrap().iter().filter(|c| c["protocol"] == protocol).count() as f64;
+    let closed = m.get("pywats_agent_connections_total", &[("protocol", protocol)]).unwrap_or(0.0);
+    assert!(open + closed >= 1.0, "{mode:?}: no {protocol} connection seen");
     // The client process itself is watched: its procfs gauges are there.
     assert!(get(&m, "pywats_process_threads", &[("target", TARGET)]) >= 1.0);
     client.ask("exit");
@@ -178,10 +205,20 @@ fn run(rounds: u32, fail_every: u32) {
 
 #[test]
 fn real_client_all_flows_match_ground_truth() {
-    run(2, 0);
+    run(2, 0, Mode::Http);
 }
 
 #[test]
 fn real_client_with_failing_submissions() {
-    run(2, 3);
+    run(2, 3, Mode::Http);
+}
+
+#[test]
+fn real_client_over_https() {
+    run(2, 3, Mode::Https);
+}
+
+#[test]
+fn real_client_over_https_http2() {
+    run(2, 3, Mode::H2);
 }

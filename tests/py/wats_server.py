@@ -1,7 +1,10 @@
 """A WATS-like loopback HTTP/1.1 server for the real pyWATS client, counting what it answered.
 
 Usage: wats_server.py PORT TOKEN [--fail-every N] [--fail-code 500|400] [--latency-ms MS]
-Prints "ready" once listening on 127.0.0.1:PORT.
+                      [--tls CERT KEY [--h2]]
+Prints "ready" once listening on 127.0.0.1:PORT: plain HTTP/1.1, HTTPS (HTTP/1.1) with
+--tls, or HTTPS offering HTTP/2 by ALPN with --tls --h2 (served by hypercorn, as the
+same routes through ASGI).
 
 Answers what pywats 0.6.0rc1 calls in normal work (paths from pywats/core/routes.py, shapes
 from the repositories that parse them):
@@ -18,9 +21,11 @@ waits --latency-ms before its answer. Request bodies are read by their Content-L
       path-without-query, code, n], ...]} for every request answered.
 """
 import argparse
+import asyncio
 import http.server
 import json
 import socketserver
+import ssl
 import threading
 import time
 from collections import Counter
@@ -30,6 +35,7 @@ VERSION = "2025.1.0"
 WSJF = "/api/Report/WSJF"
 WSJF_BY_ID = "/api/Report/Wsjf/"
 
+settings = argparse.Namespace(token="", fail_every=0, fail_code=500, latency=0.0)
 lock = threading.Lock()
 counts = Counter()
 reports = {}  # id -> report as posted, in arrival order
@@ -73,58 +79,91 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
-        url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if url.path == "/__counts":
-            with lock:
-                snapshot = [[m, p, c, n] for (m, p, c), n in sorted(counts.items())]
-            self.send_json(200, {"counts": snapshot})
-            return
-        if self.server.latency:
-            time.sleep(self.server.latency)
-        if self.headers.get("Authorization") != f"Basic {self.server.token}":
-            code, value = 401, {"Message": "Authorization has been denied for this request."}
-        else:
-            code, value = self.route(url, body)
-        with lock:
-            counts[(self.command, url.path, code)] += 1
+        code, value = answer(self.command, self.path, self.headers.get("Authorization"), body)
         self.send_json(code, value)
 
-    def route(self, url, body):
-        global posts
-        method, path = self.command, url.path
-        query = parse_qs(url.query)
-        if (method, path) == ("GET", "/api/App/Version"):
-            return 200, VERSION
-        if (method, path) == ("POST", WSJF):
-            with lock:
-                posts += 1
-                fail = self.server.fail_every and posts % self.server.fail_every == 0
-            if fail:
-                return self.server.fail_code, {"Message": f"Injected failure of report post {posts}"}
-            try:
-                report = json.loads(body)
-                report_id = report["id"]
-            except (ValueError, TypeError, KeyError):
-                return 400, {"Message": "Not a WSJF report"}
-            with lock:
-                reports[report_id] = report
-            return 200, {"ID": report_id}
-        if (method, path) == ("GET", "/api/Report/Query/Header"):
-            kind = "R" if query.get("reportType") == ["R"] else "T"
-            top = int(query.get("$top", ["1000"])[0])
-            with lock:
-                found = [header(r) for r in reversed(reports.values()) if r.get("type", "T") == kind]
-            return 200, found[:top]
-        if method == "GET" and path.startswith(WSJF_BY_ID):
-            with lock:
-                report = reports.get(path[len(WSJF_BY_ID):])
-            if report is None:
-                return 404, {"Message": "Report not found"}
-            return 200, report
-        return 404, {"Message": f"No HTTP resource was found that matches {path}"}
-
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = handle_any
+
+
+def answer(method, target, authorization, body):
+    """(code, JSON value) for a request; counts it (but not /__counts)."""
+    url = urlsplit(target)
+    if url.path == "/__counts":
+        with lock:
+            snapshot = [[m, p, c, n] for (m, p, c), n in sorted(counts.items())]
+        return 200, {"counts": snapshot}
+    if settings.latency:
+        time.sleep(settings.latency)
+    if authorization != f"Basic {settings.token}":
+        code, value = 401, {"Message": "Authorization has been denied for this request."}
+    else:
+        code, value = route(method, url, body)
+    with lock:
+        counts[(method, url.path, code)] += 1
+    return code, value
+
+
+def route(method, url, body):
+    global posts
+    path = url.path
+    query = parse_qs(url.query)
+    if (method, path) == ("GET", "/api/App/Version"):
+        return 200, VERSION
+    if (method, path) == ("POST", WSJF):
+        with lock:
+            posts += 1
+            fail = settings.fail_every and posts % settings.fail_every == 0
+        if fail:
+            return settings.fail_code, {"Message": f"Injected failure of report post {posts}"}
+        try:
+            report = json.loads(body)
+            report_id = report["id"]
+        except (ValueError, TypeError, KeyError):
+            return 400, {"Message": "Not a WSJF report"}
+        with lock:
+            reports[report_id] = report
+        return 200, {"ID": report_id}
+    if (method, path) == ("GET", "/api/Report/Query/Header"):
+        kind = "R" if query.get("reportType") == ["R"] else "T"
+        top = int(query.get("$top", ["1000"])[0])
+        with lock:
+            found = [header(r) for r in reversed(reports.values()) if r.get("type", "T") == kind]
+        return 200, found[:top]
+    if method == "GET" and path.startswith(WSJF_BY_ID):
+        with lock:
+            report = reports.get(path[len(WSJF_BY_ID):])
+        if report is None:
+            return 404, {"Message": "Report not found"}
+        return 200, report
+    return 404, {"Message": f"No HTTP resource was found that matches {path}"}
+
+
+async def asgi(scope, receive, send):
+    """The same routes as an ASGI app, for hypercorn (HTTP/2)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+                print("ready", flush=True)
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+    target = scope["path"] + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+    code, value = await asyncio.to_thread(answer, scope["method"], target, headers.get("authorization"), body)
+    data = json.dumps(value).encode()
+    await send({"type": "http.response.start", "status": code,
+                "headers": [(b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -139,12 +178,26 @@ def main():
     parser.add_argument("--fail-every", type=int, default=0)
     parser.add_argument("--fail-code", type=int, choices=(500, 400), default=500)
     parser.add_argument("--latency-ms", type=float, default=0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--h2", action="store_true")
     args = parser.parse_args()
+    settings.token, settings.fail_every = args.token, args.fail_every
+    settings.fail_code, settings.latency = args.fail_code, args.latency_ms / 1000
+    if args.h2:
+        from hypercorn.asyncio import serve
+        from hypercorn.config import Config
+
+        config = Config()
+        config.bind = [f"127.0.0.1:{args.port}"]
+        config.certfile, config.keyfile = args.tls
+        config.accesslog = config.errorlog = None
+        asyncio.run(serve(asgi, config))
+        return
     server = Server(("127.0.0.1", args.port), Handler)
-    server.token = args.token
-    server.fail_every = args.fail_every
-    server.fail_code = args.fail_code
-    server.latency = args.latency_ms / 1000
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*args.tls)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
 

@@ -31,9 +31,15 @@ impl Py {
 
     /// Starts `tests/py/<script> args…` and returns its first line.
     pub fn spawn(script_name: &str, args: &[&str]) -> (Py, String) {
+        Py::spawn_env(script_name, args, &[])
+    }
+
+    /// As [`Py::spawn`], with extra environment variables.
+    pub fn spawn_env(script_name: &str, args: &[&str], env: &[(&str, &str)]) -> (Py, String) {
         let mut child = Command::new(python())
             .arg(script(script_name))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
