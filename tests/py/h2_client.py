@@ -8,6 +8,9 @@ Usage: h2_client.py PORT. Prints "ready", then answers one JSON line per command
   async N   N concurrent requests on one connection (httpx.AsyncClient: TLS
             over memory BIOs); answers [method, path, code, request id]
   cancel    a request that times out (the client gives up the stream)
+  faults    against h2_fault_server.py: a reset stream, a GOAWAY (which httpx
+            retries on a new connection) and a normal request; answers what
+            the client saw for each
   exit      ends the process
 Every request carries Authorization: Basic <SECRET>.
 """
@@ -18,37 +21,59 @@ import ssl
 import sys
 import time
 
+import h2.connection
+import h2.events
 import httpx
 
 SECRET = "cHl3YXRzOmgyLXNlY3JldA=="
 AUTH = {"Authorization": "Basic " + SECRET}
 BASE = f"https://127.0.0.1:{sys.argv[1]}"
-first_send = last_recv = None
+# The request's start: the first write after h2 encoded its HEADERS (earlier
+# writes may carry connection-level frames: SETTINGS acks, WINDOW_UPDATEs).
+first_send = None
+headers_queued = False
+_send_headers = h2.connection.H2Connection.send_headers
+
+
+def _timed_send_headers(self, *args, **kwargs):
+    global headers_queued
+    headers_queued = True
+    return _send_headers(self, *args, **kwargs)
+
+
+h2.connection.H2Connection.send_headers = _timed_send_headers
 
 
 def _timed_send(method):
     def timed(self, data, *args):
-        global first_send
-        if first_send is None:
+        global first_send, headers_queued
+        if headers_queued and first_send is None:
             first_send = time.perf_counter()
+            headers_queued = False
         return method(self, data, *args)
     return timed
 
 
-def _timed_recv(method):
-    def timed(self, *args):
-        global last_recv
-        n = method(self, *args)
-        if n:
-            last_recv = time.perf_counter()
-        return n
-    return timed
+# The response's end: when the bytes holding its END_STREAM reach h2 (right
+# after the read that returned them). A later read may bring connection-level
+# frames (WINDOW_UPDATE, PING) that are not part of the response.
+stream_end = None
+_receive_data = h2.connection.H2Connection.receive_data
 
+
+def _timed_receive_data(self, data):
+    global stream_end
+    t = time.perf_counter()
+    events = _receive_data(self, data)
+    if any(isinstance(e, h2.events.StreamEnded) for e in events):
+        stream_end = t
+    return events
+
+
+h2.connection.H2Connection.receive_data = _timed_receive_data
 
 for name in ("sendall", "send"):
     setattr(ssl.SSLSocket, name, _timed_send(getattr(ssl.SSLSocket, name)))
-for name in ("recv", "recv_into"):
-    setattr(ssl.SSLSocket, name, _timed_recv(getattr(ssl.SSLSocket, name)))
 
 seq = 0
 
@@ -70,20 +95,21 @@ def plan():
 
 
 def sync():
-    global first_send, last_recv
+    global first_send, stream_end, headers_queued
     made = []
     with httpx.Client(http2=True, verify=False, base_url=BASE) as c:
         for n, (method, code, size, body) in enumerate(plan()):
             path = f"/mix/{code}/{size}/s{n}"
             i = rid()
-            first_send = last_recv = None
+            first_send = stream_end = None
+            headers_queued = False
             r = c.request(method, path + "?q=h2-query", content=b"b" * body if body else None,
                           headers={**AUTH, "X-Request-ID": i})
             r.read()
             assert r.http_version == "HTTP/2", r.http_version
-            # The first request's first write is the connection preface, not its
-            # HEADERS: its client-side time is not comparable, so it is left out.
-            made.append([method, path, r.status_code, i, (last_recv - first_send) if n else None])
+            # The first two requests overlap the connection's set-up (preface,
+            # SETTINGS exchange); their client-side times are not compared.
+            made.append([method, path, r.status_code, i, (stream_end - first_send) if n >= 2 else None])
     return made
 
 
@@ -99,6 +125,18 @@ async def run_async(n):
             await r.aread()
             return [method, path, r.status_code, i]
         return await asyncio.gather(*(one(k) for k in range(n)))
+
+
+def faults():
+    seen = {}
+    with httpx.Client(http2=True, verify=False, base_url=BASE) as c:
+        for path in ("/mix/200/5/f1", "/rst/f2", "/goaway/f3", "/mix/404/0/f4"):
+            try:
+                r = c.get(path, headers=AUTH)
+                seen[path] = r.status_code
+            except httpx.HTTPError as e:
+                seen[path] = type(e).__name__
+    return seen
 
 
 async def cancel():
@@ -122,6 +160,8 @@ def main():
             out = asyncio.run(run_async(int(cmd[1])))
         elif cmd[0] == "cancel":
             out = asyncio.run(cancel())
+        elif cmd[0] == "faults":
+            out = faults()
         else:
             break
         print(json.dumps(out), flush=True)

@@ -50,6 +50,8 @@ pub enum Outcome {
     PeerClosed,
     /// ECONNRESET or EPIPE.
     Reset,
+    /// An HTTP/2 stream reset (RST_STREAM) by either side.
+    StreamReset,
 }
 
 /// A request and how it ended.

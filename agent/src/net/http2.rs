@@ -261,7 +261,7 @@ impl H2 {
                     out.error(H2Error::Desync);
                 }
             },
-            RST_STREAM => self.finish_stream(stream, Some(Outcome::Reset), ts, out),
+            RST_STREAM => self.finish_stream(stream, Some(Outcome::StreamReset), ts, out),
             GOAWAY if payload.len() >= 4 => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
                 // Streams above the last one the server processed were not answered.
@@ -511,7 +511,7 @@ mod tests {
         }
         out.extend(frame(RST_STREAM, 0, 1, &[0, 0, 0, 8]));
         r.send(true, &out, 1);
-        assert_eq!(r.done[0].outcome, Outcome::Reset);
+        assert_eq!(r.done[0].outcome, Outcome::StreamReset);
         // The server processed up to stream 3: stream 5 was not answered.
         r.send(false, &frame(GOAWAY, 0, 0, &[0, 0, 0, 3, 0, 0, 0, 0]), 2);
         assert_eq!(r.done[1].outcome, Outcome::PeerClosed);

@@ -251,6 +251,7 @@ impl NetPipeline {
             Outcome::Abandoned => ("none".to_string(), Some("timeout"), "abandoned"),
             Outcome::PeerClosed => ("none".to_string(), Some("connection_closed"), "peer_closed"),
             Outcome::Reset => ("none".to_string(), Some("connection_reset"), "reset"),
+            Outcome::StreamReset => ("none".to_string(), Some("stream_reset"), "stream_reset"),
         };
         let status = if error_type.is_some() { "error" } else { "success" };
         let seconds = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
