@@ -156,16 +156,13 @@ impl ProcSampler {
         percent
     }
 
+    /// Every gauge family of the sampler (the CPU seconds counter aside).
+    fn gauges(&self) -> [&GaugeVec; 7] {
+        [&self.cpu_percent, &self.memory, &self.threads, &self.open_fds, &self.start_time, &self.processes, &self.info]
+    }
+
     fn sample(&self) {
-        for v in [
-            &self.cpu_percent,
-            &self.memory,
-            &self.threads,
-            &self.open_fds,
-            &self.start_time,
-            &self.processes,
-            &self.info,
-        ] {
+        for v in self.gauges() {
             v.reset();
         }
         self.cpu_seconds.reset();
@@ -207,15 +204,7 @@ impl Collector for ProcSampler {
         let _guard = self.scrape.lock().expect("scrape lock");
         self.sample();
         let mut out = Vec::new();
-        for v in [
-            &self.cpu_percent,
-            &self.memory,
-            &self.threads,
-            &self.open_fds,
-            &self.start_time,
-            &self.processes,
-            &self.info,
-        ] {
+        for v in self.gauges() {
             out.extend(v.collect());
         }
         out.extend(self.cpu_seconds.collect());
