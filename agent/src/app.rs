@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::Args,
+    clock::monotonic_ns,
     ebpf::{
         self,
         loader::{self, SocketMap},
@@ -229,15 +230,6 @@ fn check_liveness(handler: &Handler, map: &Mutex<TargetMap>) {
         handler.process_gone(pid, monotonic_ns());
         events::log(&change);
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`, so agent-made
-/// timestamps order with kernel ones.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 async fn shutdown_signal() {

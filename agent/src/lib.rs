@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod ebpf;
 pub mod error;
 pub mod events;

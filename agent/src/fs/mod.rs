@@ -15,11 +15,14 @@ use std::{
 
 use pywats_agent_ebpf::abi::{EventKind, FsEvent};
 
-use crate::fs::{
-    config::QueueSpec,
-    converter::{Converter, ConverterSpec, Finished},
-    metrics::FsMetrics,
-    queue::{Change, Items, State},
+use crate::{
+    clock::monotonic_ns,
+    fs::{
+        config::QueueSpec,
+        converter::{Converter, ConverterSpec, Finished},
+        metrics::FsMetrics,
+        queue::{Change, Items, State},
+    },
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -63,14 +66,6 @@ impl WatchedQueue {
         }
         self.spec.preset.classify(path.file_name()?.to_str()?)
     }
-}
-
-/// CLOCK_MONOTONIC in ns (the clock of the kernel's event timestamps).
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// When a file entered its current name, on the monotonic clock: its ctime

@@ -224,10 +224,8 @@ impl Connection {
             let before = done.len();
             let known = chunk.prefix.len() as u64 + chunk.suffix.len() as u64;
             let gap = chunk.len.saturating_sub(known);
-            if chunk.suffix.is_empty() {
-                h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
-            } else {
-                h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
+            h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
+            if !chunk.suffix.is_empty() {
                 h2.data(carries_requests, chunk.suffix, 0, chunk.ts_ns, done, notices);
             }
             self.exchanges += (done.len() - before) as u64;

@@ -188,6 +188,10 @@ impl NetPipeline {
             let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns: ts };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
+        // Most reads and writes finish nothing: no per-event copies then.
+        if self.done.is_empty() && self.notices.is_empty() {
+            return;
+        }
         let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
         self.flush(&target, role, remote);
     }

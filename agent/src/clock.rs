@@ -1,0 +1,10 @@
+//! The kernel's clock in userspace.
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns()`, so timestamps the
+/// agent makes order with the kernel's event timestamps.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
