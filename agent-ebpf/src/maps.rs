@@ -38,6 +38,8 @@ pub struct Pending {
     pub conn_id: u64,
     pub role: u32,
     pub _pad: u32,
+    /// When the syscall was entered.
+    pub enter_ns: u64,
     pub addr: SockAddr,
 }
 
@@ -50,6 +52,7 @@ impl Pending {
         conn_id: 0,
         role: 0,
         _pad: 0,
+        enter_ns: 0,
         addr: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
     };
 }
@@ -90,6 +93,8 @@ pub struct TlsPending {
     pub buf: u64,
     /// `size_t *` the `_ex` variants report the byte count through; 0 otherwise.
     pub count_out: u64,
+    /// When the call was entered.
+    pub enter_ns: u64,
 }
 
 #[map]

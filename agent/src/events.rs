@@ -62,6 +62,8 @@ impl Handler {
                 | EventKind::SockAccept
                 | EventKind::SockClose
                 | EventKind::SockData
+                | EventKind::TlsData
+                | EventKind::TlsClose
                 | EventKind::FsOpen
                 | EventKind::FsRename
                 | EventKind::FsUnlink => Change::Unknown,
@@ -92,9 +94,9 @@ impl Handler {
                 self.metrics.events.with_label_values(&[kind.name()]).inc();
                 self.net.lock().expect("net lock").on_conn(kind, &ev);
             }
-            Event::Data { event, prefix, suffix } => {
-                self.metrics.events.with_label_values(&[EventKind::SockData.name()]).inc();
-                self.net.lock().expect("net lock").on_data(&event, prefix, suffix);
+            Event::Data { kind, event, prefix, suffix } => {
+                self.metrics.events.with_label_values(&[kind.name()]).inc();
+                self.net.lock().expect("net lock").on_data(kind, &event, prefix, suffix);
             }
             Event::Proc(..) | Event::Fs { .. } => self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc(),
         }

@@ -4,9 +4,9 @@ Usage: h2_client.py PORT. Prints "ready", then answers one JSON line per command
   sync      a plan of requests over one HTTP/2 connection (httpx.Client):
             codes 200/201/404/500, bodies of 0 B to 2 MiB both ways; answers
             [method, path, code, request id, seconds] per request, seconds
-            measured at the TLS socket calls (first byte written to last read)
+            measured by the client (see "the client's own clock" below)
   async N   N concurrent requests on one connection (httpx.AsyncClient: TLS
-            over memory BIOs); answers [method, path, code, request id]
+            over memory BIOs); answers the same
   cancel    a request that times out (the client gives up the stream)
   faults    against h2_fault_server.py: a reset stream, a GOAWAY (which httpx
             retries on a new connection) and a normal request; answers what
@@ -28,52 +28,63 @@ import httpx
 SECRET = "cHl3YXRzOmgyLXNlY3JldA=="
 AUTH = {"Authorization": "Basic " + SECRET}
 BASE = f"https://127.0.0.1:{sys.argv[1]}"
-# The request's start: the first write after h2 encoded its HEADERS (earlier
-# writes may carry connection-level frames: SETTINGS acks, WINDOW_UPDATEs).
-first_send = None
-headers_queued = False
+# The client's own clock, per stream. A request starts at the first TLS write
+# after h2 encoded its HEADERS (earlier writes may carry connection-level
+# frames: SETTINGS acks, WINDOW_UPDATEs); it ends when the bytes holding its
+# END_STREAM reach h2 (right after the read that returned them). Streams are
+# told apart by their X-Request-ID, so concurrent asyncio streams are timed too.
+unwritten = []  # request ids whose HEADERS are encoded and not yet written
+rid_of = {}  # (connection, stream id) -> request id
+started = {}  # request id -> perf_counter
+ended = {}
 _send_headers = h2.connection.H2Connection.send_headers
 
 
-def _timed_send_headers(self, *args, **kwargs):
-    global headers_queued
-    headers_queued = True
-    return _send_headers(self, *args, **kwargs)
+def _timed_send_headers(self, stream_id, headers, *args, **kwargs):
+    for name, value in headers:
+        if name in (b"x-request-id", "x-request-id"):
+            value = value.decode() if isinstance(value, bytes) else value
+            rid_of[(id(self), stream_id)] = value
+            unwritten.append(value)
+    return _send_headers(self, stream_id, headers, *args, **kwargs)
 
 
 h2.connection.H2Connection.send_headers = _timed_send_headers
 
 
-def _timed_send(method):
+def _timed_write(method):
     def timed(self, data, *args):
-        global first_send, headers_queued
-        if headers_queued and first_send is None:
-            first_send = time.perf_counter()
-            headers_queued = False
+        t = time.perf_counter()
+        for i in unwritten:
+            started.setdefault(i, t)
+        unwritten.clear()
         return method(self, data, *args)
     return timed
 
 
-# The response's end: when the bytes holding its END_STREAM reach h2 (right
-# after the read that returned them). A later read may bring connection-level
-# frames (WINDOW_UPDATE, PING) that are not part of the response.
-stream_end = None
 _receive_data = h2.connection.H2Connection.receive_data
 
 
 def _timed_receive_data(self, data):
-    global stream_end
     t = time.perf_counter()
     events = _receive_data(self, data)
-    if any(isinstance(e, h2.events.StreamEnded) for e in events):
-        stream_end = t
+    for e in events:
+        if isinstance(e, h2.events.StreamEnded) and (id(self), e.stream_id) in rid_of:
+            ended[rid_of[(id(self), e.stream_id)]] = t
     return events
 
 
 h2.connection.H2Connection.receive_data = _timed_receive_data
 
-for name in ("sendall", "send"):
-    setattr(ssl.SSLSocket, name, _timed_send(getattr(ssl.SSLSocket, name)))
+# Sync httpx writes through SSLSocket, asyncio (anyio) through SSLObject.
+for cls, names in ((ssl.SSLSocket, ("sendall", "send")), (ssl.SSLObject, ("write",))):
+    for name in names:
+        setattr(cls, name, _timed_write(getattr(cls, name)))
+
+
+def seconds(i):
+    return ended[i] - started[i]
+
 
 seq = 0
 
@@ -95,21 +106,16 @@ def plan():
 
 
 def sync():
-    global first_send, stream_end, headers_queued
     made = []
     with httpx.Client(http2=True, verify=False, base_url=BASE) as c:
         for n, (method, code, size, body) in enumerate(plan()):
             path = f"/mix/{code}/{size}/s{n}"
             i = rid()
-            first_send = stream_end = None
-            headers_queued = False
             r = c.request(method, path + "?q=h2-query", content=b"b" * body if body else None,
                           headers={**AUTH, "X-Request-ID": i})
             r.read()
             assert r.http_version == "HTTP/2", r.http_version
-            # The first two requests overlap the connection's set-up (preface,
-            # SETTINGS exchange); their client-side times are not compared.
-            made.append([method, path, r.status_code, i, (stream_end - first_send) if n >= 2 else None])
+            made.append([method, path, r.status_code, i, seconds(i)])
     return made
 
 
@@ -123,7 +129,7 @@ async def run_async(n):
             r = await c.request(method, path, content=b"a" * min(body, 50_000) if body else None,
                                 headers={**AUTH, "X-Request-ID": i})
             await r.aread()
-            return [method, path, r.status_code, i]
+            return [method, path, r.status_code, i, seconds(i)]
         return await asyncio.gather(*(one(k) for k in range(n)))
 
 

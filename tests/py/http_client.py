@@ -11,6 +11,9 @@ per line, answering each with one JSON line:
   open            opens a keep-alive http.client connection and makes one request
   more N          N requests on that connection
   load N          N small keep-alive GETs as fast as possible
+  bulk N          N keep-alive GETs of 2 MiB each
+  tls_events      how many TLS data events the agent's probes must have sent
+                  for this process's SSL reads and writes so far
 Every request carries Authorization: Basic <SECRET> and a unique X-Request-ID.
 """
 import http.client
@@ -58,6 +61,29 @@ for cls in (socket.socket, ssl.SSLSocket):
     cls.send = _timed_send(cls.send)
     cls.recv = _timed_recv(cls.recv)
     cls.recv_into = _timed_recv(cls.recv_into)
+
+
+# Ground truth for the libssl probes: each SSL read or write that moved n > 0
+# bytes is sent as pieces of 8 KiB, at most 3 of them and then one gap for the
+# rest (TLS_PIECE and TLS_MAX_PIECES in agent-ebpf/src/abi/tls.rs).
+tls_events = 0
+
+
+def _counted_tls(method):
+    def counted(self, *args):
+        global tls_events
+        r = method(self, *args)
+        n = r if isinstance(r, int) else len(r)
+        if n > 0:
+            tls_events += min(-(-n // 8192), 3) + (1 if n > 3 * 8192 else 0)
+        return r
+    return counted
+
+
+# SSLSocket.send (sendall loops over it) and SSLSocket.read (recv and
+# recv_into call it) are its only calls into SSL_write_ex and SSL_read_ex.
+ssl.SSLSocket.send = _counted_tls(ssl.SSLSocket.send)
+ssl.SSLSocket.read = _counted_tls(ssl.SSLSocket.read)
 
 
 def start():
@@ -200,6 +226,15 @@ def main():
                 conn.request("GET", f"/mix/200/10/cl/{cmd[0]}", headers=AUTH)
                 conn.getresponse().read()
             print(json.dumps(time.perf_counter() - t0), flush=True)
+        elif cmd[0] == "bulk":
+            conn = new_conn()
+            for n in range(int(cmd[1])):
+                conn.request("GET", f"/mix/200/{2 * 1024 * 1024}/cl/bulk", headers=AUTH)
+                conn.getresponse().read()
+            conn.close()
+            print(json.dumps("ok"), flush=True)
+        elif cmd[0] == "tls_events":
+            print(json.dumps(tls_events), flush=True)
         elif cmd[0] == "exit":
             break
 

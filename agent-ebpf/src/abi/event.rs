@@ -27,10 +27,14 @@ pub enum EventKind {
     FsRename = 9,
     /// A file was deleted.
     FsUnlink = 10,
+    /// Plaintext a target moved through libssl (a [`DataEvent`](super::DataEvent)).
+    TlsData = 11,
+    /// A TLS connection ended: `SSL_free` (a [`ConnEvent`](super::ConnEvent)).
+    TlsClose = 12,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::ProcFork,
         EventKind::ProcExec,
         EventKind::ProcExit,
@@ -41,6 +45,8 @@ impl EventKind {
         EventKind::FsOpen,
         EventKind::FsRename,
         EventKind::FsUnlink,
+        EventKind::TlsData,
+        EventKind::TlsClose,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -55,6 +61,8 @@ impl EventKind {
             EventKind::FsOpen => "fs_open",
             EventKind::FsRename => "fs_rename",
             EventKind::FsUnlink => "fs_unlink",
+            EventKind::TlsData => "tls_data",
+            EventKind::TlsClose => "tls_close",
         }
     }
 }
@@ -74,6 +82,8 @@ impl TryFrom<u32> for EventKind {
             8 => EventKind::FsOpen,
             9 => EventKind::FsRename,
             10 => EventKind::FsUnlink,
+            11 => EventKind::TlsData,
+            12 => EventKind::TlsClose,
             other => return Err(other),
         })
     }

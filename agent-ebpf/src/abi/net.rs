@@ -101,12 +101,11 @@ pub mod direction {
 pub mod data_flags {
     /// A vectored call with more than one buffer: only the first was captured.
     pub const VECTORED_PARTIAL: u32 = 1;
-    /// Plaintext from libssl (conn id carries `TLS_CONN`).
-    pub const TLS: u32 = 2;
 }
 
 /// [`EventKind::SockData`](super::EventKind): bytes a target moved through a
-/// tracked socket. `header.ret` is the true byte count; `prefix_len` bytes from
+/// tracked socket (or, as `TlsData`, plaintext through libssl; the conn id
+/// then carries `TLS_CONN`). `header.ret` is the true byte count; `prefix_len` bytes from
 /// the start of the data follow the struct, then `suffix_len` bytes that end
 /// exactly at the data's end.
 #[repr(C)]
@@ -114,6 +113,10 @@ pub mod data_flags {
 pub struct DataEvent {
     pub header: EventHeader,
     pub conn_id: u64,
+    /// When the call began (`header.ts_ns` is when it returned). A request's
+    /// start is when the client began handing it over: a write that blocks,
+    /// or whose thread is preempted before returning, must not shorten it.
+    pub call_start_ns: u64,
     /// A [`direction`] value.
     pub direction: u16,
     /// The socket's [`role`] value.
@@ -122,7 +125,7 @@ pub struct DataEvent {
     pub suffix_len: u32,
     pub flags: u32,
 }
-assert_size!(DataEvent, 64);
+assert_size!(DataEvent, 72);
 
 /// Scratch space a program assembles a data event in before output.
 #[repr(C)]

@@ -41,4 +41,4 @@ pub struct TlsScratch {
     /// Twice the piece so a masked length visibly stays in bounds.
     pub bytes: [u8; (2 * TLS_PIECE) as usize],
 }
-assert_size!(TlsScratch, 64 + 2 * TLS_PIECE as usize);
+assert_size!(TlsScratch, core::mem::size_of::<DataEvent>() + 2 * TLS_PIECE as usize);

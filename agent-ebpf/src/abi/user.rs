@@ -29,7 +29,7 @@ pub enum DecodeError {
 pub enum Event<'a> {
     Proc(EventKind, ProcEvent),
     Conn(EventKind, ConnEvent),
-    Data { event: DataEvent, prefix: &'a [u8], suffix: &'a [u8] },
+    Data { kind: EventKind, event: DataEvent, prefix: &'a [u8], suffix: &'a [u8] },
     Fs { kind: EventKind, event: FsEvent, path1: &'a [u8], path2: &'a [u8] },
 }
 
@@ -52,10 +52,10 @@ impl<'a> Event<'a> {
             EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit => {
                 Ok(Event::Proc(kind, read(bytes, header.kind)?))
             }
-            EventKind::SockConnect | EventKind::SockAccept | EventKind::SockClose => {
+            EventKind::SockConnect | EventKind::SockAccept | EventKind::SockClose | EventKind::TlsClose => {
                 Ok(Event::Conn(kind, read(bytes, header.kind)?))
             }
-            EventKind::SockData => {
+            EventKind::SockData | EventKind::TlsData => {
                 let event: DataEvent = read(bytes, header.kind)?;
                 let start = core::mem::size_of::<DataEvent>();
                 let mid = start + event.prefix_len as usize;
@@ -65,7 +65,7 @@ impl<'a> Event<'a> {
                 {
                     return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len() });
                 }
-                Ok(Event::Data { event, prefix: &bytes[start..mid], suffix: &bytes[mid..end] })
+                Ok(Event::Data { kind, event, prefix: &bytes[start..mid], suffix: &bytes[mid..end] })
             }
             EventKind::FsOpen | EventKind::FsRename | EventKind::FsUnlink => {
                 let event: FsEvent = read(bytes, header.kind)?;
@@ -138,7 +138,7 @@ mod tests {
     fn data_event_carries_prefix_and_suffix() {
         let rec = data_record(b"GET / HTTP/1.1\r\n", b"end", 10_000);
         match Event::decode(&rec).unwrap() {
-            Event::Data { event, prefix, suffix } => {
+            Event::Data { event, prefix, suffix, .. } => {
                 assert_eq!(event.header.ret, 10_000);
                 assert_eq!(prefix, b"GET / HTTP/1.1\r\n");
                 assert_eq!(suffix, b"end");

@@ -336,6 +336,8 @@ fn enter_data(ctx: &TracePointContext, op: u32) -> Result<(), i64> {
         count: arg(ctx, 2)?,
         conn_id: info.conn_id,
         role: info.role,
+        // SAFETY: a helper without preconditions.
+        enter_ns: unsafe { bpf_ktime_get_ns() },
         ..Pending::EMPTY
     })
 }
@@ -422,6 +424,7 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
     s.event = DataEvent {
         header: h,
         conn_id: p.conn_id,
+        call_start_ns: p.enter_ns,
         direction: dir as u16,
         role: p.role as u16,
         prefix_len: prefix as u32,

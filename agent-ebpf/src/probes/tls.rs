@@ -5,13 +5,12 @@
 //! pieces, to the socket-event ring.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
 use pywats_agent_ebpf::abi::{
-    data_flags, direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, TLS_CONN, TLS_MAX_PIECES,
-    TLS_PIECE,
+    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, TLS_CONN, TLS_MAX_PIECES, TLS_PIECE,
 };
 
 use crate::{
@@ -29,7 +28,9 @@ fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
         return 0;
     };
     let count_out = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
-    let _ = TLS_PENDING.insert(bpf_get_current_pid_tgid(), TlsPending { ssl, buf, count_out }, 0);
+    // SAFETY: a helper without preconditions.
+    let enter_ns = unsafe { bpf_ktime_get_ns() };
+    let _ = TLS_PENDING.insert(bpf_get_current_pid_tgid(), TlsPending { ssl, buf, count_out, enter_ns }, 0);
     0
 }
 
@@ -90,24 +91,25 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
                 )
             } == 0;
         let captured = if ok { captured } else { 0 };
-        let mut h = header(EventKind::SockData, tgid, tid);
+        let mut h = header(EventKind::TlsData, tgid, tid);
         h.ret = len as i64;
         h.len = len as u32;
         h.captured = captured as u32;
         s.event = DataEvent {
             header: h,
             conn_id: p.ssl | TLS_CONN,
+            call_start_ns: p.enter_ns,
             direction: dir as u16,
             role: role::CLIENT as u16,
             prefix_len: captured as u32,
             suffix_len: 0,
-            flags: data_flags::TLS,
+            flags: 0,
         };
         let total = (core::mem::size_of::<DataEvent>() as u64 + captured) & 0xffff;
         // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
         let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
         if NET_EVENTS.output::<[u8]>(bytes, 0).is_err() {
-            count_lost(EventKind::SockData);
+            count_lost(EventKind::TlsData);
         }
         off += len;
     }
@@ -163,11 +165,11 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let Some(ssl) = ctx.arg::<u64>(0) else {
         return 0;
     };
-    let mut h = header(EventKind::SockClose, tgid, tid);
+    let mut h = header(EventKind::TlsClose, tgid, tid);
     h.fd = -1;
     output(
         &NET_EVENTS,
-        EventKind::SockClose,
+        EventKind::TlsClose,
         ConnEvent { header: h, conn_id: ssl | TLS_CONN, addr: SockAddr::default() },
     );
     0

@@ -17,7 +17,7 @@ use std::{
 };
 
 use pywats_agent_ebpf::abi::{
-    data_flags, direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
+    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
 };
 
 use crate::{
@@ -138,11 +138,12 @@ impl NetPipeline {
                 tracing::debug!(target_name = %target, %remote, "connect failed: errno {}", -ret);
             }
             EventKind::SockAccept => self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr))),
-            EventKind::SockClose => self.close(key, ev.header.ts_ns, false),
+            EventKind::SockClose | EventKind::TlsClose => self.close(key, ev.header.ts_ns, false),
             EventKind::ProcFork
             | EventKind::ProcExec
             | EventKind::ProcExit
             | EventKind::SockData
+            | EventKind::TlsData
             | EventKind::FsOpen
             | EventKind::FsRename
             | EventKind::FsUnlink => {}
@@ -163,16 +164,13 @@ impl NetPipeline {
         self.flush(&t.target, t.conn.role, t.conn.remote);
     }
 
-    pub fn on_data(&mut self, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) {
+    pub fn on_data(&mut self, kind: EventKind, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) {
         let key = (ev.header.tgid, ev.conn_id);
         if !self.conns.contains_key(&key) {
             // Connect event lost, or a socket seeded in the kernel only: join mid-way.
             let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
-            let conn = if ev.flags & data_flags::TLS != 0 {
-                Connection::tls(role)
-            } else {
-                Connection::joined_midway(role, None)
-            };
+            let conn =
+                if kind == EventKind::TlsData { Connection::tls(role) } else { Connection::joined_midway(role, None) };
             self.open(key.0, key.1, conn);
         }
         let ts = ev.header.ts_ns;
@@ -185,7 +183,11 @@ impl NetPipeline {
         if ret == 0 {
             t.conn.peer_eof(ts, &mut self.done, &mut self.notices);
         } else {
-            let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns: ts };
+            // What a client writes is timed from when the call began (a request
+            // starts when it is handed over, however long the write blocks);
+            // everything else from when its call returned.
+            let ts_ns = if egress && t.conn.role == Role::Client { ev.call_start_ns } else { ts };
+            let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
         // Most reads and writes finish nothing: no per-event copies then.
