@@ -4,9 +4,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     maps::RingBuf,
 };
-use pywats_agent_ebpf::abi::{EventHeader, EventKind, Target, LOST_SLOTS};
+use pywats_agent_ebpf::abi::{EventHeader, EventKind, Target, LOST_SLOTS, SEQ_UNKNOWN};
 
-use crate::maps::{LOST, TARGETS};
+use crate::maps::{ConnKey, LOST, STREAM_SEQ, TARGETS};
 
 /// `(tgid, tid)` of the current task.
 #[inline(always)]
@@ -60,4 +60,32 @@ pub fn count_lost(kind: EventKind) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *n += 1 };
     }
+}
+
+/// `BPF_NOEXIST`: insert only if absent.
+const NOEXIST: u64 = 1;
+
+/// The stream offset of `n` bytes about to be reported on a connection in
+/// direction `dir`, advancing it; [`SEQ_UNKNOWN`] if the map refused.
+#[inline(always)]
+pub fn next_seq(tgid: u32, conn_id: u64, dir: u32, n: u64) -> u64 {
+    let key = ConnKey { tgid, _pad: 0, conn_id };
+    if STREAM_SEQ.get_ptr_mut(key).is_none() {
+        let _ = STREAM_SEQ.insert(key, [0u64; 2], NOEXIST);
+    }
+    let Some(offsets) = STREAM_SEQ.get_ptr_mut(key) else {
+        return SEQ_UNKNOWN;
+    };
+    // SAFETY: a map value; a thread racing on the same connection and
+    // direction could only make the agent see a gap that is not there.
+    let slot = unsafe { &mut (*offsets)[(dir & 1) as usize] };
+    let seq = *slot;
+    *slot = seq + n;
+    seq
+}
+
+/// A connection ended: its offsets go.
+#[inline(always)]
+pub fn forget_seq(tgid: u32, conn_id: u64) {
+    let _ = STREAM_SEQ.remove(ConnKey { tgid, _pad: 0, conn_id });
 }

@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
     DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS,
@@ -56,6 +56,21 @@ impl Pending {
         addr: SockAddr { family: 0, port: 0, _pad: 0, addr: [0; 16] },
     };
 }
+
+/// A connection of a target: socket connections by their connect/accept
+/// time, TLS ones by `SSL * | TLS_CONN`. Kernel-internal.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub conn_id: u64,
+}
+
+/// Bytes reported so far per connection, [egress, ingress]. LRU, so entries of
+/// connections whose end was never seen age out.
+#[map]
+pub static STREAM_SEQ: LruHashMap<ConnKey, [u64; 2]> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);

@@ -288,29 +288,68 @@ fn sustained_load_without_loss() {
 
 /// Honest loss accounting: with the agent stopped while the client moves more
 /// plaintext than the ring holds, every TLS data event the probes produced is
-/// either seen or counted as lost, exactly, under its own kind.
+/// either seen or counted as lost, exactly, under its own kind. The stream
+/// offsets in the events turn the loss into gaps of known length: bodies are
+/// skipped by length, a request whose answer fell into the loss is counted as
+/// lost (never timed with a guess), and the connection's next requests are
+/// counted exactly.
 #[test]
 fn tls_events_lost_while_the_agent_is_stopped_are_counted() {
     let mut s = setup_with(true);
     let agent = agent_for(&s.client);
     wait_tls_probes(&agent);
+    assert_eq!(s.client.ask("open"), "\"ok\"");
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill").args([sig, &agent.pid().to_string()]).status().unwrap().success();
         assert!(ok, "kill {sig}");
     };
     signal("-STOP");
     // 24 × 2 MiB of plaintext, plus the ciphertext's socket events, against a 16 MiB ring.
-    let done = s.client.ask("bulk 24");
+    let answer = s.client.ask("bulk 24");
     signal("-CONT");
-    assert_eq!(done, "\"ok\"");
+    let bulk: Vec<Value> = serde_json::from_str(&answer).unwrap();
     let (expected, seen, lost) = tls_events(&agent, &mut s.client);
     eprintln!("TLS data events: {expected} produced, {seen} seen, {lost} counted lost");
     assert!(lost > 0.0, "the ring never filled: {seen} of {expected} seen");
     assert_eq!(seen + lost, expected, "every TLS data event is seen or counted lost");
-    let m = agent.scrape();
-    assert_eq!(agent.get("/health/live").status, 200);
+
+    s.client.ask("more 10");
+    let endpoint = |tag: &str| format!("/mix/{{id}}/{{id}}/cl/{tag}");
+    let m = wait_for(Duration::from_secs(20), "the requests after the loss", || {
+        let m = agent.scrape();
+        m.get("pywats_http_requests_total", &[("endpoint", &endpoint("more"))]).filter(|&n| n >= 10.0).map(|_| m)
+    });
+    let count = |tag: &str| m.get("pywats_http_requests_total", &[("endpoint", &endpoint(tag)), ("code", "200")]);
+    assert_eq!(count("more"), Some(10.0), "the connection is back in sync after the loss");
+    assert_eq!(count("open"), Some(1.0));
+    for (l, v) in m.series("pywats_http_requests_total") {
+        assert_eq!(l["code"], "200", "no request was given a wrong outcome: {l:?} {v}");
+    }
+    // Every bulk request the agent recorded is timed as the client timed it.
+    let recent: Value = serde_json::from_str(&agent.get("/debug/requests").body).unwrap();
+    let by_id: BTreeMap<&str, f64> = recent["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| Some((r["request_id"].as_str()?, r["duration_ms"].as_f64()?)))
+        .collect();
+    let mut recorded = 0.0;
+    for b in &bulk {
+        if let Some(agent_ms) = by_id.get(b[0].as_str().unwrap()) {
+            recorded += 1.0;
+            let client_ms = b[1].as_f64().unwrap() * 1e3;
+            let diff = (client_ms - agent_ms).abs();
+            assert!(diff <= 1.0 || diff <= 0.05 * client_ms, "{b}: client {client_ms:.3} ms, agent {agent_ms:.3} ms");
+        }
+    }
+    assert_eq!(count("bulk").unwrap_or(0.0), recorded);
+    let lost_requests = m.get("pywats_agent_requests_lost_total", &[("protocol", "http1")]).unwrap_or(0.0);
+    let unmatched =
+        m.get("pywats_agent_parse_errors_total", &[("protocol", "http1"), ("reason", "unmatched_response")]);
+    let lost_bytes = m.get("pywats_agent_skipped_bytes_total", &[("reason", "lost")]).unwrap_or(0.0);
     eprintln!(
-        "requests counted after the loss: {:?}",
-        m.series("pywats_http_requests_total").iter().map(|(l, v)| (l["code"].clone(), *v)).collect::<Vec<_>>()
+        "bulk: {recorded} of 24 recorded, {lost_requests} counted lost, unmatched responses {unmatched:?}; \
+         {lost_bytes} plaintext bytes lost"
     );
+    assert!(recorded + lost_requests <= 24.0 && lost_requests > 0.0 && lost_bytes > 0.0);
 }

@@ -11,7 +11,8 @@ per line, answering each with one JSON line:
   open            opens a keep-alive http.client connection and makes one request
   more N          N requests on that connection
   load N          N small keep-alive GETs as fast as possible
-  bulk N          N keep-alive GETs of 2 MiB each
+  bulk N          N GETs of 2 MiB each on the connection "open" made; answers
+                  [request id, seconds] per request
   tls_events      how many TLS data events the agent's probes must have sent
                   for this process's SSL reads and writes so far
 Every request carries Authorization: Basic <SECRET> and a unique X-Request-ID.
@@ -227,12 +228,14 @@ def main():
                 conn.getresponse().read()
             print(json.dumps(time.perf_counter() - t0), flush=True)
         elif cmd[0] == "bulk":
-            conn = new_conn()
+            timed = []
             for n in range(int(cmd[1])):
-                conn.request("GET", f"/mix/200/{2 * 1024 * 1024}/cl/bulk", headers=AUTH)
-                conn.getresponse().read()
-            conn.close()
-            print(json.dumps("ok"), flush=True)
+                i = rid()
+                start()
+                kept.request("GET", f"/mix/200/{2 * 1024 * 1024}/cl/bulk", headers={**AUTH, "X-Request-ID": i})
+                kept.getresponse().read()
+                timed.append([i, elapsed()])
+            print(json.dumps(timed), flush=True)
         elif cmd[0] == "tls_events":
             print(json.dumps(tls_events), flush=True)
         elif cmd[0] == "exit":

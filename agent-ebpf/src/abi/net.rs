@@ -97,6 +97,9 @@ pub mod direction {
     pub const INGRESS: u32 = 1;
 }
 
+/// [`DataEvent::seq`] when the kernel could not keep the offset.
+pub const SEQ_UNKNOWN: u64 = u64::MAX;
+
 /// Flags of [`DataEvent`].
 pub mod data_flags {
     /// A vectored call with more than one buffer: only the first was captured.
@@ -117,6 +120,10 @@ pub struct DataEvent {
     /// start is when the client began handing it over: a write that blocks,
     /// or whose thread is preempted before returning, must not shorten it.
     pub call_start_ns: u64,
+    /// Offset of these bytes in the connection's stream in this direction
+    /// (bytes reported before them since the probes first saw it), or
+    /// [`SEQ_UNKNOWN`]. A jump tells the agent exactly how much it lost.
+    pub seq: u64,
     /// A [`direction`] value.
     pub direction: u16,
     /// The socket's [`role`] value.
@@ -125,7 +132,7 @@ pub struct DataEvent {
     pub suffix_len: u32,
     pub flags: u32,
 }
-assert_size!(DataEvent, 72);
+assert_size!(DataEvent, 80);
 
 /// Scratch space a program assembles a data event in before output.
 #[repr(C)]

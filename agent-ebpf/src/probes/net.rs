@@ -13,12 +13,12 @@ use aya_ebpf::{
 };
 use pywats_agent_ebpf::abi::{
     data_flags, direction, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr, SockInfo, SockKey,
-    AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SOCK_STREAM, SOCK_TYPE_MASK,
-    SOL_SOCKET, SO_ERROR,
+    AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SEQ_UNKNOWN, SOCK_STREAM,
+    SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
 };
 
 use crate::{
-    emit::{count_lost, current, header, output, target_of},
+    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
 };
 
@@ -309,6 +309,7 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let _ = SOCKETS.remove(key);
     if info.state == sock_state::CONNECTED || info.state == sock_state::CONNECTING {
+        forget_seq(tgid, info.conn_id);
         conn_event(EventKind::SockClose, tgid, tid, fd as u32, 0, info.conn_id, SockAddr::default());
     }
     Ok(())
@@ -360,7 +361,7 @@ fn exit_data(ctx: &TracePointContext, op: u32, dir: u32) -> Result<(), i64> {
         // EOF on a read, and resets, end exchanges; EAGAIN and the like are noise.
         if (n == 0 && dir == direction::INGRESS) || n == -ECONNRESET || n == -EPIPE {
             let (tgid, tid) = current();
-            emit_data(tgid, tid, &p, n, 0, 0, false, dir);
+            emit_data(tgid, tid, &p, n, 0, 0, false, dir, SEQ_UNKNOWN);
         }
         return Ok(());
     }
@@ -383,13 +384,14 @@ fn exit_data(ctx: &TracePointContext, op: u32, dir: u32) -> Result<(), i64> {
         _ => (p.buf, n_bytes, false),
     };
     let (tgid, tid) = current();
-    emit_data(tgid, tid, &p, n, buf, in_buf, more, dir);
+    let seq = next_seq(tgid, p.conn_id, dir, n_bytes);
+    emit_data(tgid, tid, &p, n, buf, in_buf, more, dir, seq);
     Ok(())
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, more: bool, dir: u32) {
+fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, more: bool, dir: u32, seq: u64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -425,6 +427,7 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
         header: h,
         conn_id: p.conn_id,
         call_start_ns: p.enter_ns,
+        seq,
         direction: dir as u16,
         role: p.role as u16,
         prefix_len: prefix as u32,

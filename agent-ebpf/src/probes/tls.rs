@@ -10,11 +10,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use pywats_agent_ebpf::abi::{
-    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, TLS_CONN, TLS_MAX_PIECES, TLS_PIECE,
+    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, SEQ_UNKNOWN, TLS_CONN, TLS_MAX_PIECES,
+    TLS_PIECE,
 };
 
 use crate::{
-    emit::{count_lost, current, header, output, target_of},
+    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of},
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
 };
 
@@ -71,6 +72,8 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let s: &mut TlsScratch = unsafe { &mut *scratch };
     let (tgid, tid) = current();
+    let conn_id = p.ssl | TLS_CONN;
+    let base = next_seq(tgid, conn_id, dir, n);
     let mut off: u64 = 0;
     for _ in 0..TLS_MAX_PIECES + 1 {
         if off >= n {
@@ -97,8 +100,9 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
         h.captured = captured as u32;
         s.event = DataEvent {
             header: h,
-            conn_id: p.ssl | TLS_CONN,
+            conn_id,
             call_start_ns: p.enter_ns,
+            seq: if base == SEQ_UNKNOWN { SEQ_UNKNOWN } else { base + off },
             direction: dir as u16,
             role: role::CLIENT as u16,
             prefix_len: captured as u32,
@@ -165,6 +169,7 @@ pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let Some(ssl) = ctx.arg::<u64>(0) else {
         return 0;
     };
+    forget_seq(tgid, ssl | TLS_CONN);
     let mut h = header(EventKind::TlsClose, tgid, tid);
     h.fd = -1;
     output(

@@ -77,6 +77,9 @@ pub enum Notice {
     /// The first bytes were not HTTP (nor TLS).
     NotHttp,
     Http2(H2Error),
+    /// A request seen to start whose outcome fell into events the kernel
+    /// could not deliver: not recorded, rather than recorded with a guess.
+    RequestLost(Protocol),
 }
 
 pub struct Connection {
@@ -91,6 +94,10 @@ pub struct Connection {
     h2: Option<H2>,
     /// Bytes come from libssl (plaintext), not from the socket.
     plaintext: bool,
+    /// Bytes were lost before the first seen: its start is unknown.
+    lost_at_start: bool,
+    /// Response bytes were lost since the last response (see [`ResponseSink`]).
+    response_lost: bool,
 }
 
 struct RequestSink<'a> {
@@ -114,14 +121,32 @@ struct ResponseSink<'a> {
     pending: &'a mut VecDeque<Message>,
     done: &'a mut Vec<Exchange>,
     notices: &'a mut Vec<Notice>,
+    /// Response bytes were lost since the last response: which waiting
+    /// request the next one answers is not known from order alone.
+    after_loss: &'a mut bool,
+}
+
+impl ResponseSink<'_> {
+    /// After a loss the next response answers the newest waiting request
+    /// (HTTP/1 clients do not pipeline); the older ones' answers were lost.
+    fn drop_answered_in_loss(&mut self) {
+        if std::mem::take(self.after_loss) {
+            while self.pending.len() > 1 {
+                self.pending.pop_front();
+                self.notices.push(Notice::RequestLost(Protocol::Http1));
+            }
+        }
+    }
 }
 
 impl Sink for ResponseSink<'_> {
     fn answers_head(&mut self) -> bool {
+        self.drop_answered_in_loss();
         matches!(self.pending.front(), Some(Message { head: Head::Request { method, .. }, .. }) if method == "HEAD")
     }
     fn message(&mut self, m: Message) {
         let Head::Response { code } = m.head else { return };
+        self.drop_answered_in_loss();
         match self.pending.pop_front() {
             Some(req) => {
                 self.done.push(exchange(req, Outcome::Response(code), m.last_ts_ns, m.head_bytes + m.body_bytes))
@@ -130,9 +155,13 @@ impl Sink for ResponseSink<'_> {
         }
     }
     fn error(&mut self, e: ParseError) {
-        // A response stream that lost sync cannot be matched to the waiting requests.
-        self.pending.clear();
         self.notices.push(Notice::Parse(e));
+        if e == ParseError::Lost {
+            *self.after_loss = true;
+        } else {
+            // A response stream that lost sync cannot be matched to the waiting requests.
+            self.pending.clear();
+        }
     }
 }
 
@@ -164,6 +193,8 @@ impl Connection {
             peer_closed: false,
             h2: None,
             plaintext: false,
+            lost_at_start: false,
+            response_lost: false,
         }
     }
 
@@ -188,7 +219,8 @@ impl Connection {
             // An HTTP/2 connection already open when the agent joined.
             self.h2 = Some(H2::new(true));
             Protocol::Http2
-        } else if self.plaintext && !carries_requests && starts_message(Kind::Responses, first) {
+        } else if (self.plaintext && !carries_requests && starts_message(Kind::Responses, first)) || self.lost_at_start
+        {
             self.requests = StreamParser::unsynced(Kind::Requests);
             self.responses = StreamParser::unsynced(Kind::Responses);
             Protocol::Http1
@@ -239,36 +271,45 @@ impl Connection {
             let mut sink = RequestSink { pending: &mut self.pending, notices };
             self.requests.feed(chunk, &mut sink);
         } else {
-            let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
+            let mut sink =
+                ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
             self.responses.feed(chunk, &mut sink);
         }
         self.exchanges += (done.len() - before) as u64;
     }
 
+    /// `n` bytes the target wrote (`egress`) or read were lost before the next
+    /// ones (the kernel's ring was full): skipped by length where the framing
+    /// allows, a counted desync where it does not.
+    pub fn lost(&mut self, egress: bool, n: u64, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        let carries_requests = egress == (self.role == Role::Client);
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.lost(carries_requests, n, notices);
+        }
+        match self.protocol {
+            Protocol::Unknown => self.lost_at_start = true,
+            Protocol::Http1 if carries_requests => {
+                self.requests.lost(n, &mut RequestSink { pending: &mut self.pending, notices });
+            }
+            Protocol::Http1 => {
+                let mut sink =
+                    ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
+                self.responses.lost(n, &mut sink);
+            }
+            _ => {}
+        }
+    }
+
     /// The peer closed its side (a read returned 0).
     pub fn peer_eof(&mut self, ts_ns: u64, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         self.peer_closed = true;
-        let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
+        let mut sink = ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
         self.responses.end(ts_ns, &mut sink);
     }
 
     /// The connection is gone (closed, reset, or its process exited): requests
     /// still waiting end without a response.
     pub fn finish(&mut self, ts_ns: u64, reset: bool, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
-        if let Some(h2) = self.h2.as_mut() {
-            let outcome = if reset {
-                Outcome::Reset
-            } else if self.peer_closed {
-                Outcome::PeerClosed
-            } else {
-                Outcome::Abandoned
-            };
-            return h2.finish(ts_ns, outcome, done, notices);
-        }
-        if !reset {
-            let mut sink = ResponseSink { pending: &mut self.pending, done, notices };
-            self.responses.end(ts_ns, &mut sink);
-        }
         let outcome = if reset {
             Outcome::Reset
         } else if self.peer_closed {
@@ -276,8 +317,21 @@ impl Connection {
         } else {
             Outcome::Abandoned
         };
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.finish(ts_ns, outcome, done, notices);
+        }
+        if !reset {
+            let mut sink =
+                ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
+            self.responses.end(ts_ns, &mut sink);
+        }
         for req in self.pending.drain(..) {
-            done.push(exchange(req, outcome, ts_ns, 0));
+            if self.response_lost {
+                // Its answer may have been among the lost bytes: not an error.
+                notices.push(Notice::RequestLost(Protocol::Http1));
+            } else {
+                done.push(exchange(req, outcome, ts_ns, 0));
+            }
         }
     }
 }
@@ -363,5 +417,46 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!(done[0].path, "/next");
         assert_eq!(c.skipped(), 28);
+    }
+
+    #[test]
+    fn bytes_lost_in_a_body_are_skipped_by_length() {
+        let mut c = Connection::new(Role::Client, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        feed(&mut c, true, b"GET /big HTTP/1.1\r\n\r\n", 1, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\nabc", 2, &mut done, &mut n);
+        c.lost(false, 9000, &mut done, &mut n);
+        feed(&mut c, false, &[b'x'; 997], 4, &mut done, &mut n);
+        assert_eq!(n, []);
+        assert_eq!((done[0].outcome, done[0].end_ns, done[0].response_bytes), (Outcome::Response(200), 4, 10042));
+    }
+
+    #[test]
+    fn a_lost_head_is_counted_and_the_next_exchange_resyncs() {
+        let mut c = Connection::new(Role::Client, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        feed(&mut c, true, b"GET /a HTTP/1.1\r\n\r\n", 1, &mut done, &mut n);
+        // The response head of /a was lost.
+        c.lost(false, 40, &mut done, &mut n);
+        feed(&mut c, false, b"rest of the body", 3, &mut done, &mut n);
+        feed(&mut c, true, b"GET /b HTTP/1.1\r\n\r\n", 4, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 5, &mut done, &mut n);
+        assert_eq!(n, [Notice::Parse(ParseError::Lost), Notice::RequestLost(Protocol::Http1)]);
+        assert_eq!(done.len(), 1);
+        assert_eq!((done[0].path.as_str(), done[0].outcome), ("/b", Outcome::Response(404)));
+    }
+
+    #[test]
+    fn loss_before_the_first_bytes_joins_mid_way() {
+        let mut c = Connection::new(Role::Client, None);
+        let (mut done, mut n) = (Vec::new(), Vec::new());
+        c.lost(true, 100, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2, &mut done, &mut n);
+        feed(&mut c, true, b"GET /c HTTP/1.1\r\n\r\n", 3, &mut done, &mut n);
+        feed(&mut c, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 4, &mut done, &mut n);
+        // The answer to the lost request is counted as one without a request.
+        assert_eq!(n, [Notice::UnmatchedResponse]);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].path, "/c");
     }
 }

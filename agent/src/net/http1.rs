@@ -76,6 +76,8 @@ pub enum ParseError {
     BadChunk,
     /// Content-Length that is not a number (or conflicting values).
     BadLength,
+    /// A head fell into bytes the kernel could not deliver (a full ring).
+    Lost,
 }
 
 impl ParseError {
@@ -85,6 +87,7 @@ impl ParseError {
             ParseError::HeadTruncated => "head_truncated",
             ParseError::BadChunk => "bad_chunk",
             ParseError::BadLength => "bad_length",
+            ParseError::Lost => "lost",
         }
     }
 }
@@ -331,6 +334,34 @@ impl StreamParser {
         }
     }
 
+    /// `n` bytes of the stream were lost before the next chunk (the kernel
+    /// could not deliver their events). Inside a body they are skipped by
+    /// length; a head, or a message end, among them is a desync: a message
+    /// whose end time is unknown is not timed with a guess.
+    pub fn lost(&mut self, n: u64, sink: &mut dyn Sink) {
+        self.tail.clear();
+        let inside = match &mut self.state {
+            State::Unsynced => return,
+            State::Body(Framing::Length(rem)) if *rem > n => {
+                *rem -= n;
+                true
+            }
+            State::Body(Framing::Chunked(ChunkState::Data(rem))) if *rem > n => {
+                *rem -= n;
+                true
+            }
+            State::Body(Framing::UntilClose) => true,
+            _ => false,
+        };
+        if !inside {
+            return self.desync(ParseError::Lost, sink);
+        }
+        if let Some(m) = self.current.as_mut() {
+            m.body_bytes += n;
+        }
+    }
+
+    /// `n` bytes not captured between a syscall's prefix and suffix.
     fn gap(&mut self, mut n: u64, ts: u64, sink: &mut dyn Sink) {
         self.tail.clear();
         while n > 0 {

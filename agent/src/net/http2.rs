@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::net::conn::{Exchange, Notice, Outcome};
+use crate::net::conn::{Exchange, Notice, Outcome, Protocol};
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Largest non-DATA frame buffered (the protocol's default max frame size is 16 KiB).
@@ -35,6 +35,8 @@ pub enum H2Error {
     Undecodable,
     /// Frames for a stream the agent never saw open.
     UnknownStream,
+    /// A frame header was among bytes the kernel could not deliver.
+    Lost,
 }
 
 impl H2Error {
@@ -43,6 +45,7 @@ impl H2Error {
             H2Error::Desync => "desync",
             H2Error::Undecodable => "undecodable_headers",
             H2Error::UnknownStream => "unknown_stream",
+            H2Error::Lost => "lost",
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct H2 {
     /// the target being the client).
     dirs: [Direction; 2],
     streams: HashMap<u32, Stream>,
+    /// A direction desynchronised over lost bytes: open streams' outcomes are unknown.
+    lost: bool,
 }
 
 /// What a frame meant for the exchanges.
@@ -120,7 +125,7 @@ impl Out<'_> {
 impl H2 {
     /// `midway`: the connection was already open when the agent joined.
     pub fn new(midway: bool) -> H2 {
-        H2 { dirs: [Direction::new(true, midway), Direction::new(false, midway)], streams: HashMap::new() }
+        H2 { dirs: [Direction::new(true, midway), Direction::new(false, midway)], streams: HashMap::new(), lost: false }
     }
 
     /// Bytes the client wrote (`from_client`) or read; `gap` uncaptured bytes follow `known`.
@@ -152,6 +157,30 @@ impl H2 {
                 out.error(H2Error::Desync);
             }
         }
+    }
+
+    /// `n` bytes the client wrote (`from_client`) or read were lost (the
+    /// kernel could not deliver their events). Inside a DATA payload they are
+    /// skipped; a response whose END_STREAM was among them is not timed with a
+    /// guess; a frame header among them desynchronises the direction.
+    pub fn lost(&mut self, from_client: bool, n: u64, notices: &mut Vec<Notice>) {
+        let d = usize::from(!from_client);
+        let dir = &mut self.dirs[d];
+        if dir.desynced {
+            return;
+        }
+        if dir.frame.is_empty() && dir.preface_left == 0 && dir.skip >= n {
+            dir.skip -= n;
+            let ended = dir.skip == 0 && dir.skip_end && d == 1;
+            self.count_data(d, n);
+            if ended && self.streams.remove(&self.dirs[d].skip_stream).is_some() {
+                notices.push(Notice::RequestLost(Protocol::Http2));
+            }
+            return;
+        }
+        dir.desynced = true;
+        self.lost = true;
+        notices.push(Notice::Http2(H2Error::Lost));
     }
 
     fn count_data(&mut self, d: usize, n: u64) {
@@ -357,6 +386,13 @@ impl H2 {
 
     /// The connection ended: open streams end without a response.
     pub fn finish(&mut self, ts: u64, outcome: Outcome, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
+        if self.lost {
+            // Their answers may have been among the lost bytes: not errors.
+            for _ in self.streams.drain() {
+                notices.push(Notice::RequestLost(Protocol::Http2));
+            }
+            return;
+        }
         let mut out = Out { done, notices };
         let ids: Vec<u32> = self.streams.keys().copied().collect();
         for id in ids {
@@ -518,6 +554,43 @@ mod tests {
         assert_eq!(r.done.len(), 2);
         r.h2.finish(3, Outcome::Abandoned, &mut r.done, &mut r.notices);
         assert_eq!(r.done[2].outcome, Outcome::Abandoned);
+    }
+
+    #[test]
+    fn lost_bytes_skip_data_drop_streams_ended_in_them_and_desync_over_frames() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        for id in [1, 3, 5] {
+            out.extend(request(&mut c, id, "GET", "/big", true));
+        }
+        r.send(true, &out, 1);
+        let data = |stream: u32, len: u32| {
+            let mut f = frame(DATA, END_STREAM, stream, &[]);
+            f[0..3].copy_from_slice(&len.to_be_bytes()[1..]);
+            f
+        };
+        // Stream 1: part of its payload lost, its end seen: timed exactly.
+        r.send(false, &response(&mut s, 1, "200", false), 2);
+        r.send(false, &data(1, 10_000), 3);
+        r.h2.lost(false, 9_000, &mut r.notices);
+        r.send(false, &[b'x'; 1000], 4);
+        // Response bytes: the 14-byte header block and the whole payload, lost part included.
+        assert_eq!((r.done.len(), r.done[0].end_ns, r.done[0].response_bytes), (1, 4, 10_014));
+        // Stream 3: the rest of its payload, with its END_STREAM, lost: not guessed.
+        r.send(false, &response(&mut s, 3, "200", false), 5);
+        r.send(false, &data(3, 500), 6);
+        r.h2.lost(false, 500, &mut r.notices);
+        assert_eq!(r.notices, [Notice::RequestLost(Protocol::Http2)]);
+        // A frame header among lost bytes: the direction is lost, and stream 5 with it.
+        r.h2.lost(false, 40, &mut r.notices);
+        r.send(false, &response(&mut s, 5, "200", true), 7);
+        r.h2.finish(8, Outcome::PeerClosed, &mut r.done, &mut r.notices);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(
+            r.notices,
+            [Notice::RequestLost(Protocol::Http2), Notice::Http2(H2Error::Lost), Notice::RequestLost(Protocol::Http2)]
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct HttpMetrics {
     pub connections: IntCounterVec,
     pub open_connections: IntGauge,
     pub skipped_bytes: IntCounterVec,
+    pub requests_lost: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -97,8 +98,14 @@ impl HttpMetrics {
             .expect("valid metric definition"),
             skipped_bytes: counter(
                 "pywats_agent_skipped_bytes_total",
-                "Socket bytes not parsed, by reason (joined mid-stream, lost sync).",
+                "Bytes not parsed, by reason: unsynced (joined mid-stream, lost sync), lost (events the kernel \
+                 could not deliver).",
                 &["reason"],
+            ),
+            requests_lost: counter(
+                "pywats_agent_requests_lost_total",
+                "Requests seen to start whose outcome or end fell into lost events: not recorded, not guessed.",
+                &["target", "protocol"],
             ),
         };
         registry.register(Box::new(m.requests.clone()));
@@ -113,6 +120,7 @@ impl HttpMetrics {
         registry.register(Box::new(m.connections.clone()));
         registry.register(Box::new(m.open_connections.clone()));
         registry.register(Box::new(m.skipped_bytes.clone()));
+        registry.register(Box::new(m.requests_lost.clone()));
         m
     }
 }

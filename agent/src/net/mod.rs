@@ -17,12 +17,12 @@ use std::{
 };
 
 use pywats_agent_ebpf::abi::{
-    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS,
+    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS, SEQ_UNKNOWN,
 };
 
 use crate::{
     net::{
-        conn::{Connection, Exchange, Notice, Outcome, Role},
+        conn::{Connection, Exchange, Notice, Outcome, Protocol, Role},
         endpoint::Endpoints,
         http1::Chunk,
         metrics::HttpMetrics,
@@ -57,6 +57,20 @@ fn connect_error(errno: i64) -> &'static str {
 struct Tracked {
     target: String,
     conn: Connection,
+    /// Stream offset expected next, [egress, ingress]; `None` when unknown.
+    next_seq: [Option<u64>; 2],
+}
+
+/// Bytes lost before an event at offset `seq` of `len` bytes (events the
+/// kernel could not deliver), advancing the expected offset. An offset below
+/// the expected one (the kernel's entry aged out and restarted) re-bases.
+fn lost_before(next: &mut Option<u64>, seq: u64, len: u64) -> u64 {
+    let lost = match *next {
+        Some(want) if seq != SEQ_UNKNOWN && seq > want => seq - want,
+        _ => 0,
+    };
+    *next = (seq != SEQ_UNKNOWN).then(|| seq + len);
+    lost
 }
 
 /// Summary of a live connection for `/health/details`.
@@ -109,7 +123,8 @@ impl NetPipeline {
 
     fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection) {
         let target = self.target_of(tgid);
-        self.conns.insert((tgid, conn_id), Tracked { target, conn });
+        // The kernel counts offsets from the first bytes it reports on a connection.
+        self.conns.insert((tgid, conn_id), Tracked { target, conn, next_seq: [Some(0); 2] });
         self.metrics.open_connections.set(self.conns.len() as i64);
     }
 
@@ -187,6 +202,11 @@ impl NetPipeline {
             // starts when it is handed over, however long the write blocks);
             // everything else from when its call returned.
             let ts_ns = if egress && t.conn.role == Role::Client { ev.call_start_ns } else { ts };
+            let lost = lost_before(&mut t.next_seq[usize::from(!egress)], ev.seq, ret as u64);
+            if lost > 0 && !matches!(t.conn.protocol, Protocol::Tls | Protocol::Other) {
+                self.metrics.skipped_bytes.with_label_values(&["lost"]).inc_by(lost);
+                t.conn.lost(egress, lost, &mut self.done, &mut self.notices);
+            }
             let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
@@ -227,11 +247,16 @@ impl NetPipeline {
 
     fn flush(&mut self, target: &str, role: Role, remote: Option<SocketAddr>) {
         for n in self.notices.drain(..) {
+            if let Notice::RequestLost(protocol) = n {
+                self.metrics.requests_lost.with_label_values(&[target, protocol.name()]).inc();
+                continue;
+            }
             let (protocol, reason) = match n {
                 Notice::Parse(e) => ("http1", e.name()),
                 Notice::UnmatchedResponse => ("http1", "unmatched_response"),
                 Notice::NotHttp => ("http1", "not_http"),
                 Notice::Http2(e) => ("http2", e.name()),
+                Notice::RequestLost(_) => continue,
             };
             self.metrics.parse_errors.with_label_values(&[protocol, reason]).inc();
         }
@@ -300,5 +325,27 @@ impl NetPipeline {
             request_id: x.request_id.clone(),
             retry,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_reveal_exactly_what_was_lost() {
+        let mut next = Some(0);
+        assert_eq!(lost_before(&mut next, 0, 100), 0);
+        assert_eq!(lost_before(&mut next, 100, 50), 0);
+        // Events for bytes 150..400 never arrived.
+        assert_eq!(lost_before(&mut next, 400, 10), 250);
+        assert_eq!(next, Some(410));
+        // The kernel's entry restarted: re-base, nothing lost.
+        assert_eq!(lost_before(&mut next, 0, 5), 0);
+        assert_eq!(next, Some(5));
+        // Unknown offsets claim nothing and leave the next one unchecked.
+        assert_eq!(lost_before(&mut next, SEQ_UNKNOWN, 5), 0);
+        assert_eq!(lost_before(&mut next, 900, 5), 0);
+        assert_eq!(next, Some(905));
     }
 }
