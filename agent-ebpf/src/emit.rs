@@ -38,13 +38,31 @@ pub fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
     }
 }
 
+/// `bpf_ringbuf_query` / `bpf_ringbuf_submit` flags (linux/bpf.h).
+const BPF_RB_AVAIL_DATA: u64 = 0;
+const BPF_RB_RING_SIZE: u64 = 1;
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+
+/// Submit flags: the agent is woken only once a quarter of the ring is full
+/// (it also drains every few milliseconds). Waking it for every event cost the
+/// watched process a context switch per syscall on a busy machine.
+#[inline(always)]
+pub fn wakeup(ring: &RingBuf) -> u64 {
+    if ring.query(BPF_RB_AVAIL_DATA) * 4 >= ring.query(BPF_RB_RING_SIZE) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
+
 /// Writes `event` to `ring`, or counts it as lost under `kind`.
 #[inline(always)]
 pub fn output<T: 'static>(ring: &RingBuf, kind: EventKind, event: T) {
     match ring.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(0);
+            entry.submit(wakeup(ring));
         }
         None => count_lost(kind),
     }

@@ -1,5 +1,6 @@
-//! Developer commands: `cargo xtask setup | build | run | test`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | bench`.
 
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -28,6 +29,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Unit tests, then the root integration tests against the real kernel.
     Test(test::TestArgs),
+    /// What watching costs: the same workload with and without the agent, side by side.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
         Command::Demo(args) => demo::demo(args),
+        Command::Bench(args) => bench::bench(args),
     }
 }

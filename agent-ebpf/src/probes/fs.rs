@@ -10,7 +10,7 @@ use aya_ebpf::{
 use pywats_agent_ebpf::abi::{fs_truncated, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
 
 use crate::{
-    emit::{count_lost, current, header, target_of},
+    emit::{count_lost, current, header, target_of, wakeup},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
 };
 
@@ -101,7 +101,7 @@ fn exit(ctx: &TracePointContext) -> u32 {
     let total = (core::mem::size_of::<FsEvent>() + len1 + len2) & 0x7ff;
     // SAFETY: total <= size_of::<FsScratch>(); the slice views the scratch struct.
     let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if FS_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if FS_EVENTS.output::<[u8]>(bytes, wakeup(&FS_EVENTS)).is_err() {
         count_lost(kind);
     }
     0

@@ -18,7 +18,7 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of},
+    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
 };
 
@@ -437,7 +437,7 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
     let total = (core::mem::size_of::<DataEvent>() as u64 + prefix + suffix) & 0x3fff;
     // SAFETY: total <= size_of::<DataScratch>(); the slice views the scratch struct.
     let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
-    if NET_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+    if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
         count_lost(EventKind::SockData);
     }
 }

@@ -15,7 +15,7 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of},
+    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of, wakeup},
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
 };
 
@@ -112,7 +112,7 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
         let total = (core::mem::size_of::<DataEvent>() as u64 + captured) & 0xffff;
         // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
         let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
-        if NET_EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
             count_lost(EventKind::TlsData);
         }
         off += len;

@@ -1,4 +1,4 @@
-//! Bytes a process wrote or read, cut into syscalls with gaps, through the
+//! Bytes a process wrote or read, cut into syscalls with gaps and losses, through the
 //! HTTP/1 connection parser in both roles. It must never panic.
 #![no_main]
 
@@ -16,13 +16,17 @@ fuzz_target!(|data: &[u8]| {
         let mut rest = rest;
         let mut ts = 0;
         while let Some((&step, tail)) = rest.split_first() {
-            // Low bits: piece length; bit 7: direction; bit 6: a gap after the prefix.
+            // Low bits: piece length; bit 7: direction; bit 6: a gap after the
+            // prefix (with ctl bit 2: bytes lost before the piece instead).
             let take = ((step & 0x3f) as usize + 1).min(tail.len());
             let (piece, after) = tail.split_at(take);
             rest = after;
             ts += 1;
             let egress = step & 0x80 != 0;
-            let chunk = if step & 0x40 != 0 && piece.len() > 2 {
+            if ctl & 4 != 0 && step & 0x40 != 0 {
+                conn.lost(egress, u64::from(step) * 977, &mut done, &mut notices);
+            }
+            let chunk = if ctl & 4 == 0 && step & 0x40 != 0 && piece.len() > 2 {
                 let (prefix, suffix) = piece.split_at(piece.len() / 2);
                 Chunk { prefix, suffix, len: piece.len() as u64 + (step as u64) * 977, ts_ns: ts }
             } else {

@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
         let (piece, after) = tail.split_at(take);
         rest = after;
         ts += 1;
-        let chunk = if step & 0x40 != 0 {
+        // Bit 6: a gap after the piece (with ctl bit 2: bytes lost before it instead).
+        if ctl & 4 != 0 && step & 0x40 != 0 {
+            conn.lost(step & 0x80 != 0, u64::from(step), &mut done, &mut notices);
+        }
+        let chunk = if ctl & 4 == 0 && step & 0x40 != 0 {
             Chunk { prefix: piece, suffix: &[], len: piece.len() as u64 + u64::from(step), ts_ns: ts }
         } else {
             Chunk::whole(piece, ts)
