@@ -98,8 +98,10 @@ fn watched(client: &mut Py, scenario: &str, ops: usize, queue: &Path) -> anyhow:
     let cpu_before = cpu_seconds(agent.pid())?;
     let run = run(client, scenario, ops)?;
     // Everything the run caused is processed once the counts are complete.
-    let counted = ops as f64;
-    std::thread::sleep(Duration::from_millis(200));
+    let counted = wait_for(Duration::from_secs(30), "the agent to count the run", || {
+        let n = counted(&agent, scenario);
+        (n >= ops as f64).then_some(n)
+    });
     let agent_cpu_s = cpu_seconds(agent.pid())? - cpu_before;
     let lost = agent.scrape().series("pywats_agent_events_lost_total").iter().map(|(_, v)| v).sum();
     Ok(Watched { run, agent_cpu_s, counted, lost })
