@@ -5,7 +5,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use pywats_agent_ebpf::abi::{DecodeError, Event, EventKind};
+use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey};
 
 use crate::{
     ebpf::loader::SocketMap,
@@ -96,9 +96,25 @@ impl Handler {
             }
             Event::Data { kind, event, prefix, suffix } => {
                 self.metrics.events.with_label_values(&[kind.name()]).inc();
-                self.net.lock().expect("net lock").on_data(kind, &event, prefix, suffix);
+                let useless = self.net.lock().expect("net lock").on_data(kind, &event, prefix, suffix);
+                if useless && kind == EventKind::SockData {
+                    self.ignore_socket(event.header.tgid, event.header.fd, event.conn_id);
+                }
             }
             Event::Proc(..) | Event::Fs { .. } => self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc(),
+        }
+    }
+
+    /// Tells the kernel to stop copying a socket's bytes, if the fd still holds
+    /// the same connection.
+    fn ignore_socket(&self, tgid: u32, fd: i32, conn_id: u64) {
+        let Ok(fd) = u32::try_from(fd) else { return };
+        let key = SockKey { tgid, fd };
+        let mut sockets = self.sockets.lock().expect("socket map lock");
+        if let Ok(info) = sockets.get(&key, 0) {
+            if info.conn_id == conn_id && matches!(info.state, sock_state::CONNECTED | sock_state::CONNECTING) {
+                let _ = sockets.insert(key, SockInfo { state: sock_state::IGNORED, ..info }, 0);
+            }
         }
     }
 

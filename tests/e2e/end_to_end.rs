@@ -147,9 +147,9 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
     // Queues and the converter, against the workload's ground truth.
     let settle = |name: &str, labels: &[(&str, &str)], want: f64| {
         wait_for(Duration::from_secs(10), name, || {
-            let m = agent.scrape();
-            (m.get(name, labels).unwrap_or(0.0) == want).then_some(m)
-        })
+            (agent.scrape().get(name, labels).unwrap_or(0.0) == want).then_some(())
+        });
+        agent.settled()
     };
     let (pq, sq, conv) = (&truth["persistent_queue"], &truth["service_queue"], &truth["converter"]);
     let m = settle(

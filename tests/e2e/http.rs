@@ -90,10 +90,10 @@ fn assert_no_loss(m: &Samples) {
 
 fn wait_total(agent: &Agent, total: f64) -> Samples {
     wait_for(Duration::from_secs(20), "the agent to count every request", || {
-        let m = agent.scrape();
-        let seen: f64 = m.series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
-        (seen >= total).then_some(m)
-    })
+        let seen: f64 = agent.scrape().series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
+        (seen >= total).then_some(())
+    });
+    agent.settled()
 }
 
 #[test]

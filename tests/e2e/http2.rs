@@ -81,9 +81,9 @@ fn start() -> (u16, Server, Py, Agent) {
 
 fn wait_total(agent: &Agent, total: f64) -> Samples {
     wait_for(Duration::from_secs(20), "every request counted", || {
-        let m = agent.scrape();
-        (agent_counts(&m).values().sum::<f64>() >= total).then_some(m)
-    })
+        (agent_counts(&agent.scrape()).values().sum::<f64>() >= total).then_some(())
+    });
+    agent.settled()
 }
 
 #[test]

@@ -52,11 +52,11 @@ fn agent(py: &Py, extra: &[&str]) -> Agent {
     Agent::start(&args)
 }
 
+/// Samples once `name{labels}` reached `want` and the agent applied every
+/// event the workload caused (later ones included).
 fn settle(agent: &Agent, name: &str, labels: &[(&str, &str)], want: f64) -> Samples {
-    wait_for(Duration::from_secs(10), name, || {
-        let m = agent.scrape();
-        (m.get(name, labels) == Some(want)).then_some(m)
-    })
+    wait_for(Duration::from_secs(10), name, || (agent.scrape().get(name, labels) == Some(want)).then_some(()));
+    agent.settled()
 }
 
 fn no_loss(m: &Samples) {

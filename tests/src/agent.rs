@@ -81,6 +81,22 @@ impl Agent {
         prom::parse(&r.body)
     }
 
+    /// Scrapes once the agent's event counts stop changing: with the workload
+    /// done, everything it caused has been drained from the rings (the agent
+    /// collects them in batches every 10 ms) and applied.
+    pub fn settled(&self) -> prom::Samples {
+        let events = |m: &prom::Samples| -> f64 { m.series("pywats_agent_events_total").iter().map(|(_, v)| v).sum() };
+        let mut last = self.scrape();
+        loop {
+            std::thread::sleep(Duration::from_millis(60));
+            let m = self.scrape();
+            if events(&m) == events(&last) {
+                return m;
+            }
+            last = m;
+        }
+    }
+
     pub fn details(&self) -> serde_json::Value {
         serde_json::from_str(&self.get("/health/details").body).expect("details are JSON")
     }

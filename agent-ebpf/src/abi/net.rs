@@ -43,6 +43,10 @@ pub mod sock_state {
     pub const CONNECTED: u32 = 2;
     /// A listening socket: its accepted connections are tracked.
     pub const LISTENING: u32 = 3;
+    /// Connected, but its bytes are of no use (TLS ciphertext, whose
+    /// plaintext the libssl probes report; not HTTP): set by the agent, so
+    /// data is no longer copied out. Its close is still reported.
+    pub const IGNORED: u32 = 4;
 }
 
 /// Which side of the connection the target is.

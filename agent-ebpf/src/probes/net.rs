@@ -308,7 +308,8 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let _ = SOCKETS.remove(key);
-    if info.state == sock_state::CONNECTED || info.state == sock_state::CONNECTING {
+    if info.state == sock_state::CONNECTED || info.state == sock_state::CONNECTING || info.state == sock_state::IGNORED
+    {
         forget_seq(tgid, info.conn_id);
         conn_event(EventKind::SockClose, tgid, tid, fd as u32, 0, info.conn_id, SockAddr::default());
     }

@@ -179,7 +179,9 @@ impl NetPipeline {
         self.flush(&t.target, t.conn.role, t.conn.remote);
     }
 
-    pub fn on_data(&mut self, kind: EventKind, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) {
+    /// Feeds one data event. True when it showed that the socket's bytes are
+    /// of no use (TLS ciphertext, not HTTP), so the kernel can stop copying them.
+    pub fn on_data(&mut self, kind: EventKind, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) -> bool {
         let key = (ev.header.tgid, ev.conn_id);
         if !self.conns.contains_key(&key) {
             // Connect event lost, or a socket seeded in the kernel only: join mid-way.
@@ -192,9 +194,11 @@ impl NetPipeline {
         let egress = ev.direction as u32 == direction::EGRESS;
         let ret = ev.header.ret;
         if ret < 0 {
-            return self.close(key, ts, true);
+            self.close(key, ts, true);
+            return false;
         }
-        let Some(t) = self.conns.get_mut(&key) else { return };
+        let Some(t) = self.conns.get_mut(&key) else { return false };
+        let was_unknown = t.conn.protocol == Protocol::Unknown;
         if ret == 0 {
             t.conn.peer_eof(ts, &mut self.done, &mut self.notices);
         } else {
@@ -210,12 +214,14 @@ impl NetPipeline {
             let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
+        let useless = was_unknown && matches!(t.conn.protocol, Protocol::Tls | Protocol::Other);
         // Most reads and writes finish nothing: no per-event copies then.
         if self.done.is_empty() && self.notices.is_empty() {
-            return;
+            return useless;
         }
         let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
         self.flush(&target, role, remote);
+        useless
     }
 
     /// A process of a target exited: its sockets closed without close().
