@@ -4,7 +4,10 @@
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, RwLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -123,14 +126,83 @@ struct FsPipelineSpec {
     converters: Vec<(crate::fs::converter::ConverterSpec, String)>,
 }
 
-/// Checks what the operator asked for, before touching the kernel.
+/// Checks what the operator asked for, before touching the kernel, and finds
+/// the processes `--match` names now.
 pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
-    if args.pids.is_empty() {
+    if args.pids.is_empty() && args.matches.is_empty() {
         return Err(AgentError::NoTarget);
+    }
+    if args.matches.iter().any(|p| p.trim().is_empty()) {
+        return Err(AgentError::Config("--match needs a non-empty pattern".into()));
     }
     let resolved = args.pids.iter().map(|&pid| tree::resolve(&args.proc_root, pid)).collect::<Result<Vec<_>, _>>()?;
     let names = name_targets(&resolved, &args.target_names)?;
-    Ok(Targets::new(&resolved, &names))
+    let mut targets = Targets::new(&resolved, &names);
+    targets.set_patterns(args.matches.clone());
+    for (pattern, p) in new_matches(args, &targets) {
+        let name = targets.add_matched(&p, &pattern, &p.comm);
+        tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
+    }
+    for p in targets.patterns().iter().filter(|p| !targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p))) {
+        tracing::info!("no process matches {p:?} yet: looking again every {}s", LIVENESS_INTERVAL.as_secs());
+    }
+    Ok(targets)
+}
+
+/// Processes a `--match` pattern names that are not watched yet.
+fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid)> {
+    let own = tree::own_lineage(&args.proc_root);
+    let mut out: Vec<(String, tree::ResolvedPid)> = Vec::new();
+    for pattern in &args.matches {
+        let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
+        for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
+            if let Ok(p) = tree::resolve(&args.proc_root, pid) {
+                out.push((pattern.clone(), p));
+            }
+        }
+    }
+    out
+}
+
+/// Starts watching processes `--match` found after the start: a client
+/// (re)started later. Its descendants, open sockets and (when discovery is
+/// on) its config's queues and converters come with it.
+fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<TargetMap>) {
+    let found = new_matches(args, &h.targets.read().expect("targets lock"));
+    for (pattern, p) in found {
+        let config = if args.no_discover {
+            None
+        } else {
+            discover::find(&args.proc_root, p.pid, args.pywats_config.as_deref())
+                .and_then(|path| discover::read(&args.proc_root, p.pid, &path).map_err(|e| tracing::warn!("{e}")).ok())
+        };
+        let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
+        let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
+        let mut map = map.lock().expect("target map lock");
+        let mut tgids = vec![p.pid];
+        let mut ok = insert_target(&mut map, p.pid, p.pid).is_ok();
+        for child in tree::descendants(&args.proc_root, p.pid) {
+            ok &= insert_target(&mut map, child, p.pid).is_ok();
+            events::log(&h.targets.write().expect("targets lock").add_child(p.pid, child));
+            tgids.push(child);
+        }
+        drop(map);
+        if !ok {
+            h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
+            tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
+        }
+        let mut sockets = h.sockets.lock().expect("socket map lock");
+        if let Err(e) = seed_sockets(&mut sockets, &mut h.net.lock().expect("net lock"), &tgids, &args.proc_root) {
+            tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
+        }
+        drop(sockets);
+        if let Some(c) = config {
+            let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
+            let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
+            h.fs.lock().expect("fs lock").extend(queues, converters);
+        }
+        tracing::info!(target_name = %name, "pid {} ({}) matches {pattern:?}: watching it", p.pid, p.exe);
+    }
 }
 
 fn kernel_release(proc_root: &Path) -> String {
@@ -154,32 +226,32 @@ fn seed_children(map: &mut TargetMap, targets: &mut Targets, proc_root: &Path) -
     Ok(())
 }
 
-/// Registers TCP sockets the targets already hold, in the kernel and the pipeline.
+/// Connection ids of sockets found open: above those the kernel hands out.
+static NEXT_SEEDED: AtomicU64 = AtomicU64::new(SEEDED_CONN);
+
+/// Registers the TCP sockets processes already hold, in the kernel and the pipeline.
 fn seed_sockets(
     sockets: &mut SocketMap,
     net: &mut NetPipeline,
-    targets: &Targets,
+    tgids: &[u32],
     proc_root: &Path,
 ) -> Result<(), AgentError> {
-    let mut next = SEEDED_CONN;
-    for t in targets.iter() {
-        for tgid in std::iter::once(t.pid).chain(t.children.iter().copied()) {
-            for existing in existing_tcp(proc_root, tgid) {
-                let (fd, info) = match existing {
-                    Existing::Listening { fd } => {
-                        (fd, SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN })
-                    }
-                    Existing::Connected { fd, remote, role: r } => {
-                        next += 1;
-                        net.seed(tgid, next, r, remote);
-                        let kernel_role = if r == Role::Server { role::SERVER } else { role::CLIENT };
-                        (fd, SockInfo { conn_id: next, state: sock_state::CONNECTED, role: kernel_role })
-                    }
-                };
-                sockets
-                    .insert(SockKey { tgid, fd }, info, 0)
-                    .map_err(|source| AgentError::Map { name: MAP_SOCKETS, source })?;
-            }
+    for &tgid in tgids {
+        for existing in existing_tcp(proc_root, tgid) {
+            let (fd, info) = match existing {
+                Existing::Listening { fd } => {
+                    (fd, SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN })
+                }
+                Existing::Connected { fd, remote, role: r } => {
+                    let id = NEXT_SEEDED.fetch_add(1, Ordering::Relaxed) + 1;
+                    net.seed(tgid, id, r, remote);
+                    let kernel_role = if r == Role::Server { role::SERVER } else { role::CLIENT };
+                    (fd, SockInfo { conn_id: id, state: sock_state::CONNECTED, role: kernel_role })
+                }
+            };
+            sockets
+                .insert(SockKey { tgid, fd }, info, 0)
+                .map_err(|source| AgentError::Map { name: MAP_SOCKETS, source })?;
         }
     }
     Ok(())
@@ -277,10 +349,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
     let mut net = NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone());
-    seed_sockets(&mut sockets, &mut net, &targets.read().expect("targets lock"), &args.proc_root)?;
+    let tgids: Vec<u32> = targets
+        .read()
+        .expect("targets lock")
+        .iter()
+        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
+        .collect();
+    seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root)?;
     let net = Arc::new(Mutex::new(net));
-    let mut fs = FsPipeline::new(fs_spec.queues, fs_spec.converters, FsMetrics::new(&metrics), args.proc_root.clone());
-    fs.reconcile(true);
+    let fs = FsPipeline::new(fs_spec.queues, fs_spec.converters, FsMetrics::new(&metrics), args.proc_root.clone());
     let fs = Arc::new(Mutex::new(fs));
 
     let lost = Arc::new(LostEvents::new(lost));
@@ -334,6 +411,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     };
     let target_map = Mutex::new(target_map);
     let probes = Arc::new(Mutex::new(probes));
+    let listen = args.listen;
     let liveness = {
         let (probes, status) = (probes.clone(), status.clone());
         tokio::spawn(async move {
@@ -342,12 +420,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             loop {
                 tick.tick().await;
                 check_liveness(&handler, &target_map);
+                if !args.matches.is_empty() {
+                    adopt_matches(&args, &handler, &target_map);
+                }
                 attach_tls(&probes, &handler, &status, &mut failed);
             }
         })
     };
 
-    let served = http::serve(args.listen, shared, shutdown_signal()).await;
+    let served = http::serve(listen, shared, shutdown_signal()).await;
     proc_reader.abort();
     net_reader.abort();
     fs_reader.abort();

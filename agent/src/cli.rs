@@ -11,6 +11,12 @@ pub struct Args {
     #[arg(long = "pid", value_name = "PID", env = "PYWATS_AGENT_PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
 
+    /// Watch every process whose command line contains PATTERN (repeatable),
+    /// found at start and re-found within 2 s after a restart. Named by the
+    /// pyWATS instance id, else the process name; a restarted client keeps its name.
+    #[arg(long = "match", value_name = "PATTERN", env = "PYWATS_AGENT_MATCH", value_delimiter = ';')]
+    pub matches: Vec<String>,
+
     /// Address of the metrics and health server.
     #[arg(long, value_name = "ADDR", env = "PYWATS_AGENT_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,

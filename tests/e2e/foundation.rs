@@ -280,3 +280,67 @@ fn mounts_tracefs_when_missing() {
     assert!(agent.log().contains("mounted tracefs at /sys/kernel/tracing"), "{}", agent.log());
     assert_eq!(agent.get("/health/ready").status, 200);
 }
+
+/// The live targets `pywats_target_info` names: (target, pid).
+fn target_pids(agent: &Agent) -> Vec<(String, u32)> {
+    let m = agent.scrape();
+    m.series("pywats_target_info").iter().map(|(l, _)| (l["target"].clone(), l["pid"].parse().unwrap())).collect()
+}
+
+/// `--match`: a client started after the agent is found; restarted, it is
+/// found again under the same name and its requests keep adding up exactly.
+#[test]
+fn match_finds_a_client_and_refinds_it_after_a_restart() {
+    let token = format!("match-token-{}", std::process::id());
+    let agent = Agent::start(&["--match", &token, "--no-discover"]);
+    let ready = agent.get("/health/ready");
+    assert_eq!(ready.status, 503);
+    assert!(ready.body.contains(&format!("no process matches {token:?}")), "{}", ready.body);
+    assert!(target_pids(&agent).is_empty(), "the agent, or what started it, matched its own pattern");
+
+    let port = pywats_agent_tests::free_port().to_string();
+    let _server = Py::start("http_server.py", &[&port]);
+    let endpoint = [("endpoint", "/mix/{id}/{id}/cl/load"), ("code", "200")];
+    let mut name = String::new();
+    for (round, n) in [(1, 20.0), (2, 30.0)] {
+        let mut client = Py::start("http_client.py", &[&port, &token]);
+        let found = wait_for(SETTLE, "the client to be found", || {
+            target_pids(&agent).into_iter().find(|(_, pid)| *pid == client.pid())
+        });
+        if round == 1 {
+            name = found.0;
+        } else {
+            assert_eq!(found.0, name, "a restarted client keeps its target name");
+        }
+        assert_eq!(agent.get("/health/ready").status, 200);
+        client.ask(&format!("load {n}"));
+        let want = if round == 1 { 20.0 } else { 50.0 };
+        wait_for(SETTLE, "the requests", || {
+            let m = agent.scrape();
+            let got = m.get("pywats_http_requests_total", &[endpoint[0], endpoint[1], ("target", &name)]);
+            (got == Some(want)).then_some(())
+        });
+        client.kill();
+        wait_for(SETTLE, "ready to turn 503", || (agent.get("/health/ready").status == 503).then_some(()));
+    }
+    assert_eq!(agent.settled().get("pywats_http_requests_total", &[endpoint[0], endpoint[1]]), Some(50.0));
+}
+
+/// A child forked by a matched process has its command line too: it is the
+/// target's child, not a target of its own.
+#[test]
+fn match_takes_the_topmost_process_of_a_tree() {
+    let token = format!("match-tree-{}", std::process::id());
+    let mut py = Py::start("procs.py", &["plain", &token]);
+    let agent = Agent::start(&["--match", &token, "--no-discover"]);
+    assert_eq!(agent.get("/health/ready").status, 200);
+    let child: u32 = py.ask("fork").parse().unwrap();
+    // Two scans later the child is still only the target's child.
+    std::thread::sleep(Duration::from_secs(5));
+    let targets = target_pids(&agent);
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(targets[0].1, py.pid());
+    assert_eq!(children(&agent), [u64::from(child)]);
+    assert_eq!(agent.scrape().get("pywats_target_processes", &[("target", &targets[0].0)]), Some(2.0));
+    assert_eq!(py.ask(&format!("reap {child}")), "ok");
+}

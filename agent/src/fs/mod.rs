@@ -84,28 +84,35 @@ impl FsPipeline {
         metrics: FsMetrics,
         proc_root: PathBuf,
     ) -> FsPipeline {
-        let queues: Vec<_> =
-            queues.into_iter().map(|(spec, target)| WatchedQueue { spec, target, items: Items::default() }).collect();
-        let converters: Vec<_> = converters
-            .into_iter()
-            .map(|(spec, target)| WatchedConverter { conv: Converter::new(spec), target })
-            .collect();
-        for q in &queues {
-            if !q.spec.dir.is_dir() {
-                tracing::warn!(queue = %q.spec.name, "queue directory {} does not exist (yet): watching it anyway", q.spec.dir.display());
-            }
-        }
-        for c in &converters {
-            if !c.conv.spec.watch.is_dir() {
-                tracing::warn!(converter = %c.conv.spec.name, "watch folder {} does not exist (yet): watching it anyway", c.conv.spec.watch.display());
-            }
-            metrics.in_progress.with_label_values(&[&c.target, &c.conv.spec.name]).set(0.0);
-        }
-        let p = FsPipeline { queues, converters, metrics, proc_root };
-        for i in 0..p.queues.len() {
-            p.gauges(i);
-        }
+        let mut p = FsPipeline { queues: Vec::new(), converters: Vec::new(), metrics, proc_root };
+        p.extend(queues, converters);
         p
+    }
+
+    /// Adds watches (a target found later brings its client's queues); one
+    /// already watched (same name and directory) is not added twice. New
+    /// queues are read from their directories at once.
+    pub fn extend(&mut self, queues: Vec<(QueueSpec, String)>, converters: Vec<(ConverterSpec, String)>) {
+        for (spec, target) in queues {
+            if self.queues.iter().any(|q| q.spec.name == spec.name && q.spec.dir == spec.dir) {
+                continue;
+            }
+            if !spec.dir.is_dir() {
+                tracing::warn!(queue = %spec.name, "queue directory {} does not exist (yet): watching it anyway", spec.dir.display());
+            }
+            self.queues.push(WatchedQueue { spec, target, items: Items::default() });
+            self.reconcile_queue(self.queues.len() - 1, true);
+        }
+        for (spec, target) in converters {
+            if self.converters.iter().any(|c| c.conv.spec.name == spec.name && c.conv.spec.watch == spec.watch) {
+                continue;
+            }
+            if !spec.watch.is_dir() {
+                tracing::warn!(converter = %spec.name, "watch folder {} does not exist (yet): watching it anyway", spec.watch.display());
+            }
+            self.metrics.in_progress.with_label_values(&[&target, &spec.name]).set(0.0);
+            self.converters.push(WatchedConverter { conv: Converter::new(spec), target });
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -268,26 +275,32 @@ impl FsPipeline {
     /// Re-reads every queue directory and corrects the state: `initial` at
     /// start (an agent started mid-run), later for missed events.
     pub fn reconcile(&mut self, initial: bool) {
-        let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
         for i in 0..self.queues.len() {
-            let Ok(dir) = std::fs::read_dir(&self.queues[i].spec.dir) else { continue };
-            let mut listing: HashMap<String, (State, Option<u64>)> = HashMap::new();
-            for entry in dir.flatten() {
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-                let Some((id, st)) = self.queues[i].spec.preset.classify(&name) else { continue };
-                let since = entry.metadata().ok().and_then(|m| since_monotonic(&m, now_mono, now_wall));
-                // While a rename is in flight two names may exist: the later state wins.
-                let slot = listing.entry(id.to_string()).or_insert((st, since));
-                if st > slot.0 {
-                    *slot = (st, since);
-                }
-            }
-            let corrected = self.queues[i].items.reconcile(listing, initial);
-            if corrected > 0 {
-                let q = &self.queues[i];
-                self.metrics.corrections.with_label_values(&[&q.target, &q.spec.name]).inc_by(corrected as u64);
-            }
-            self.gauges(i);
+            self.reconcile_queue(i, initial);
         }
+    }
+
+    fn reconcile_queue(&mut self, i: usize, initial: bool) {
+        let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
+        let Ok(dir) = std::fs::read_dir(&self.queues[i].spec.dir) else {
+            return self.gauges(i);
+        };
+        let mut listing: HashMap<String, (State, Option<u64>)> = HashMap::new();
+        for entry in dir.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let Some((id, st)) = self.queues[i].spec.preset.classify(&name) else { continue };
+            let since = entry.metadata().ok().and_then(|m| since_monotonic(&m, now_mono, now_wall));
+            // While a rename is in flight two names may exist: the later state wins.
+            let slot = listing.entry(id.to_string()).or_insert((st, since));
+            if st > slot.0 {
+                *slot = (st, since);
+            }
+        }
+        let corrected = self.queues[i].items.reconcile(listing, initial);
+        if corrected > 0 {
+            let q = &self.queues[i];
+            self.metrics.corrections.with_label_values(&[&q.target, &q.spec.name]).inc_by(corrected as u64);
+        }
+        self.gauges(i);
     }
 }

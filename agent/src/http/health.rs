@@ -1,4 +1,5 @@
-//! Health endpoints. Ready means: every program attached and every target alive.
+//! Health endpoints. Ready means: every program attached, every `--pid` target
+//! alive, and a live process for every `--match` pattern.
 
 use std::time::SystemTime;
 
@@ -19,9 +20,7 @@ fn problems(s: &Shared) -> Vec<String> {
     if attached < s.status.programs_expected {
         out.push(format!("{attached} of {} programs attached", s.status.programs_expected));
     }
-    for t in s.targets.read().expect("targets lock").iter().filter(|t| !t.alive) {
-        out.push(format!("target {} (pid {}) has exited", t.name, t.pid));
-    }
+    out.extend(s.targets.read().expect("targets lock").problems());
     out
 }
 

@@ -16,12 +16,16 @@ pub struct TargetState {
     /// Live descendant processes attributed to this target.
     pub children: BTreeSet<u32>,
     pub exited_at: Option<SystemTime>,
+    /// The `--match` pattern that found it; `None` for a `--pid` target.
+    pub pattern: Option<String>,
 }
 
 /// All targets. Few per agent, so a vector searched linearly.
 #[derive(Debug, Default)]
 pub struct Targets {
     targets: Vec<TargetState>,
+    /// `--match` patterns: targets come and go with the processes.
+    patterns: Vec<String>,
 }
 
 /// What an event changed, for logs and metrics.
@@ -90,9 +94,50 @@ impl Targets {
                 alive: true,
                 children: BTreeSet::new(),
                 exited_at: None,
+                pattern: None,
             })
             .collect();
-        Targets { targets }
+        Targets { targets, patterns: Vec::new() }
+    }
+
+    pub fn set_patterns(&mut self, patterns: Vec<String>) {
+        self.patterns = patterns;
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// Whether `pid` is a live target or one of their descendants.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.targets.iter().any(|t| t.alive && (t.pid == pid || t.children.contains(&pid)))
+    }
+
+    /// A process `pattern` found: it takes the place of an exited target of
+    /// the same name (a restarted client keeps its series), or gets `name`
+    /// made unique. Returns the name it got.
+    pub fn add_matched(&mut self, p: &ResolvedPid, pattern: &str, name: &str) -> String {
+        let state = |name: String| TargetState {
+            name,
+            pid: p.pid,
+            exe: p.exe.clone(),
+            alive: true,
+            children: BTreeSet::new(),
+            exited_at: None,
+            pattern: Some(pattern.to_string()),
+        };
+        if let Some(t) = self.targets.iter_mut().find(|t| t.name == name && !t.alive) {
+            *t = state(name.to_string());
+            return name.to_string();
+        }
+        let mut candidate = name.to_string();
+        let mut k = 2;
+        while self.targets.iter().any(|t| t.name == candidate) {
+            candidate = format!("{name}-{k}");
+            k += 1;
+        }
+        self.targets.push(state(candidate.clone()));
+        candidate
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &TargetState> {
@@ -113,8 +158,21 @@ impl Targets {
         }
     }
 
-    pub fn all_alive(&self) -> bool {
-        self.targets.iter().all(|t| t.alive)
+    /// Why the target set is not what was asked for: `--pid` targets that
+    /// exited, patterns no live process matches.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .targets
+            .iter()
+            .filter(|t| !t.alive && t.pattern.is_none())
+            .map(|t| format!("target {} (pid {}) has exited", t.name, t.pid))
+            .collect();
+        for p in &self.patterns {
+            if !self.targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p)) {
+                out.push(format!("no process matches {p:?}"));
+            }
+        }
+        out
     }
 
     fn by_root(&mut self, root: u32) -> Option<&mut TargetState> {
@@ -186,9 +244,28 @@ mod tests {
         assert_eq!(t.add_child(10, 11), Change::Unknown);
         assert_eq!(t.add_child(99, 12), Change::Unknown);
         assert_eq!(t.exited(10, 11), Change::ChildLeft { target: "py".into(), child: 11 });
-        assert!(t.all_alive());
+        assert!(t.problems().is_empty());
         assert_eq!(t.exited(10, 10), Change::TargetExited { target: "py".into(), pid: 10 });
-        assert!(!t.all_alive());
+        assert_eq!(t.problems(), ["target py (pid 10) has exited"]);
         assert_eq!(t.add_child(10, 13), Change::Unknown);
+    }
+
+    #[test]
+    fn a_restarted_match_takes_the_place_of_the_exited_one() {
+        let mut t = Targets::default();
+        t.set_patterns(vec!["pywats_client".into()]);
+        assert_eq!(t.problems(), ["no process matches \"pywats_client\""]);
+        assert_eq!(t.add_matched(&pid(20, "python3"), "pywats_client", "station"), "station");
+        assert!(t.problems().is_empty() && t.knows(20));
+        assert_eq!(t.add_matched(&pid(21, "python3"), "pywats_client", "station"), "station-2");
+        t.exited(20, 20);
+        t.exited(21, 21);
+        assert_eq!(t.problems().len(), 1);
+        assert_eq!(t.add_matched(&pid(30, "python3"), "pywats_client", "station"), "station");
+        assert_eq!(
+            t.iter().filter(|x| x.name == "station").map(|x| (x.pid, x.alive)).collect::<Vec<_>>(),
+            [(30, true)]
+        );
+        assert!(t.problems().is_empty());
     }
 }

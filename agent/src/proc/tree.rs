@@ -60,6 +60,65 @@ pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<u32> {
     found
 }
 
+/// The command line of `pid`, arguments joined by spaces; `None` for kernel
+/// threads, zombies and processes gone.
+pub fn cmdline(proc_root: &Path, pid: u32) -> Option<String> {
+    let raw = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let text = text.trim_end_matches('\0');
+    (!text.is_empty()).then(|| text.replace('\0', " "))
+}
+
+/// The agent and its ancestors: the `sudo` or shell that started it has a
+/// `--match` pattern in its command line too.
+pub fn own_lineage(proc_root: &Path) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let mut pid = std::process::id();
+    while pid > 1 && out.insert(pid) {
+        let Ok(stat) = Process::new_with_root(proc_root.join(pid.to_string())).and_then(|p| p.stat()) else { break };
+        pid = stat.ppid as u32;
+    }
+    out
+}
+
+/// Processes whose command line contains `pattern` and that are not in
+/// `exclude`. Only the topmost match of a process tree is returned (a forked
+/// child keeps its parent's command line; it is the target's child), and none
+/// below a process `covered` says is watched already.
+pub fn matching(proc_root: &Path, pattern: &str, exclude: &BTreeSet<u32>, covered: impl Fn(u32) -> bool) -> Vec<u32> {
+    let Ok(all) = all_processes_with_root(proc_root) else { return Vec::new() };
+    let mut parent = HashMap::new();
+    let mut hits = BTreeSet::new();
+    for p in all.flatten() {
+        let pid = p.pid as u32;
+        if let Ok(stat) = p.stat() {
+            parent.insert(pid, stat.ppid as u32);
+        }
+        if !exclude.contains(&pid) && cmdline(proc_root, pid).is_some_and(|c| c.contains(pattern)) {
+            hits.insert(pid);
+        }
+    }
+    let topmost = |pid: u32| {
+        let mut at = pid;
+        for _ in 0..parent.len() {
+            if covered(at) {
+                return false;
+            }
+            match parent.get(&at) {
+                Some(&up) if up > 1 => {
+                    if hits.contains(&up) {
+                        return false;
+                    }
+                    at = up;
+                }
+                _ => return true,
+            }
+        }
+        true
+    };
+    hits.iter().copied().filter(|&pid| topmost(pid)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
