@@ -199,8 +199,43 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
     assert!(open + closed >= 1.0, "{mode:?}: no {protocol} connection seen");
     // The client process itself is watched: its procfs gauges are there.
     assert!(get(&m, "pywats_process_threads", &[("target", TARGET)]) >= 1.0);
+    if fail_every > 0 {
+        dashboards_use_only_metrics_the_agent_exports(&m);
+    }
     client.ask("exit");
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Every metric the Grafana dashboard and the alert rules in deploy/ query is
+/// one this run exported (a few appear only once their event has happened:
+/// those must at least be names the agent has).
+fn dashboards_use_only_metrics_the_agent_exports(m: &Samples) {
+    const AFTER_FIRST_EVENT: [&str; 3] =
+        ["pywats_http_retries_total", "pywats_queue_requeued_total", "pywats_agent_parse_errors_total"];
+    let binary = std::fs::read(pywats_agent_tests::agent::bin()).unwrap();
+    let root = pywats_agent_tests::root().join("deploy");
+    for file in ["grafana/pywats-agent.json", "prometheus/alerts.yml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut names: Vec<&str> = text
+            .match_indices("pywats_")
+            .map(|(i, _)| {
+                let end =
+                    text[i..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |n| i + n);
+                &text[i..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() > 5, "{file}: {names:?}");
+        for name in names {
+            if AFTER_FIRST_EVENT.contains(&name) {
+                let needle = name.as_bytes();
+                assert!(binary.windows(needle.len()).any(|w| w == needle), "{file}: {name} is no metric of the agent");
+            } else {
+                assert!(!m.series(name).is_empty(), "{file} queries {name}, which the agent did not export");
+            }
+        }
+    }
 }
 
 #[test]

@@ -123,6 +123,10 @@ impl NetPipeline {
 
     fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection) {
         let target = self.target_of(tgid);
+        // Zero from the start, so dashboards and alerts can take its rate.
+        for protocol in [Protocol::Http1, Protocol::Http2] {
+            self.metrics.requests_lost.with_label_values(&[&target, protocol.name()]);
+        }
         // The kernel counts offsets from the first bytes it reports on a connection.
         self.conns.insert((tgid, conn_id), Tracked { target, conn, next_seq: [Some(0); 2] });
         self.metrics.open_connections.set(self.conns.len() as i64);
