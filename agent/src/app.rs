@@ -50,14 +50,11 @@ const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
 /// A target without `--target-name` takes the client's instance id as its name.
 fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, AgentError> {
     let mut out = FsPipelineSpec { queues: Vec::new(), converters: Vec::new() };
-    if args.no_discover {
-        return Ok(out);
-    }
     let pids: Vec<(u32, usize)> = targets.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     for (pid, index) in pids {
-        let Some(path) = discover::find(&args.proc_root, pid, args.pywats_config.as_deref()) else { continue };
-        let found = match discover::read(&args.proc_root, pid, &path) {
-            Ok(d) => d,
+        let found = match client_config(args, pid) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
             // A config the operator named must work; one we only guessed may not.
             Err(e) if args.pywats_config.is_some() => return Err(AgentError::Config(e)),
             Err(e) => {
@@ -82,6 +79,15 @@ fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, AgentE
         out.converters.extend(found.converters.into_iter().map(|c| (c, name.clone())));
     }
     Ok(out)
+}
+
+/// The pyWATS client config of `pid`; `None` when discovery is off or there is none.
+fn client_config(args: &Args, pid: u32) -> Result<Option<discover::Discovered>, String> {
+    if args.no_discover {
+        return Ok(None);
+    }
+    let Some(path) = discover::find(&args.proc_root, pid, args.pywats_config.as_deref()) else { return Ok(None) };
+    discover::read(&args.proc_root, pid, &path).map(Some)
 }
 
 /// Queues and converters from the config file and the flags, each with the
@@ -170,12 +176,10 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<TargetMap>) {
     let found = new_matches(args, &h.targets.read().expect("targets lock"));
     for (pattern, p) in found {
-        let config = if args.no_discover {
+        let config = client_config(args, p.pid).unwrap_or_else(|e| {
+            tracing::warn!("{e}");
             None
-        } else {
-            discover::find(&args.proc_root, p.pid, args.pywats_config.as_deref())
-                .and_then(|path| discover::read(&args.proc_root, p.pid, &path).map_err(|e| tracing::warn!("{e}")).ok())
-        };
+        });
         let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
         let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
         let mut map = map.lock().expect("target map lock");
