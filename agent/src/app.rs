@@ -31,7 +31,7 @@ use crate::{
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
-    metrics::{LostEvents, Metrics},
+    metrics::{LostEvents, Metrics, ProgramStats},
     net::{
         conn::Role,
         endpoint::Endpoints,
@@ -415,6 +415,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     };
     let target_map = Mutex::new(target_map);
     let probes = Arc::new(Mutex::new(probes));
+    if let Some(stats) = ProgramStats::new(probes.clone()) {
+        shared.metrics.register(Box::new(stats));
+    }
     let listen = args.listen;
     let liveness = {
         let (probes, status) = (probes.clone(), status.clone());

@@ -158,7 +158,7 @@ fn target_exit_turns_ready_off_and_removes_series() {
 
 #[test]
 fn health_details_and_self_metrics() {
-    let py = Py::start("procs.py", &["plain"]);
+    let mut py = Py::start("procs.py", &["plain"]);
     let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
     let d = agent.details();
     assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
@@ -188,6 +188,22 @@ fn health_details_and_self_metrics() {
     let start = m.get("pywats_agent_start_time_seconds", &[]).unwrap();
     assert!((start - d["start_time"].as_f64().unwrap()).abs() < 1.0);
     assert!(!agent.get("/metrics").body.contains("token"), "a query string leaked into the metrics");
+
+    // The agent's own cost in the kernel, per program: every attached program
+    // has its series, and a fork by the target is a run of task_newtask.
+    for p in &programs {
+        assert!(m.get("pywats_agent_program_runs_total", &[("program", p)]).is_some(), "no runs for {p}");
+        assert!(m.get("pywats_agent_program_cpu_seconds_total", &[("program", p)]).is_some(), "no CPU for {p}");
+    }
+    let runs = |m: &pywats_agent_tests::prom::Samples| {
+        m.get("pywats_agent_program_runs_total", &[("program", "task_newtask")]).unwrap()
+    };
+    let before = runs(&m);
+    let child = py.ask("fork");
+    let after = agent.scrape();
+    assert!(runs(&after) > before, "task_newtask runs {before} -> {}", runs(&after));
+    assert!(after.get("pywats_agent_program_cpu_seconds_total", &[("program", "task_newtask")]).unwrap() > 0.0);
+    assert_eq!(py.ask(&format!("reap {child}")), "ok");
 }
 
 #[test]

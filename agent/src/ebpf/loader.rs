@@ -61,6 +61,18 @@ impl Probes {
     }
 
     /// Library files the TLS uprobes are attached to.
+    /// Kernel CPU time and runs of each program so far (counted while the
+    /// kernel's statistics are enabled: `metrics::ProgramStats`).
+    pub fn run_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_string(), info.run_time(), info.run_count()))
+            })
+            .collect()
+    }
+
     pub fn tls_libraries(&self) -> Vec<String> {
         self.tls_libraries.values().map(|p| p.display().to_string()).collect()
     }

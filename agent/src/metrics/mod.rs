@@ -2,6 +2,7 @@
 //! registers its collectors here and keeps cheap handles to what it updates.
 
 mod lost;
+mod programs;
 mod ratelimit;
 
 use std::time::SystemTime;
@@ -9,6 +10,7 @@ use std::time::SystemTime;
 use prometheus::{core::Collector, Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use lost::LostEvents;
+pub use programs::ProgramStats;
 pub use ratelimit::RateLimitedLog;
 
 /// prometheus_client's default histogram buckets, which pyWATS's own module
