@@ -392,26 +392,27 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
 
     let proc_reader = {
         let h = handler.clone();
-        tokio::spawn(ebpf::reader::drain(proc_events, move |record| h.proc(record)))
+        tokio::spawn(ebpf::reader::drain(proc_events, move |record| h.proc(record), || {}))
     };
     let net_reader = {
         let h = handler.clone();
-        tokio::spawn(ebpf::reader::drain(net_events, move |record| h.net(record)))
+        tokio::spawn(ebpf::reader::drain(net_events, move |record| h.net(record), || {}))
     };
+    // The directories are re-read right after the file ring was drained, in
+    // the same task: a re-read must not see renames whose events are still
+    // waiting in the ring (they arrive in batches), or it would "correct"
+    // state that is only late.
     let fs_reader = {
         let h = handler.clone();
-        tokio::spawn(ebpf::reader::drain(fs_events, move |record| h.fs(record)))
-    };
-    let reconcile = {
         let every = Duration::from_secs(args.reconcile_interval.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
+        let mut next = std::time::Instant::now() + every;
+        let after = move || {
+            if std::time::Instant::now() >= next {
                 fs.lock().expect("fs lock").reconcile(false);
+                next = std::time::Instant::now() + every;
             }
-        })
+        };
+        tokio::spawn(ebpf::reader::drain(fs_events, move |record| h.fs(record), after))
     };
     let target_map = Mutex::new(target_map);
     let probes = Arc::new(Mutex::new(probes));
@@ -439,7 +440,6 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     proc_reader.abort();
     net_reader.abort();
     fs_reader.abort();
-    reconcile.abort();
     liveness.abort();
     drop(probes);
     tracing::info!("programs detached");

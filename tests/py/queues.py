@@ -17,13 +17,14 @@ Usage: queues.py. Prints "ready", then answers one JSON line per command:
 Processing durations are measured around the renames, on the monotonic clock
 the kernel's timestamps use.
 """
-import dataclasses
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+import pq_transition
 
 now = time.monotonic
 
@@ -190,11 +191,7 @@ def real_pq(d):
     truth = {"completed": 0, "failed": 0, "durations": []}
 
     def transition(item_id, action, *args):
-        # update() renames only when handed a copy: it compares with the stored item.
-        item = dataclasses.replace(q.get(item_id))
-        getattr(item, action)(*args)
-        q.update(item)
-        return now()
+        return pq_transition.transition(q, item_id, action, *args)
 
     for i in range(1, 6):
         q.add({"sn": f"SN{i}"}, item_id=f"r{i}")

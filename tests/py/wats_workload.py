@@ -35,7 +35,6 @@ right after the operation returns.
 """
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import pathlib
@@ -50,6 +49,8 @@ from pywats_client.converters import ConverterResult, FileConverter, PostProcess
 from pywats_client.queue import PersistentQueue
 from pywats_client.service.async_converter_pool import AsyncConverterPool
 from pywats_client.service.async_pending_queue import AsyncPendingQueue
+
+import pq_transition
 
 WSJF = "/api/Report/WSJF"
 now = time.monotonic
@@ -120,10 +121,7 @@ def persistent_queue(api, truth, q, rnd, items):
     mutates the stored item itself and never renames, so each transition works on a copy."""
 
     def transition(item_id, action, *args):
-        item = dataclasses.replace(q.get(item_id))
-        getattr(item, action)(*args)
-        q.update(item)
-        return now()
+        return pq_transition.transition(q, item_id, action, *args)
 
     for i in range(1, 4):
         q.add(new_report(api, f"SN-R{rnd}-P{i}"), item_id=f"r{rnd}-p{i}")

@@ -1,5 +1,6 @@
 //! Drains a ring buffer on tokio: every record is handed to `handle` as a byte
-//! slice while the record is held, and never across an `.await`.
+//! slice while the record is held, and never across an `.await`; `drained`
+//! runs after each pass, when the ring was just emptied.
 
 use std::time::Duration;
 
@@ -14,7 +15,11 @@ use tokio::{
 /// this interval, in batches.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-pub async fn drain(ring: RingBuf<MapData>, mut handle: impl FnMut(&[u8])) -> std::io::Result<()> {
+pub async fn drain(
+    ring: RingBuf<MapData>,
+    mut handle: impl FnMut(&[u8]),
+    mut drained: impl FnMut(),
+) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until
     // it is dropped together with the AsyncFd.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
@@ -30,5 +35,6 @@ pub async fn drain(ring: RingBuf<MapData>, mut handle: impl FnMut(&[u8])) -> std
         while let Some(record) = ring.next() {
             handle(&record);
         }
+        drained();
     }
 }
