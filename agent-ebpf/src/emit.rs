@@ -88,10 +88,12 @@ const NOEXIST: u64 = 1;
 #[inline(always)]
 pub fn next_seq(tgid: u32, conn_id: u64, dir: u32, n: u64) -> u64 {
     let key = ConnKey { tgid, _pad: 0, conn_id };
-    if STREAM_SEQ.get_ptr_mut(key).is_none() {
+    // One lookup per event; the entry is made at a connection's first bytes.
+    let found = STREAM_SEQ.get_ptr_mut(key).or_else(|| {
         let _ = STREAM_SEQ.insert(key, [0u64; 2], NOEXIST);
-    }
-    let Some(offsets) = STREAM_SEQ.get_ptr_mut(key) else {
+        STREAM_SEQ.get_ptr_mut(key)
+    });
+    let Some(offsets) = found else {
         return SEQ_UNKNOWN;
     };
     // SAFETY: a map value; a thread racing on the same connection and

@@ -29,6 +29,12 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Whether its bytes are of use: not TLS ciphertext (the libssl probes
+    /// report the plaintext) and not a protocol other than HTTP.
+    pub fn is_useful(self) -> bool {
+        !matches!(self, Protocol::Tls | Protocol::Other)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Unknown => "unknown",

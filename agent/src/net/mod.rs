@@ -211,14 +211,14 @@ impl NetPipeline {
             // everything else from when its call returned.
             let ts_ns = if egress && t.conn.role == Role::Client { ev.call_start_ns } else { ts };
             let lost = lost_before(&mut t.next_seq[usize::from(!egress)], ev.seq, ret as u64);
-            if lost > 0 && !matches!(t.conn.protocol, Protocol::Tls | Protocol::Other) {
+            if lost > 0 && t.conn.protocol.is_useful() {
                 self.metrics.skipped_bytes.with_label_values(&["lost"]).inc_by(lost);
                 t.conn.lost(egress, lost, &mut self.done, &mut self.notices);
             }
             let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
-        let useless = was_unknown && matches!(t.conn.protocol, Protocol::Tls | Protocol::Other);
+        let useless = was_unknown && !t.conn.protocol.is_useful();
         // Most reads and writes finish nothing: no per-event copies then.
         if self.done.is_empty() && self.notices.is_empty() {
             return useless;
