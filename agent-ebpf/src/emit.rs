@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use pywats_agent_ebpf::abi::{EventHeader, EventKind, Target, LOST_SLOTS, SEQ_UNKNOWN};
 
-use crate::maps::{ConnKey, LOST, STREAM_SEQ, TARGETS};
+use crate::maps::{ConnKey, LOST, STREAM_SEQ, TARGETS, TARGET_BITS};
 
 /// `(tgid, tid)` of the current task.
 #[inline(always)]
@@ -15,11 +15,42 @@ pub fn current() -> (u32, u32) {
     ((id >> 32) as u32, id as u32)
 }
 
-/// The target entry of `tgid`, if it is watched. Cheapest check, so it comes first.
+/// Whether `tgid` is watched: one inlined array read, so every other task on
+/// the host is turned away in a few instructions.
+#[inline(always)]
+pub fn is_target(tgid: u32) -> bool {
+    match TARGET_BITS.get(tgid >> 6) {
+        Some(word) => *word & (1u64 << (tgid & 63)) != 0,
+        None => false,
+    }
+}
+
+/// The target entry of `tgid`, if it is watched.
 #[inline(always)]
 pub fn target_of(tgid: u32) -> Option<Target> {
+    if !is_target(tgid) {
+        return None;
+    }
     // SAFETY: the value is copied out at once.
     unsafe { TARGETS.get(tgid) }.copied()
+}
+
+/// Marks `tgid` watched (`true`) or not in the bit set. Atomic: the agent
+/// changes other bits of the same word concurrently.
+#[inline(always)]
+pub fn set_target_bit(tgid: u32, on: bool) {
+    let Some(word) = TARGET_BITS.get_ptr_mut(tgid >> 6) else {
+        return;
+    };
+    let bit = 1u64 << (tgid & 63);
+    // SAFETY: a valid map value pointer; atomic read-modify-write.
+    unsafe {
+        if on {
+            core::intrinsics::atomic_or::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(word, bit);
+        } else {
+            core::intrinsics::atomic_and::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(word, !bit);
+        }
+    }
 }
 
 /// A header for an event of the current task.
@@ -59,10 +90,22 @@ pub fn wakeup(ring: &RingBuf) -> u64 {
 /// Writes `event` to `ring`, or counts it as lost under `kind`.
 #[inline(always)]
 pub fn output<T: 'static>(ring: &RingBuf, kind: EventKind, event: T) {
+    submit(ring, kind, event, wakeup(ring));
+}
+
+/// Like [`output`], waking the agent at once: process events are rare, and
+/// the agent attaches a new process's TLS probes as soon as it hears of it.
+#[inline(always)]
+pub fn output_now<T: 'static>(ring: &RingBuf, kind: EventKind, event: T) {
+    submit(ring, kind, event, BPF_RB_FORCE_WAKEUP);
+}
+
+#[inline(always)]
+fn submit<T: 'static>(ring: &RingBuf, kind: EventKind, event: T, flags: u64) {
     match ring.reserve::<T>(0) {
         Some(mut entry) => {
             entry.write(event);
-            entry.submit(wakeup(ring));
+            entry.submit(flags);
         }
         None => count_lost(kind),
     }

@@ -2,6 +2,10 @@
 //! `agent/build.rs`; the agent embeds the resulting object.
 #![no_std]
 #![no_main]
+// Atomic bit operations on map values (the target bit set): `core::sync::atomic`
+// offers no fetch_or on the BPF target.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod globals;

@@ -2,15 +2,27 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
     DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS,
-    MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES,
+    MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES, SYSCALL_SLOTS, TARGET_BITS_WORDS,
 };
 
 #[map]
 pub static TARGETS: HashMap<u32, Target> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// `BPF_F_MMAPABLE`: the agent maps the array to change bits atomically.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+#[map]
+pub static TARGET_BITS: Array<u64> = Array::with_max_entries(TARGET_BITS_WORDS, BPF_F_MMAPABLE);
+
+#[map]
+pub static SYS_ENTER_PROGS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
+
+#[map]
+pub static SYS_EXIT_PROGS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);
 
 #[map]
 pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(PROC_EVENTS_BYTES, 0);

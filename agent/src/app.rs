@@ -2,8 +2,7 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, RwLock,
@@ -11,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use pywats_agent_ebpf::abi::{role, sock_state, EventKind, SockInfo, SockKey, Target, MAP_SOCKETS, MAP_TARGETS};
+use pywats_agent_ebpf::abi::{role, sock_state, EventKind, SockInfo, SockKey, MAP_SOCKETS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
@@ -20,7 +19,7 @@ use crate::{
     ebpf::{
         self,
         loader::{self, SocketMap},
-        TargetMap,
+        KernelTargets,
     },
     error::AgentError,
     events::{self, Handler},
@@ -41,6 +40,7 @@ use crate::{
         NetPipeline, SEEDED_CONN,
     },
     proc::{sampler::ProcSampler, targets::name_targets, tree, Targets},
+    tls_attach::{self, TlsWork},
 };
 
 /// How often targets are checked against procfs, in case an exit event was lost.
@@ -173,7 +173,7 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 /// Starts watching processes `--match` found after the start: a client
 /// (re)started later. Its descendants, open sockets and (when discovery is
 /// on) its config's queues and converters come with it.
-fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<TargetMap>) {
+fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<KernelTargets>) {
     let found = new_matches(args, &h.targets.read().expect("targets lock"));
     for (pattern, p) in found {
         let config = client_config(args, p.pid).unwrap_or_else(|e| {
@@ -184,13 +184,16 @@ fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<TargetMap>) {
         let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
         let mut map = map.lock().expect("target map lock");
         let mut tgids = vec![p.pid];
-        let mut ok = insert_target(&mut map, p.pid, p.pid).is_ok();
+        let mut ok = map.insert(p.pid, p.pid).is_ok();
         for child in tree::descendants(&args.proc_root, p.pid) {
-            ok &= insert_target(&mut map, child, p.pid).is_ok();
+            ok &= map.insert(child, p.pid).is_ok();
             events::log(&h.targets.write().expect("targets lock").add_child(p.pid, child));
             tgids.push(child);
         }
         drop(map);
+        for &pid in &tgids {
+            h.tls.send(TlsWork::Process(pid));
+        }
         if !ok {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
             tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
@@ -213,17 +216,12 @@ fn kernel_release(proc_root: &Path) -> String {
     std::fs::read_to_string(proc_root.join("sys/kernel/osrelease")).map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
-fn insert_target(map: &mut TargetMap, tgid: u32, root: u32) -> Result<(), AgentError> {
-    map.insert(tgid, Target { root_tgid: root, flags: 0 }, 0)
-        .map_err(|source| AgentError::Map { name: MAP_TARGETS, source })
-}
-
 /// Puts the current descendants of every target into the kernel's target set.
-fn seed_children(map: &mut TargetMap, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
+fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
     let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
     for root in roots {
         for child in tree::descendants(proc_root, root) {
-            insert_target(map, child, root)?;
+            map.insert(child, root)?;
             events::log(&targets.add_child(root, child));
         }
     }
@@ -261,37 +259,19 @@ fn seed_sockets(
     Ok(())
 }
 
-/// Attaches the TLS probes to every libssl a target process maps that has none yet.
-fn attach_tls(probes: &Mutex<ebpf::Probes>, h: &Handler, status: &AgentStatus, failed: &mut BTreeSet<PathBuf>) {
-    let pids: Vec<u32> = h
-        .targets
+/// Every live process of every target: roots and their children.
+fn live_processes(h: &Handler) -> Vec<u32> {
+    h.targets
         .read()
         .expect("targets lock")
         .iter()
         .filter(|t| t.alive)
         .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect();
-    let libs: BTreeSet<PathBuf> = pids.iter().flat_map(|&pid| ebpf::tls::libssl_of(&h.proc_root, pid)).collect();
-    tracing::trace!(?libs, "libssl mapped by targets");
-    let mut probes = probes.lock().expect("probes lock");
-    for lib in libs {
-        if failed.contains(&lib) {
-            continue;
-        }
-        match probes.attach_tls(&lib) {
-            Ok(true) => *status.tls_libraries.write().expect("status lock") = probes.tls_libraries(),
-            Ok(false) => {}
-            Err(e) => {
-                h.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
-                tracing::warn!("cannot attach the TLS probes to {}: {e}", lib.display());
-                failed.insert(lib);
-            }
-        }
-    }
+        .collect()
 }
 
 /// Marks targets whose process is gone (their exit event may have been lost).
-fn check_liveness(handler: &Handler, map: &Mutex<TargetMap>) {
+fn check_liveness(handler: &Handler, map: &Mutex<KernelTargets>) {
     let gone: Vec<u32> = handler
         .targets
         .read()
@@ -302,7 +282,7 @@ fn check_liveness(handler: &Handler, map: &Mutex<TargetMap>) {
         .collect();
     for pid in gone {
         let change = handler.targets.write().expect("targets lock").exited(pid, pid);
-        let _ = map.lock().expect("target map lock").remove(&pid);
+        map.lock().expect("target map lock").remove(pid);
         handler.process_gone(pid, monotonic_ns());
         events::log(&change);
     }
@@ -340,7 +320,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     // Roots go into the map before attaching (so the first fork is seen), the
     // descendant scan after (so a fork racing the attach is found by the scan).
     for t in targets.iter() {
-        insert_target(&mut target_map, t.pid, t.pid)?;
+        target_map.insert(t.pid, t.pid)?;
     }
     probes.attach_all()?;
     seed_children(&mut target_map, &mut targets, &args.proc_root)?;
@@ -380,6 +360,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),
     });
+    let probes = Arc::new(Mutex::new(probes));
+    let tls = tls_attach::start(probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
     let handler = Handler {
         targets: targets.clone(),
         metrics: metrics.clone(),
@@ -387,7 +369,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         sockets: Arc::new(Mutex::new(sockets)),
         fs: fs.clone(),
         proc_root: Arc::new(args.proc_root.clone()),
+        tls,
     };
+    for pid in live_processes(&handler) {
+        handler.tls.send(TlsWork::Process(pid));
+    }
     let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net, fs: fs.clone() };
 
     let proc_reader = {
@@ -415,26 +401,23 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         tokio::spawn(ebpf::reader::drain(fs_events, move |record| h.fs(record), after))
     };
     let target_map = Mutex::new(target_map);
-    let probes = Arc::new(Mutex::new(probes));
-    if let Some(stats) = ProgramStats::new(probes.clone()) {
-        shared.metrics.register(Box::new(stats));
+    if args.program_stats {
+        if let Some(stats) = ProgramStats::new(probes.clone()) {
+            shared.metrics.register(Box::new(stats));
+        }
     }
     let listen = args.listen;
-    let liveness = {
-        let (probes, status) = (probes.clone(), status.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
-            let mut failed = BTreeSet::new();
-            loop {
-                tick.tick().await;
-                check_liveness(&handler, &target_map);
-                if !args.matches.is_empty() {
-                    adopt_matches(&args, &handler, &target_map);
-                }
-                attach_tls(&probes, &handler, &status, &mut failed);
+    let liveness = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
+        loop {
+            tick.tick().await;
+            check_liveness(&handler, &target_map);
+            if !args.matches.is_empty() {
+                adopt_matches(&args, &handler, &target_map);
             }
-        })
-    };
+            handler.tls.send(TlsWork::Recheck(live_processes(&handler)));
+        }
+    });
 
     let served = http::serve(listen, shared, shutdown_signal()).await;
     proc_reader.abort();

@@ -68,6 +68,13 @@ pub struct Args {
     #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_RECONCILE_INTERVAL", default_value_t = 10)]
     pub reconcile_interval: u64,
 
+    /// Keep the kernel's run-time statistics of the agent's programs and export
+    /// them (`pywats_agent_program_cpu_seconds_total`, `…_runs_total`). Off by
+    /// default: while any process holds them on, every BPF program on the host
+    /// (not only the agent's) reads the clock twice per run.
+    #[arg(long, env = "PYWATS_AGENT_PROGRAM_STATS")]
+    pub program_stats: bool,
+
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,

@@ -1,6 +1,7 @@
 //! Applies decoded kernel events to the agent's state.
 
 use std::{
+    os::unix::ffi::OsStrExt,
     path::PathBuf,
     sync::{Arc, Mutex, RwLock},
 };
@@ -8,11 +9,12 @@ use std::{
 use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey};
 
 use crate::{
-    ebpf::loader::SocketMap,
+    ebpf::{loader::SocketMap, tls::is_libssl},
     fs::FsPipeline,
     metrics::Metrics,
     net::NetPipeline,
     proc::{targets::Change, tree, Targets},
+    tls_attach::{TlsQueue, TlsWork},
 };
 
 /// Everything events update. Shared by the two ring-buffer readers.
@@ -24,6 +26,7 @@ pub struct Handler {
     pub sockets: Arc<Mutex<SocketMap>>,
     pub fs: Arc<Mutex<FsPipeline>>,
     pub proc_root: Arc<PathBuf>,
+    pub tls: TlsQueue,
 }
 
 impl Handler {
@@ -69,8 +72,14 @@ impl Handler {
                 | EventKind::FsUnlink => Change::Unknown,
             }
         };
-        if kind == EventKind::ProcExit {
-            self.process_gone(tgid, ev.header.ts_ns);
+        match kind {
+            EventKind::ProcExit => {
+                self.process_gone(tgid, ev.header.ts_ns);
+                self.tls.send(TlsWork::Exited(tgid));
+            }
+            EventKind::ProcFork => self.tls.send(TlsWork::Process(ev.child_tgid)),
+            EventKind::ProcExec => self.tls.send(TlsWork::Process(tgid)),
+            _ => {}
         }
         log(&change);
     }
@@ -125,6 +134,12 @@ impl Handler {
             return;
         };
         self.metrics.events.with_label_values(&[kind.name()]).inc();
+        if kind == EventKind::FsOpen && path1.first() == Some(&b'/') {
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path1));
+            if is_libssl(path) {
+                self.tls.send(TlsWork::Opened(event.header.tgid, path.to_path_buf()));
+            }
+        }
         self.fs.lock().expect("fs lock").on_event(kind, &event, path1, path2);
     }
 }

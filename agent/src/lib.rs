@@ -12,3 +12,4 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod proc;
+pub mod tls_attach;

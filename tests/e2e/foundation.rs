@@ -57,6 +57,8 @@ fn gauges_match_proc_for_an_idle_process() {
     assert_eq!(m.get("pywats_target_processes", &t), Some(1.0));
     assert_eq!(m.types["pywats_process_cpu_seconds_total"], "counter");
     assert_eq!(m.types["pywats_process_memory_bytes"], "gauge");
+    // Program statistics cost every BPF program on the host: only on request.
+    assert!(m.series("pywats_agent_program_runs_total").is_empty(), "program statistics on by default");
 
     // The 7 threads are threads, not child processes.
     assert_eq!(m.get("pywats_agent_events_total", &[("kind", "proc_fork")]), Some(0.0));
@@ -159,7 +161,7 @@ fn target_exit_turns_ready_off_and_removes_series() {
 #[test]
 fn health_details_and_self_metrics() {
     let mut py = Py::start("procs.py", &["plain"]);
-    let agent = Agent::start(&["--pid", &pid_arg(py.pid())]);
+    let agent = Agent::start(&["--pid", &pid_arg(py.pid()), "--program-stats"]);
     let d = agent.details();
     assert_eq!(d["version"], env!("CARGO_PKG_VERSION"));
     let programs: Vec<&str> = d["programs_attached"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();

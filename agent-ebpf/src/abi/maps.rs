@@ -6,6 +6,16 @@ use super::assert_size;
 
 /// `HashMap<u32 tgid, Target>`: the processes whose events are reported.
 pub const MAP_TARGETS: &str = "TARGETS";
+/// `Array<u64>`, mmapable: one bit per possible tgid, set for the processes in
+/// [`MAP_TARGETS`]. Every syscall on the host asks "is this a target?"; an
+/// array read is inlined by the verifier, a hash lookup is not, so the bit
+/// answers it and the hash is read only for targets. Both sides change bits
+/// with atomic instructions (the agent through its mapping), never whole words.
+pub const MAP_TARGET_BITS: &str = "TARGET_BITS";
+/// `ProgramArray`: the enter handler of each traced syscall, by syscall number.
+pub const MAP_SYS_ENTER_PROGS: &str = "SYS_ENTER_PROGS";
+/// `ProgramArray`: the exit handler of each traced syscall, by syscall number.
+pub const MAP_SYS_EXIT_PROGS: &str = "SYS_EXIT_PROGS";
 /// `RingBuf`: process lifecycle events.
 pub const MAP_PROC_EVENTS: &str = "PROC_EVENTS";
 /// `HashMap<SockKey, SockInfo>`: the TCP sockets of targets.
@@ -20,6 +30,11 @@ pub const MAP_LOST: &str = "LOST";
 
 /// Capacity of the target set (targets plus their descendant processes).
 pub const MAX_TARGETS: u32 = 8192;
+/// Words of [`MAP_TARGET_BITS`]: `PID_MAX_LIMIT` (2^22, the most any 64-bit
+/// kernel allows) bits, 512 KiB.
+pub const TARGET_BITS_WORDS: u32 = (1 << 22) / 64;
+/// Slots of the syscall program arrays (syscall numbers below this).
+pub const SYSCALL_SLOTS: u32 = 512;
 /// Size of the process-event ring buffer (a power of two, multiple of the page size).
 pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
 /// Capacity of the socket map.

@@ -1,31 +1,27 @@
 //! File syscalls of targets: opens, renames and unlinks with their paths, for
-//! the queue and converter state machines. Enter parks the pointers, exit
+//! the queue and converter state machines. Handlers run by tail call from
+//! `probes/syscalls.rs`, for targets only. Enter parks the pointers, exit
 //! reports successful calls only.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use pywats_agent_ebpf::abi::{fs_truncated, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
 
+use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, header, target_of, wakeup},
+    emit::{count_lost, current, header, wakeup},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
 };
 
 #[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, i64> {
-    // SAFETY: syscall enter records hold six u64 arguments from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.map_err(i64::from)
-}
-
-#[inline(always)]
-fn park(ctx: &TracePointContext, kind: EventKind, p: impl FnOnce(&TracePointContext) -> Result<FsPending, i64>) -> u32 {
-    let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return 0;
-    }
+fn park(
+    ctx: &RawTracePointContext,
+    kind: EventKind,
+    p: impl FnOnce(&RawTracePointContext) -> Result<FsPending, i64>,
+) -> i32 {
     if let Ok(mut pending) = p(ctx) {
         pending.kind = kind as u32;
         let _ = FS_PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
@@ -49,17 +45,14 @@ fn read_path(src: u64, dst: &mut [u8]) -> (u16, bool) {
 }
 
 #[inline(always)]
-fn exit(ctx: &TracePointContext) -> u32 {
+fn exit(ctx: &RawTracePointContext) -> i32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: copied out before removal.
     let Some(p) = (unsafe { FS_PENDING.get(id) }).copied() else {
         return 0;
     };
     let _ = FS_PENDING.remove(id);
-    // SAFETY: syscall exit records hold the result at offset 16.
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
-        return 0;
-    };
+    let ret = ret(ctx);
     if ret < 0 {
         return 0;
     }
@@ -109,8 +102,8 @@ fn exit(ctx: &TracePointContext) -> u32 {
 
 macro_rules! exits {
     ($($name:ident),*) => {$(
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $name(ctx: RawTracePointContext) -> i32 {
             exit(&ctx)
         }
     )*};
@@ -126,15 +119,15 @@ exits!(
     sys_exit_unlinkat
 );
 
-#[tracepoint]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_openat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsOpen, |c| {
         Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
     })
 }
 
-#[tracepoint]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_openat2(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsOpen, |c| {
         // struct open_how starts with the u64 flags.
         // SAFETY: the helper tolerates bad pointers.
@@ -143,13 +136,13 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     })
 }
 
-#[tracepoint]
-pub fn sys_enter_rename(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_rename(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| Ok(FsPending { path1: arg(c, 0)?, path2: arg(c, 1)?, ..EMPTY }))
 }
 
-#[tracepoint]
-pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_renameat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| {
         Ok(FsPending {
             dirfd1: arg(c, 0)? as i32,
@@ -161,8 +154,8 @@ pub fn sys_enter_renameat(ctx: TracePointContext) -> u32 {
     })
 }
 
-#[tracepoint]
-pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_renameat2(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| {
         Ok(FsPending {
             dirfd1: arg(c, 0)? as i32,
@@ -175,13 +168,13 @@ pub fn sys_enter_renameat2(ctx: TracePointContext) -> u32 {
     })
 }
 
-#[tracepoint]
-pub fn sys_enter_unlink(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_unlink(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsUnlink, |c| Ok(FsPending { path1: arg(c, 0)?, ..EMPTY }))
 }
 
-#[tracepoint]
-pub fn sys_enter_unlinkat(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_unlinkat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsUnlink, |c| {
         Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
     })

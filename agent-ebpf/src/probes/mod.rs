@@ -3,4 +3,5 @@
 mod fs;
 mod net;
 mod sched;
+pub mod syscalls;
 mod tls;

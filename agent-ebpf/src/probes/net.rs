@@ -1,15 +1,15 @@
 //! Socket syscalls of targets: which fds are TCP connections, and the bytes
 //! they carry.
 //!
-//! Enter programs filter (target tgid first, then "tracked socket") and park
-//! the arguments per thread; exit programs see the result, so only what the
-//! kernel accepted is reported, with the true byte count. Syscall tracepoint
-//! records are stable: arguments are u64s from offset 16, the result at 16.
+//! Handlers run by tail call from `probes/syscalls.rs`, for targets only.
+//! Enter handlers filter ("tracked socket") and park the arguments per
+//! thread; exit handlers see the result, so only what the kernel accepted is
+//! reported, with the true byte count.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
 use pywats_agent_ebpf::abi::{
     data_flags, direction, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr, SockInfo, SockKey,
@@ -17,8 +17,9 @@ use pywats_agent_ebpf::abi::{
     SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
 };
 
+use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of, wakeup},
+    emit::{count_lost, current, forget_seq, header, next_seq, output, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
 };
 
@@ -34,18 +35,6 @@ mod op {
     pub const READV: u32 = 8;
     pub const SENDMSG: u32 = 9;
     pub const RECVMSG: u32 = 10;
-}
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, n: usize) -> Result<u64, i64> {
-    // SAFETY: syscall enter records hold six u64 arguments from offset 16.
-    unsafe { ctx.read_at::<u64>(16 + 8 * n) }.map_err(i64::from)
-}
-
-#[inline(always)]
-fn ret(ctx: &TracePointContext) -> Result<i64, i64> {
-    // SAFETY: syscall exit records hold the result at offset 16.
-    unsafe { ctx.read_at::<i64>(16) }.map_err(i64::from)
 }
 
 #[inline(always)]
@@ -107,17 +96,13 @@ fn conn_event(kind: EventKind, tgid: u32, tid: u32, fd: u32, ret: i64, conn_id: 
 
 // ---- socket(): remember TCP sockets so connect/accept know them.
 
-#[tracepoint(category = "syscalls", name = "sys_enter_socket")]
-pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_socket(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_socket(&ctx);
     0
 }
 
-fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
-    let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
+fn try_enter_socket(ctx: &RawTracePointContext) -> Result<(), i64> {
     let family = arg(ctx, 0)? as u16;
     let kind = arg(ctx, 1)?;
     if (family != AF_INET && family != AF_INET6) || kind & SOCK_TYPE_MASK != SOCK_STREAM {
@@ -126,17 +111,17 @@ fn try_enter_socket(ctx: &TracePointContext) -> Result<(), i64> {
     park(Pending { op: op::SOCKET, ..Pending::EMPTY })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_socket")]
-pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_exit_socket(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit_socket(&ctx);
     0
 }
 
-fn try_exit_socket(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit_socket(ctx: &RawTracePointContext) -> Result<(), i64> {
     if unpark(op::SOCKET).is_none() {
         return Ok(());
     }
-    let fd = ret(ctx)?;
+    let fd = ret(ctx);
     if fd < 0 {
         return Ok(());
     }
@@ -147,17 +132,14 @@ fn try_exit_socket(ctx: &TracePointContext) -> Result<(), i64> {
 
 // ---- connect(): a client connection, or a refused one.
 
-#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_connect(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_connect(&ctx);
     0
 }
 
-fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_enter_connect(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
     let fd = arg(ctx, 0)?;
     if sock(tgid, fd).1.is_none() {
         return Ok(());
@@ -165,17 +147,17 @@ fn try_enter_connect(ctx: &TracePointContext) -> Result<(), i64> {
     park(Pending { op: op::CONNECT, fd: fd as u32, addr: read_sockaddr(arg(ctx, 1)?), ..Pending::EMPTY })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_connect")]
-pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_exit_connect(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit_connect(&ctx);
     0
 }
 
-fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit_connect(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(p) = unpark(op::CONNECT) else {
         return Ok(());
     };
-    let r = ret(ctx)?;
+    let r = ret(ctx);
     let (tgid, tid) = current();
     // SAFETY: helper without preconditions.
     let conn_id = unsafe { bpf_ktime_get_ns() };
@@ -190,17 +172,14 @@ fn try_exit_connect(ctx: &TracePointContext) -> Result<(), i64> {
 
 // ---- getsockopt(SO_ERROR): the outcome of a non-blocking connect.
 
-#[tracepoint(category = "syscalls", name = "sys_enter_getsockopt")]
-pub fn sys_enter_getsockopt(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_getsockopt(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_getsockopt(&ctx);
     0
 }
 
-fn try_enter_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_enter_getsockopt(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
     let fd = arg(ctx, 0)?;
     let Some(info) = sock(tgid, fd).1 else {
         return Ok(());
@@ -211,17 +190,17 @@ fn try_enter_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
     park(Pending { op: op::GETSOCKOPT, fd: fd as u32, buf: arg(ctx, 3)?, conn_id: info.conn_id, ..Pending::EMPTY })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_getsockopt")]
-pub fn sys_exit_getsockopt(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_exit_getsockopt(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit_getsockopt(&ctx);
     0
 }
 
-fn try_exit_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit_getsockopt(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(p) = unpark(op::GETSOCKOPT) else {
         return Ok(());
     };
-    if ret(ctx)? != 0 {
+    if ret(ctx) != 0 {
         return Ok(());
     }
     // SAFETY: bpf_probe_read_user tolerates bad pointers.
@@ -237,23 +216,20 @@ fn try_exit_getsockopt(ctx: &TracePointContext) -> Result<(), i64> {
 
 // ---- accept()/accept4(): a server-side connection.
 
-#[tracepoint(category = "syscalls", name = "sys_enter_accept")]
-pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_accept(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_accept(&ctx);
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_enter_accept4")]
-pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_accept4(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_accept(&ctx);
     0
 }
 
-fn try_enter_accept(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_enter_accept(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
     let fd = arg(ctx, 0)?;
     if sock(tgid, fd).1.is_none() {
         return Ok(());
@@ -261,23 +237,23 @@ fn try_enter_accept(ctx: &TracePointContext) -> Result<(), i64> {
     park(Pending { op: op::ACCEPT, fd: fd as u32, buf: arg(ctx, 1)?, ..Pending::EMPTY })
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_accept")]
-pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_exit_accept(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit_accept(&ctx);
     0
 }
 
-#[tracepoint(category = "syscalls", name = "sys_exit_accept4")]
-pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_exit_accept4(ctx: RawTracePointContext) -> i32 {
     let _ = try_exit_accept(&ctx);
     0
 }
 
-fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit_accept(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(p) = unpark(op::ACCEPT) else {
         return Ok(());
     };
-    let fd = ret(ctx)?;
+    let fd = ret(ctx);
     if fd < 0 {
         return Ok(());
     }
@@ -292,17 +268,14 @@ fn try_exit_accept(ctx: &TracePointContext) -> Result<(), i64> {
 
 // ---- close(): the connection ends; the fd may be reused.
 
-#[tracepoint(category = "syscalls", name = "sys_enter_close")]
-pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+#[raw_tracepoint]
+pub fn sys_enter_close(ctx: RawTracePointContext) -> i32 {
     let _ = try_enter_close(&ctx);
     0
 }
 
-fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_enter_close(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
     let fd = arg(ctx, 0)?;
     let (key, Some(info)) = sock(tgid, fd) else {
         return Ok(());
@@ -319,11 +292,8 @@ fn try_enter_close(ctx: &TracePointContext) -> Result<(), i64> {
 // ---- data: write/read, writev/readv, sendto/recvfrom, sendmsg/recvmsg.
 
 #[inline(always)]
-fn enter_data(ctx: &TracePointContext, op: u32) -> Result<(), i64> {
+fn enter_data(ctx: &RawTracePointContext, op: u32) -> Result<(), i64> {
     let (tgid, _) = current();
-    if target_of(tgid).is_none() {
-        return Ok(());
-    }
     let fd = arg(ctx, 0)?;
     let Some(info) = sock(tgid, fd).1 else {
         return Ok(());
@@ -353,11 +323,11 @@ fn first_iovec(iov: u64) -> Result<(u64, u64), i64> {
 }
 
 #[inline(always)]
-fn exit_data(ctx: &TracePointContext, op: u32, dir: u32) -> Result<(), i64> {
+fn exit_data(ctx: &RawTracePointContext, op: u32, dir: u32) -> Result<(), i64> {
     let Some(p) = unpark(op) else {
         return Ok(());
     };
-    let n = ret(ctx)?;
+    let n = ret(ctx);
     if n <= 0 {
         // EOF on a read, and resets, end exchanges; EAGAIN and the like are noise.
         if (n == 0 && dir == direction::INGRESS) || n == -ECONNRESET || n == -EPIPE {
@@ -445,14 +415,14 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
 
 macro_rules! data_programs {
     ($($enter:ident, $exit:ident, $op:expr, $dir:expr;)*) => {$(
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $enter(ctx: RawTracePointContext) -> i32 {
             let _ = enter_data(&ctx, $op);
             0
         }
 
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
+        #[raw_tracepoint]
+        pub fn $exit(ctx: RawTracePointContext) -> i32 {
             let _ = exit_data(&ctx, $op, $dir);
             0
         }

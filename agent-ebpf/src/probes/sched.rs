@@ -9,7 +9,7 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use pywats_agent_ebpf::abi::{EventKind, ProcEvent, Target, CLONE_THREAD};
 
 use crate::{
-    emit::{current, header, output, target_of},
+    emit::{current, header, output_now, set_target_bit, target_of},
     globals::tp_offsets,
     maps::{PROC_EVENTS, TARGETS},
 };
@@ -36,7 +36,8 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let child = child as u32;
     let entry = Target { root_tgid: target.root_tgid, flags: 0 };
     TARGETS.insert(child, entry, 0).map_err(i64::from)?;
-    output(
+    set_target_bit(child, true);
+    output_now(
         &PROC_EVENTS,
         EventKind::ProcFork,
         ProcEvent { header: header(EventKind::ProcFork, tgid, tid), root_tgid: target.root_tgid, child_tgid: child },
@@ -48,7 +49,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
     if let Some(target) = target_of(tgid) {
-        output(
+        output_now(
             &PROC_EVENTS,
             EventKind::ProcExec,
             ProcEvent { header: header(EventKind::ProcExec, tgid, tid), root_tgid: target.root_tgid, child_tgid: tgid },
@@ -80,8 +81,9 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     if !last_thread {
         return Ok(());
     }
+    set_target_bit(tgid, false);
     let _ = TARGETS.remove(tgid);
-    output(
+    output_now(
         &PROC_EVENTS,
         EventKind::ProcExit,
         ProcEvent { header: header(EventKind::ProcExit, tgid, tid), root_tgid: target.root_tgid, child_tgid: tgid },

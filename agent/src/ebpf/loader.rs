@@ -4,41 +4,52 @@
 use std::path::Path;
 
 use aya::{
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeScope, ProgramError, TracePoint, UProbe},
+    maps::{MapData, PerCpuArray, ProgramArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, TracePoint, UProbe},
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
-    SockInfo, SockKey, Target, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS, MAP_LOST,
-    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_TARGETS, NET_PROGRAMS, SCHED_PROGRAMS, TLS_PROGRAMS,
+    SockInfo, SockKey, SyscallProgram, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS, MAP_LOST,
+    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_SYS_ENTER_PROGS, MAP_SYS_EXIT_PROGS, MAP_TARGETS,
+    MAP_TARGET_BITS, NET_PROGRAMS, SCHED_PROGRAMS, SYSCALL_DISPATCHERS, TLS_PROGRAMS,
 };
 
-use crate::{ebpf::format, error::AgentError};
+use crate::{
+    ebpf::{format, targets::KernelTargets, tls::TlsLinks},
+    error::AgentError,
+};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pywats-agent-ebpf"));
 
-/// The kernel's target set (tgid → which configured target it belongs to).
-pub type TargetMap = HashMap<MapData, u32, Target>;
 /// The kernel's tracked sockets.
-pub type SocketMap = HashMap<MapData, SockKey, SockInfo>;
+pub type SocketMap = aya::maps::HashMap<MapData, SockKey, SockInfo>;
 
-/// Every program the agent attaches.
-pub fn all_programs() -> impl Iterator<Item = TracepointProgram> {
-    SCHED_PROGRAMS.into_iter().chain(NET_PROGRAMS).chain(FS_PROGRAMS)
+fn syscall_handlers() -> impl Iterator<Item = SyscallProgram> {
+    NET_PROGRAMS.into_iter().chain(FS_PROGRAMS)
+}
+
+/// Every program the agent attaches at start (the TLS ones come per process).
+pub fn all_programs() -> impl Iterator<Item = &'static str> {
+    SCHED_PROGRAMS
+        .iter()
+        .map(|t| t.program)
+        .chain(SYSCALL_DISPATCHERS.iter().map(|(p, _)| *p))
+        .chain(syscall_handlers().map(|s| s.program))
 }
 
 /// Loaded programs. Dropping this detaches them all.
 pub struct Probes {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     attached: Vec<&'static str>,
-    /// libssl files the TLS uprobes are attached to: (dev, inode) → path.
-    tls_libraries: std::collections::BTreeMap<(u64, u64), std::path::PathBuf>,
+    /// The syscall handlers by number: entries live as long as these maps.
+    tables: [ProgramArray<MapData>; 2],
+    pub(super) tls: TlsLinks,
 }
 
 /// What the rest of the agent needs from a successful load.
 pub struct Loaded {
     pub probes: Probes,
-    pub targets: TargetMap,
+    pub targets: KernelTargets,
     pub proc_events: RingBuf<MapData>,
     pub net_events: RingBuf<MapData>,
     pub fs_events: RingBuf<MapData>,
@@ -47,20 +58,33 @@ pub struct Loaded {
 }
 
 impl Probes {
-    /// Names of the programs currently attached.
+    /// Names of the programs currently attached (syscall handlers count once
+    /// they are in their dispatch table).
     pub fn attached(&self) -> &[&'static str] {
         &self.attached
     }
 
     /// Attaches every program; the first refusal stops and is reported.
+    /// Handlers go into their tables before the dispatchers start running.
     pub fn attach_all(&mut self) -> Result<(), AgentError> {
-        for tp in all_programs() {
-            self.attach(tp)?;
+        for tp in SCHED_PROGRAMS {
+            self.attach_tracepoint(tp)?;
+        }
+        for handler in syscall_handlers() {
+            self.install_handler(handler)?;
+        }
+        for (program, tracepoint) in SYSCALL_DISPATCHERS {
+            let err = |source: ProgramError| program_error(program, source);
+            let p: &mut RawTracePoint =
+                self.ebpf.program_mut(program).ok_or(AgentError::MissingProgram(program))?.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(tracepoint).map_err(err)?;
+            self.attached.push(program);
+            tracing::debug!(program, "attached raw tracepoint {tracepoint}");
         }
         Ok(())
     }
 
-    /// Library files the TLS uprobes are attached to.
     /// Kernel CPU time and runs of each program so far (counted while the
     /// kernel's statistics are enabled: `metrics::ProgramStats`).
     pub fn run_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
@@ -73,33 +97,7 @@ impl Probes {
             .collect()
     }
 
-    pub fn tls_libraries(&self) -> Vec<String> {
-        self.tls_libraries.values().map(|p| p.display().to_string()).collect()
-    }
-
-    /// Attaches the TLS uprobes to the libssl at `lib` unless that file already has them.
-    /// Returns whether it attached.
-    pub fn attach_tls(&mut self, lib: &Path) -> Result<bool, AgentError> {
-        let Some(id) = super::tls::file_id(lib) else { return Ok(false) };
-        if self.tls_libraries.contains_key(&id) {
-            return Ok(false);
-        }
-        for up in TLS_PROGRAMS {
-            let err = |source: ProgramError| program_error(up.program, source);
-            let program: &mut UProbe = self
-                .ebpf
-                .program_mut(up.program)
-                .ok_or(AgentError::MissingProgram(up.program))?
-                .try_into()
-                .map_err(err)?;
-            program.attach(up.symbol, lib, UProbeScope::AllProcesses).map_err(err)?;
-        }
-        tracing::info!("TLS probes attached to {}", lib.display());
-        self.tls_libraries.insert(id, lib.to_path_buf());
-        Ok(true)
-    }
-
-    fn attach(&mut self, tp: TracepointProgram) -> Result<(), AgentError> {
+    fn attach_tracepoint(&mut self, tp: TracepointProgram) -> Result<(), AgentError> {
         let err = |source: ProgramError| program_error(tp.program, source);
         let program: &mut TracePoint =
             self.ebpf.program_mut(tp.program).ok_or(AgentError::MissingProgram(tp.program))?.try_into().map_err(err)?;
@@ -109,9 +107,21 @@ impl Probes {
         tracing::debug!(program = tp.program, "attached {}:{}", tp.category, tp.name);
         Ok(())
     }
+
+    fn install_handler(&mut self, h: SyscallProgram) -> Result<(), AgentError> {
+        let err = |source: ProgramError| program_error(h.program, source);
+        let program: &mut RawTracePoint =
+            self.ebpf.program_mut(h.program).ok_or(AgentError::MissingProgram(h.program))?.try_into().map_err(err)?;
+        program.load().map_err(err)?;
+        let (table, name) =
+            if h.exit { (&mut self.tables[1], MAP_SYS_EXIT_PROGS) } else { (&mut self.tables[0], MAP_SYS_ENTER_PROGS) };
+        table.set(h.nr, program.fd().map_err(err)?, 0).map_err(|source| AgentError::Map { name, source })?;
+        self.attached.push(h.program);
+        Ok(())
+    }
 }
 
-fn program_error(program: &'static str, source: ProgramError) -> AgentError {
+pub(super) fn program_error(program: &'static str, source: ProgramError) -> AgentError {
     let reason = match &source {
         // The verifier log can be thousands of lines: keep its end, where the reason is.
         ProgramError::LoadError { io_error, verifier_log } => {
@@ -148,21 +158,23 @@ pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
     let offsets = format::tracepoint_offsets(tracefs)?;
     tracing::debug!(?offsets, "tracepoint offsets");
     let mut ebpf = EbpfLoader::new().override_global(GLOBAL_TP_OFFSETS, &offsets, true).load(OBJECT)?;
-    // The TLS programs are attached later, per library found; load them now.
+    // The TLS programs are attached later, per process; load them now.
     for up in TLS_PROGRAMS {
         let err = |source: ProgramError| program_error(up.program, source);
         let program: &mut UProbe =
             ebpf.program_mut(up.program).ok_or(AgentError::MissingProgram(up.program))?.try_into().map_err(err)?;
         program.load().map_err(err)?;
     }
-    let targets = take(&mut ebpf, MAP_TARGETS)?;
+    let bits = ebpf.take_map(MAP_TARGET_BITS).ok_or(AgentError::MissingMap(MAP_TARGET_BITS))?;
+    let targets = KernelTargets::new(take(&mut ebpf, MAP_TARGETS)?, bits)?;
+    let tables = [take(&mut ebpf, MAP_SYS_ENTER_PROGS)?, take(&mut ebpf, MAP_SYS_EXIT_PROGS)?];
     let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
     let net_events = take(&mut ebpf, MAP_NET_EVENTS)?;
     let fs_events = take(&mut ebpf, MAP_FS_EVENTS)?;
     let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
     Ok(Loaded {
-        probes: Probes { ebpf, attached: Vec::new(), tls_libraries: Default::default() },
+        probes: Probes { ebpf, attached: Vec::new(), tables, tls: TlsLinks::default() },
         targets,
         proc_events,
         net_events,

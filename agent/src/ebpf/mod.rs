@@ -5,7 +5,9 @@ pub mod format;
 pub mod loader;
 pub mod privileges;
 pub mod reader;
+pub mod targets;
 pub mod tls;
 pub mod tracefs;
 
-pub use loader::{Probes, TargetMap};
+pub use loader::Probes;
+pub use targets::KernelTargets;

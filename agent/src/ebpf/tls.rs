@@ -1,12 +1,159 @@
-//! Finds the libssl each target maps and attaches the TLS uprobes to it, once
-//! per library file; called again periodically, so a library loaded later
-//! (Python imports `ssl` lazily; `dlopen`) and new child processes are covered.
+//! TLS uprobes, per process. The libssl functions are probed only in target
+//! processes: the kernel then plants breakpoints in those processes alone, and
+//! every other program on the host that uses the same libssl runs untouched.
+//!
+//! A process gets its probes when it becomes a target, when a target forks it
+//! or it calls exec (the kernel's process events wake the agent at once), and
+//! when it opens a libssl file (the file events); the liveness loop re-checks
+//! its mapped libraries every 2 s. Probes may be attached before the library
+//! is mapped: the kernel plants them when the process maps it. They are
+//! detached when the process exits.
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
+    num::NonZeroU32,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
+
+use aya::programs::{
+    uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    UProbe,
+};
+use pywats_agent_ebpf::abi::TLS_PROGRAMS;
+
+use crate::{
+    ebpf::{loader::program_error, Probes},
+    error::AgentError,
+};
+
+/// A library file: device and inode (the same file reached through different
+/// paths, such as `/lib` and `/usr/lib`, is probed once per process).
+type FileId = (u64, u64);
+
+/// A probed library file in one process: its path and the links to detach.
+type Probed = (PathBuf, Vec<(usize, UProbeLinkId)>);
+
+/// Where distributions keep libssl, relative to a process's root. Probes are
+/// attached to these ahead of time, so a process that loads libssl later
+/// (Python imports `ssl` lazily) is probed from its first TLS call.
+const LIB_DIRS: [&str; 8] = [
+    "usr/lib/x86_64-linux-gnu",
+    "lib/x86_64-linux-gnu",
+    "usr/lib64",
+    "lib64",
+    "usr/lib",
+    "lib",
+    "usr/local/lib",
+    "usr/local/lib64",
+];
+
+#[derive(Default)]
+pub struct TlsLinks {
+    /// File offsets of the probed functions, per library file (`None` where
+    /// the file lacks the symbol), resolved once.
+    offsets: BTreeMap<FileId, Vec<Option<u64>>>,
+    /// Per process: the library files probed and the links to detach.
+    by_pid: BTreeMap<u32, BTreeMap<FileId, Probed>>,
+}
+
+impl Probes {
+    /// Probes the libssl at `lib` (a path readable from here) for process
+    /// `pid` only, unless it is probed there already. Returns whether it attached.
+    pub fn attach_tls(&mut self, pid: u32, lib: &Path) -> Result<bool, AgentError> {
+        let Some(id) = file_id(lib) else { return Ok(false) };
+        if self.tls.by_pid.get(&pid).is_some_and(|files| files.contains_key(&id)) {
+            return Ok(false);
+        }
+        let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else { return Ok(false) };
+        let offsets = match self.tls.offsets.entry(id) {
+            std::collections::btree_map::Entry::Occupied(known) => known.get().clone(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot
+                .insert(symbol_offsets(lib).map_err(|reason| AgentError::Program { program: "ssl_write", reason })?)
+                .clone(),
+        };
+        if offsets.iter().all(Option::is_none) {
+            return Ok(false);
+        }
+        let mut links = Vec::new();
+        for (index, (up, offset)) in TLS_PROGRAMS.iter().zip(offsets).enumerate() {
+            let Some(offset) = offset else { continue };
+            let program: &mut UProbe = self
+                .ebpf
+                .program_mut(up.program)
+                .ok_or(AgentError::MissingProgram(up.program))?
+                .try_into()
+                .map_err(|e| program_error(up.program, e))?;
+            match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope) {
+                Ok(link) => links.push((index, link)),
+                Err(e) => {
+                    self.detach_links(links);
+                    return Err(program_error(up.program, e));
+                }
+            }
+        }
+        tracing::debug!(pid, "TLS probes attached to {}", lib.display());
+        self.tls.by_pid.entry(pid).or_default().insert(id, (lib.to_path_buf(), links));
+        Ok(true)
+    }
+
+    /// Removes the TLS probes of a process that is gone. Returns how many
+    /// library files it had probed.
+    pub fn detach_tls(&mut self, pid: u32) -> usize {
+        let Some(files) = self.tls.by_pid.remove(&pid) else { return 0 };
+        let n = files.len();
+        for (_, (_, links)) in files {
+            self.detach_links(links);
+        }
+        n
+    }
+
+    fn detach_links(&mut self, links: Vec<(usize, UProbeLinkId)>) {
+        for (index, link) in links {
+            let name = TLS_PROGRAMS[index].program;
+            if let Some(program) = self.ebpf.program_mut(name).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
+                // Fails only when the process is gone and the kernel dropped it.
+                let _ = program.detach(link);
+            }
+        }
+    }
+
+    /// Processes whose TLS probes are attached.
+    pub fn tls_processes(&self) -> Vec<u32> {
+        self.tls.by_pid.keys().copied().collect()
+    }
+
+    /// The library files probed, in any process (paths as the agent reads them).
+    pub fn tls_libraries(&self) -> Vec<String> {
+        let paths: BTreeSet<String> = self
+            .tls
+            .by_pid
+            .values()
+            .flat_map(|files| files.values().map(|(path, _)| path.display().to_string()))
+            .collect();
+        paths.into_iter().collect()
+    }
+}
+
+/// File offsets of the functions in [`TLS_PROGRAMS`], in that order.
+fn symbol_offsets(lib: &Path) -> Result<Vec<Option<u64>>, String> {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    let data = std::fs::read(lib).map_err(|e| format!("reading {}: {e}", lib.display()))?;
+    let file = object::File::parse(&*data).map_err(|e| format!("{}: not an ELF library: {e}", lib.display()))?;
+    let mut found: BTreeMap<&str, u64> = BTreeMap::new();
+    for symbol in file.dynamic_symbols().chain(file.symbols()) {
+        let Ok(name) = symbol.name() else { continue };
+        if !symbol.is_definition() || found.contains_key(name) || !TLS_PROGRAMS.iter().any(|p| p.symbol == name) {
+            continue;
+        }
+        let Some(section) = symbol.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
+        let Some((file_offset, _)) = section.file_range() else { continue };
+        if let Some(at) = symbol.address().checked_sub(section.address()) {
+            found.insert(name, at + file_offset);
+        }
+    }
+    Ok(TLS_PROGRAMS.iter().map(|p| found.get(p.symbol).copied()).collect())
+}
 
 /// Library files mapped by `pid` whose name starts with `libssl.so`, as paths
 /// readable from here (through `/proc/<pid>/root`, so containers work).
@@ -17,17 +164,34 @@ pub fn libssl_of(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
     };
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
-        .filter(|path| {
-            path.starts_with('/')
-                && Path::new(path).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
-        })
+        .filter(|path| path.starts_with('/') && is_libssl(Path::new(path)))
         .map(|path| proc.join("root").join(path.trim_start_matches('/')))
         .collect()
 }
 
-/// Identity of a library file: device and inode (the same file reached through
-/// different paths is attached once).
-pub fn file_id(path: &Path) -> Option<(u64, u64)> {
+/// What `pid` maps now plus the libssl files in the usual directories of its
+/// root, which it may load later.
+pub fn libssl_candidates(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
+    let root = proc_root.join(pid.to_string()).join("root");
+    let mut out = libssl_of(proc_root, pid);
+    for dir in LIB_DIRS {
+        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
+        out.extend(entries.flatten().map(|e| e.path()).filter(|p| is_libssl(p) && p.is_file()));
+    }
+    out
+}
+
+/// `path` as the agent reads it, for a path a process used (absolute, in its root).
+pub fn in_root(proc_root: &Path, pid: u32, path: &Path) -> Option<PathBuf> {
+    let rel = path.strip_prefix("/").ok()?;
+    Some(proc_root.join(pid.to_string()).join("root").join(rel))
+}
+
+pub fn is_libssl(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
@@ -40,5 +204,26 @@ mod tests {
         // The test binary does not link OpenSSL.
         assert!(libssl_of(Path::new("/proc"), std::process::id()).is_empty());
         assert!(libssl_of(Path::new("/proc"), u32::MAX - 1).is_empty());
+    }
+
+    #[test]
+    fn candidates_include_the_system_libssl() {
+        let own = libssl_candidates(Path::new("/proc"), std::process::id());
+        // The test machines have OpenSSL 3 installed (Python's ssl needs it).
+        assert!(own.iter().any(|p| p.to_string_lossy().contains("libssl.so")), "{own:?}");
+        for lib in own.iter().filter(|p| p.to_string_lossy().ends_with(".so.3")) {
+            let offsets = symbol_offsets(lib).unwrap();
+            assert!(offsets.iter().all(Option::is_some), "{}: {offsets:?}", lib.display());
+        }
+    }
+
+    #[test]
+    fn paths_of_a_process_are_read_through_its_root() {
+        assert_eq!(
+            in_root(Path::new("/proc"), 7, Path::new("/usr/lib/libssl.so.3")),
+            Some(PathBuf::from("/proc/7/root/usr/lib/libssl.so.3"))
+        );
+        assert_eq!(in_root(Path::new("/proc"), 7, Path::new("lib/libssl.so.3")), None);
+        assert!(is_libssl(Path::new("/x/libssl.so.3")) && !is_libssl(Path::new("/x/libcrypto.so.3")));
     }
 }

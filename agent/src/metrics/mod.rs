@@ -24,6 +24,7 @@ pub struct Metrics {
     pub programs_attached: IntGauge,
     pub http_requests: IntCounterVec,
     pub collector_errors: IntCounterVec,
+    pub tls_processes: IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -60,6 +61,11 @@ impl Metrics {
                 "Failed reads of a collector (the scrape goes on without them).",
                 &["collector"],
             ),
+            tls_processes: IntGauge::new(
+                "pywats_agent_tls_probed_processes",
+                "Target processes whose libssl calls are probed (TLS probes are attached per process).",
+            )
+            .expect("valid metric definition"),
             registry,
         };
         metrics.register(Box::new(build_info));
@@ -69,6 +75,7 @@ impl Metrics {
         metrics.register(Box::new(metrics.programs_attached.clone()));
         metrics.register(Box::new(metrics.http_requests.clone()));
         metrics.register(Box::new(metrics.collector_errors.clone()));
+        metrics.register(Box::new(metrics.tls_processes.clone()));
         metrics
     }
 
