@@ -192,7 +192,7 @@ fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<KernelTargets>) {
         }
         drop(map);
         for &pid in &tgids {
-            h.tls.send(TlsWork::Process(pid));
+            h.tls.send(TlsWork::Process { pid, reported_ns: None });
         }
         if !ok {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
@@ -316,7 +316,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let tracefs = ebpf::tracefs::ensure()?;
 
     let loader::Loaded { mut probes, targets: mut target_map, proc_events, net_events, fs_events, mut sockets, lost } =
-        loader::load(&tracefs)?;
+        loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
     // Roots go into the map before attaching (so the first fork is seen), the
     // descendant scan after (so a fork racing the attach is found by the scan).
     for t in targets.iter() {
@@ -372,9 +372,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         tls,
     };
     for pid in live_processes(&handler) {
-        handler.tls.send(TlsWork::Process(pid));
+        handler.tls.send(TlsWork::Process { pid, reported_ns: None });
     }
-    let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net, fs: fs.clone() };
+    let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone() };
 
     let proc_reader = {
         let h = handler.clone();
@@ -382,7 +382,12 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     };
     let net_reader = {
         let h = handler.clone();
-        tokio::spawn(ebpf::reader::drain(net_events, move |record| h.net(record), || {}))
+        let net = net.clone();
+        tokio::spawn(ebpf::reader::drain(
+            net_events,
+            move |record| h.net(record),
+            move || net.lock().expect("net lock").drained(),
+        ))
     };
     // The directories are re-read right after the file ring was drained, in
     // the same task: a re-read must not see renames whose events are still

@@ -3,6 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::Parser;
+use pywats_agent_ebpf::abi::{FS_EVENTS_BYTES, NET_EVENTS_BYTES};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pywats-agent", version, about = "eBPF observability for an unmodified pyWATS client")]
@@ -75,7 +76,27 @@ pub struct Args {
     #[arg(long, env = "PYWATS_AGENT_PROGRAM_STATS")]
     pub program_stats: bool,
 
+    /// Size of the socket-event ring buffer in KiB (a power of two, at least 4).
+    /// Resident memory is twice this (the ring is mapped twice).
+    #[arg(long, value_name = "KIB", env = "PYWATS_AGENT_NET_RING_KIB", value_parser = ring_kib,
+          default_value_t = NET_EVENTS_BYTES / 1024)]
+    pub net_ring_kib: u32,
+
+    /// Size of the file-event ring buffer in KiB (a power of two, at least 4).
+    #[arg(long, value_name = "KIB", env = "PYWATS_AGENT_FS_RING_KIB", value_parser = ring_kib,
+          default_value_t = FS_EVENTS_BYTES / 1024)]
+    pub fs_ring_kib: u32,
+
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+}
+
+/// A ring size: the kernel wants a power-of-two multiple of the page size.
+fn ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    if kib < 4 || !kib.is_power_of_two() || kib > 1024 * 1024 {
+        return Err(format!("{kib} KiB: a ring size is a power of two from 4 KiB to 1 GiB"));
+    }
+    Ok(kib)
 }

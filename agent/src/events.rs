@@ -77,8 +77,10 @@ impl Handler {
                 self.process_gone(tgid, ev.header.ts_ns);
                 self.tls.send(TlsWork::Exited(tgid));
             }
-            EventKind::ProcFork => self.tls.send(TlsWork::Process(ev.child_tgid)),
-            EventKind::ProcExec => self.tls.send(TlsWork::Process(tgid)),
+            EventKind::ProcFork => {
+                self.tls.send(TlsWork::Process { pid: ev.child_tgid, reported_ns: Some(ev.header.ts_ns) })
+            }
+            EventKind::ProcExec => self.tls.send(TlsWork::Process { pid: tgid, reported_ns: Some(ev.header.ts_ns) }),
             _ => {}
         }
         log(&change);

@@ -1,16 +1,22 @@
-//! Attaches and detaches the per-process TLS probes, on a thread of its own:
-//! symbol lookups and uprobe registration take milliseconds, and the ring
-//! readers that report new processes must not wait for them.
+//! Attaches and detaches the per-process TLS probes, on threads of their own:
+//! uprobe registration takes milliseconds and the ring readers that report
+//! new processes must not wait for it; detaching is slower still and is
+//! deferred until attaching is quiet ([`QUIET`]).
 
 use std::{
     path::{Path, PathBuf},
     sync::{
-        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        atomic::{AtomicU64, Ordering},
+        mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
+use aya::programs::uprobe::UProbeLink;
+
 use crate::{
+    clock::monotonic_ns,
     ebpf::{tls, Probes},
     http::AgentStatus,
     metrics::Metrics,
@@ -22,8 +28,9 @@ const QUEUE: usize = 1024;
 
 pub enum TlsWork {
     /// A process became a target (adopted, forked by a target, or exec'd):
-    /// probe what it maps and the libssl files of its root.
-    Process(u32),
+    /// probe what it maps and the libssl files of its root. `reported_ns`:
+    /// when the kernel reported it (fork, exec), for the attach latency.
+    Process { pid: u32, reported_ns: Option<u64> },
     /// A target opened a libssl file (path as the process wrote it).
     Opened(u32, PathBuf),
     /// A target process is gone.
@@ -55,7 +62,11 @@ pub fn start(
     proc_root: PathBuf,
 ) -> std::io::Result<TlsQueue> {
     let (tx, rx) = sync_channel(QUEUE);
-    let worker = Worker { probes, status, metrics: metrics.clone(), proc_root };
+    let (reap, reaped) = sync_channel::<Vec<UProbeLink>>(QUEUE);
+    let busy = Arc::new(AtomicU64::new(0));
+    let reaper_busy = busy.clone();
+    std::thread::Builder::new().name("tls-detach".into()).spawn(move || reap_when_quiet(reaped, &reaper_busy))?;
+    let worker = Worker { probes, status, metrics: metrics.clone(), proc_root, reap, busy };
     std::thread::Builder::new().name("tls-attach".into()).spawn(move || worker.run(rx))?;
     Ok(TlsQueue { tx, metrics })
 }
@@ -65,18 +76,51 @@ struct Worker {
     status: Arc<AgentStatus>,
     metrics: Arc<Metrics>,
     proc_root: PathBuf,
+    reap: SyncSender<Vec<UProbeLink>>,
+    /// When the last attach ended (monotonic ns): the reaper waits for quiet.
+    busy: Arc<AtomicU64>,
+}
+
+/// Detaching a probe removes its breakpoints under the same kernel locks an
+/// attach takes, and waits for RCU grace periods: done while attaches run, it
+/// made a just-forked child wait 150 ms for its probes. Links of exited
+/// processes are dropped once no attach has run for [`QUIET`].
+const QUIET: Duration = Duration::from_secs(1);
+
+fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64) {
+    let mut waiting: Vec<UProbeLink> = Vec::new();
+    loop {
+        match reaped.recv_timeout(QUIET / 4) {
+            Ok(links) => waiting.extend(links),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let idle = monotonic_ns().saturating_sub(busy.load(Ordering::Relaxed));
+        if !waiting.is_empty() && idle >= QUIET.as_nanos() as u64 {
+            // Dropping a link detaches it.
+            waiting.clear();
+        }
+    }
 }
 
 impl Worker {
     fn run(self, rx: Receiver<TlsWork>) {
         while let Ok(work) = rx.recv() {
             let changed = match work {
-                TlsWork::Process(pid) => self.attach(pid, tls::libssl_candidates(&self.proc_root, pid)),
+                // What it maps first: a forked child may call it right away.
+                TlsWork::Process { pid, reported_ns } => {
+                    let attached = self.attach(pid, tls::libssl_of(&self.proc_root, pid))
+                        | self.attach(pid, tls::libssl_in_lib_dirs(&self.proc_root, pid));
+                    if let (true, Some(at)) = (attached, reported_ns) {
+                        self.metrics.tls_attach.observe(monotonic_ns().saturating_sub(at) as f64 / 1e9);
+                    }
+                    attached
+                }
                 TlsWork::Opened(pid, path) => match tls::in_root(&self.proc_root, pid, &path) {
                     Some(lib) => self.attach(pid, [lib]),
                     None => false,
                 },
-                TlsWork::Exited(pid) => self.probes.lock().expect("probes lock").detach_tls(pid) > 0,
+                TlsWork::Exited(pid) => self.detach(pid),
                 TlsWork::Recheck(live) => self.recheck(&live),
             };
             if changed {
@@ -85,6 +129,16 @@ impl Worker {
                 self.metrics.tls_processes.set(probes.tls_processes().len() as i64);
             }
         }
+    }
+
+    fn detach(&self, pid: u32) -> bool {
+        let links = self.probes.lock().expect("probes lock").detach_tls(pid);
+        let any = !links.is_empty();
+        // A full reaper queue means detaching here: slower, never lost.
+        if let Err(TrySendError::Full(links) | TrySendError::Disconnected(links)) = self.reap.try_send(links) {
+            drop(links);
+        }
+        any
     }
 
     fn attach(&self, pid: u32, libs: impl IntoIterator<Item = PathBuf>) -> bool {
@@ -96,7 +150,9 @@ impl Worker {
     }
 
     fn attach_one(&self, pid: u32, lib: &Path) -> bool {
-        match self.probes.lock().expect("probes lock").attach_tls(pid, lib) {
+        let result = self.probes.lock().expect("probes lock").attach_tls(pid, lib);
+        self.busy.store(monotonic_ns(), Ordering::Relaxed);
+        match result {
             Ok(attached) => attached,
             Err(e) => {
                 self.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
@@ -115,7 +171,7 @@ impl Worker {
         };
         let mut changed = false;
         for pid in gone {
-            changed |= self.probes.lock().expect("probes lock").detach_tls(pid) > 0;
+            changed |= self.detach(pid);
         }
         for &pid in live {
             changed |= self.attach(pid, tls::libssl_of(&self.proc_root, pid));

@@ -35,14 +35,19 @@ pub const MAX_TARGETS: u32 = 8192;
 pub const TARGET_BITS_WORDS: u32 = (1 << 22) / 64;
 /// Slots of the syscall program arrays (syscall numbers below this).
 pub const SYSCALL_SLOTS: u32 = 512;
-/// Size of the process-event ring buffer (a power of two, multiple of the page size).
-pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+/// Size of the process-event ring buffer (a power of two, multiple of the page
+/// size): forks, execs and exits, a few dozen bytes each, drained at once.
+pub const PROC_EVENTS_BYTES: u32 = 64 * 1024;
 /// Capacity of the socket map.
 pub const MAX_SOCKETS: u32 = 65536;
-/// Size of the socket-event ring buffer.
-pub const NET_EVENTS_BYTES: u32 = 16 * 1024 * 1024;
-/// Size of the file-event ring buffer.
-pub const FS_EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+/// Default size of the socket-event ring buffer (`--net-ring-kib`). The agent
+/// maps a ring's pages twice (the kernel's wrap-around view), so this costs
+/// twice its size in resident memory; 4 MiB holds 40 ms of the agent's measured
+/// top rate (README, "Measured overhead"), four drain intervals.
+pub const NET_EVENTS_BYTES: u32 = 4 * 1024 * 1024;
+/// Default size of the file-event ring buffer (`--fs-ring-kib`): an event is
+/// at most two paths, so 1 MiB holds several thousand queue moves.
+pub const FS_EVENTS_BYTES: u32 = 1024 * 1024;
 /// Slots of the lost-event counter: one per event kind value.
 pub const LOST_SLOTS: u32 = 16;
 

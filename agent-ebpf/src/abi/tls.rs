@@ -21,17 +21,19 @@ pub struct UprobeProgram {
     pub symbol: &'static str,
 }
 
-/// Programs attached to every libssl a target maps.
+/// Programs attached to every libssl a target maps, in the order they are
+/// attached: each attach takes the kernel milliseconds, so the calls Python's
+/// `ssl` module makes (the `_ex` ones) come first.
 pub const TLS_PROGRAMS: [UprobeProgram; 9] = [
-    UprobeProgram { program: "ssl_write", symbol: "SSL_write" },
-    UprobeProgram { program: "ssl_write_ret", symbol: "SSL_write" },
     UprobeProgram { program: "ssl_write_ex", symbol: "SSL_write_ex" },
     UprobeProgram { program: "ssl_write_ex_ret", symbol: "SSL_write_ex" },
-    UprobeProgram { program: "ssl_read", symbol: "SSL_read" },
-    UprobeProgram { program: "ssl_read_ret", symbol: "SSL_read" },
     UprobeProgram { program: "ssl_read_ex", symbol: "SSL_read_ex" },
     UprobeProgram { program: "ssl_read_ex_ret", symbol: "SSL_read_ex" },
     UprobeProgram { program: "ssl_free", symbol: "SSL_free" },
+    UprobeProgram { program: "ssl_write", symbol: "SSL_write" },
+    UprobeProgram { program: "ssl_write_ret", symbol: "SSL_write" },
+    UprobeProgram { program: "ssl_read", symbol: "SSL_read" },
+    UprobeProgram { program: "ssl_read_ret", symbol: "SSL_read" },
 ];
 
 /// Scratch space for one piece of plaintext.

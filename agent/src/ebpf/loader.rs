@@ -152,12 +152,22 @@ fn raise_memlock() {
     }
 }
 
+/// Sizes of the socket and file event rings, bytes.
+pub struct RingSizes {
+    pub net: u32,
+    pub fs: u32,
+}
+
 /// Loads the object into the kernel (programs are not attached yet).
-pub fn load(tracefs: &Path) -> Result<Loaded, AgentError> {
+pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
     raise_memlock();
     let offsets = format::tracepoint_offsets(tracefs)?;
     tracing::debug!(?offsets, "tracepoint offsets");
-    let mut ebpf = EbpfLoader::new().override_global(GLOBAL_TP_OFFSETS, &offsets, true).load(OBJECT)?;
+    let mut ebpf = EbpfLoader::new()
+        .override_global(GLOBAL_TP_OFFSETS, &offsets, true)
+        .map_max_entries(MAP_NET_EVENTS, rings.net)
+        .map_max_entries(MAP_FS_EVENTS, rings.fs)
+        .load(OBJECT)?;
     // The TLS programs are attached later, per process; load them now.
     for up in TLS_PROGRAMS {
         let err = |source: ProgramError| program_error(up.program, source);

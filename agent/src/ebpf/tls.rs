@@ -17,7 +17,7 @@ use std::{
 };
 
 use aya::programs::{
-    uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope},
+    uprobe::{UProbeAttachLocation, UProbeLink, UProbeLinkId, UProbeScope},
     UProbe,
 };
 use pywats_agent_ebpf::abi::TLS_PROGRAMS;
@@ -75,6 +75,7 @@ impl Probes {
         if offsets.iter().all(Option::is_none) {
             return Ok(false);
         }
+        let started = std::time::Instant::now();
         let mut links = Vec::new();
         for (index, (up, offset)) in TLS_PROGRAMS.iter().zip(offsets).enumerate() {
             let Some(offset) = offset else { continue };
@@ -87,35 +88,36 @@ impl Probes {
             match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope) {
                 Ok(link) => links.push((index, link)),
                 Err(e) => {
-                    self.detach_links(links);
+                    drop(self.take_links(links));
                     return Err(program_error(up.program, e));
                 }
             }
         }
-        tracing::debug!(pid, "TLS probes attached to {}", lib.display());
+        tracing::debug!(pid, "TLS probes attached to {} in {:?}", lib.display(), started.elapsed());
         self.tls.by_pid.entry(pid).or_default().insert(id, (lib.to_path_buf(), links));
         Ok(true)
     }
 
-    /// Removes the TLS probes of a process that is gone. Returns how many
-    /// library files it had probed.
-    pub fn detach_tls(&mut self, pid: u32) -> usize {
-        let Some(files) = self.tls.by_pid.remove(&pid) else { return 0 };
-        let n = files.len();
-        for (_, (_, links)) in files {
-            self.detach_links(links);
-        }
-        n
+    /// Takes the TLS probes of a process that is gone. Dropping the links
+    /// detaches them, which waits for the kernel's RCU grace periods (tens of
+    /// milliseconds each): the caller drops them where no attach waits.
+    pub fn detach_tls(&mut self, pid: u32) -> Vec<UProbeLink> {
+        let Some(files) = self.tls.by_pid.remove(&pid) else { return Vec::new() };
+        files.into_values().flat_map(|(_, links)| self.take_links(links)).collect()
     }
 
-    fn detach_links(&mut self, links: Vec<(usize, UProbeLinkId)>) {
+    fn take_links(&mut self, links: Vec<(usize, UProbeLinkId)>) -> Vec<UProbeLink> {
+        let mut out = Vec::with_capacity(links.len());
         for (index, link) in links {
             let name = TLS_PROGRAMS[index].program;
             if let Some(program) = self.ebpf.program_mut(name).and_then(|p| <&mut UProbe>::try_from(p).ok()) {
-                // Fails only when the process is gone and the kernel dropped it.
-                let _ = program.detach(link);
+                // Fails only for a link the program no longer holds.
+                if let Ok(link) = program.take_link(link) {
+                    out.push(link);
+                }
             }
         }
+        out
     }
 
     /// Processes whose TLS probes are attached.
@@ -169,11 +171,11 @@ pub fn libssl_of(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-/// What `pid` maps now plus the libssl files in the usual directories of its
-/// root, which it may load later.
-pub fn libssl_candidates(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
+/// The libssl files in the usual directories of `pid`'s root, which it may
+/// load later.
+pub fn libssl_in_lib_dirs(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
     let root = proc_root.join(pid.to_string()).join("root");
-    let mut out = libssl_of(proc_root, pid);
+    let mut out = BTreeSet::new();
     for dir in LIB_DIRS {
         let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
         out.extend(entries.flatten().map(|e| e.path()).filter(|p| is_libssl(p) && p.is_file()));
@@ -208,7 +210,7 @@ mod tests {
 
     #[test]
     fn candidates_include_the_system_libssl() {
-        let own = libssl_candidates(Path::new("/proc"), std::process::id());
+        let own = libssl_in_lib_dirs(Path::new("/proc"), std::process::id());
         // The test machines have OpenSSL 3 installed (Python's ssl needs it).
         assert!(own.iter().any(|p| p.to_string_lossy().contains("libssl.so")), "{own:?}");
         for lib in own.iter().filter(|p| p.to_string_lossy().ends_with(".so.3")) {

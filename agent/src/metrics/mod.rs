@@ -7,7 +7,10 @@ mod ratelimit;
 
 use std::time::SystemTime;
 
-use prometheus::{core::Collector, Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    core::Collector, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 pub use lost::LostEvents;
 pub use programs::ProgramStats;
@@ -25,6 +28,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub collector_errors: IntCounterVec,
     pub tls_processes: IntGauge,
+    pub tls_attach: Histogram,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -66,6 +70,15 @@ impl Metrics {
                 "Target processes whose libssl calls are probed (TLS probes are attached per process).",
             )
             .expect("valid metric definition"),
+            tls_attach: Histogram::with_opts(
+                HistogramOpts::new(
+                    "pywats_agent_tls_attach_seconds",
+                    "From the kernel's report of a new target process to its TLS probes in place: TLS calls \
+                     the process makes sooner are not seen.",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            )
+            .expect("valid metric definition"),
             registry,
         };
         metrics.register(Box::new(build_info));
@@ -76,6 +89,7 @@ impl Metrics {
         metrics.register(Box::new(metrics.http_requests.clone()));
         metrics.register(Box::new(metrics.collector_errors.clone()));
         metrics.register(Box::new(metrics.tls_processes.clone()));
+        metrics.register(Box::new(metrics.tls_attach.clone()));
         metrics
     }
 

@@ -94,6 +94,16 @@ pub struct NetPipeline {
     targets: Arc<RwLock<Targets>>,
     done: Vec<Exchange>,
     notices: Vec<Notice>,
+    exits: Exits,
+}
+
+/// Process exits waiting for the socket events made before them.
+#[derive(Default)]
+struct Exits {
+    /// Heard during the current drain pass.
+    queued: Vec<(u32, u64)>,
+    /// Heard before the current pass began: applied when it ends.
+    ready: Vec<(u32, u64)>,
 }
 
 impl NetPipeline {
@@ -112,13 +122,13 @@ impl NetPipeline {
             targets,
             done: Vec::new(),
             notices: Vec::new(),
+            exits: Exits::default(),
         }
     }
 
     fn target_of(&self, tgid: u32) -> String {
         let targets = self.targets.read().expect("targets lock");
-        let found = targets.iter().find(|t| t.pid == tgid || t.children.contains(&tgid));
-        found.map(|t| t.name.clone()).unwrap_or_else(|| "unknown".into())
+        targets.name_of(tgid).unwrap_or("unknown").to_string()
     }
 
     fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection) {
@@ -229,11 +239,24 @@ impl NetPipeline {
     }
 
     /// A process of a target exited: its sockets closed without close().
+    /// A process exited: its connections end, once the socket events it made
+    /// before exiting are applied. The exit is heard at once, those events in
+    /// the next drain of the socket ring, so the exit waits for the end of
+    /// the first drain pass that started after it ([`NetPipeline::drained`]).
     pub fn process_exited(&mut self, tgid: u32, ts_ns: u64) {
-        let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
-        for key in keys {
-            self.close(key, ts_ns, false);
+        self.exits.queued.push((tgid, ts_ns));
+    }
+
+    /// A drain pass of the socket ring ended: exits queued before it began
+    /// are applied, those queued during it wait for the next pass.
+    pub fn drained(&mut self) {
+        for (tgid, ts_ns) in std::mem::take(&mut self.exits.ready) {
+            let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
+            for key in keys {
+                self.close(key, ts_ns, false);
+            }
         }
+        self.exits.ready = std::mem::take(&mut self.exits.queued);
     }
 
     pub fn connections(&self) -> Vec<ConnSummary> {

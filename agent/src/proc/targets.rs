@@ -1,7 +1,10 @@
 //! The agent's view of its targets: each configured process, the descendants
 //! that joined it, and whether it is still alive.
 
-use std::{collections::BTreeSet, time::SystemTime};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    time::SystemTime,
+};
 
 use crate::{error::AgentError, proc::tree::ResolvedPid};
 
@@ -20,12 +23,19 @@ pub struct TargetState {
     pub pattern: Option<String>,
 }
 
+/// Children that exited, remembered for naming: the agent hears of an exit
+/// (drained at once) before the child's last socket events (drained in
+/// batches), which must still count for its target.
+const DEPARTED: usize = 1024;
+
 /// All targets. Few per agent, so a vector searched linearly.
 #[derive(Debug, Default)]
 pub struct Targets {
     targets: Vec<TargetState>,
     /// `--match` patterns: targets come and go with the processes.
     patterns: Vec<String>,
+    /// (pid, target name) of the latest children to exit, newest last.
+    departed: VecDeque<(u32, String)>,
 }
 
 /// What an event changed, for logs and metrics.
@@ -97,7 +107,7 @@ impl Targets {
                 pattern: None,
             })
             .collect();
-        Targets { targets, patterns: Vec::new() }
+        Targets { targets, patterns: Vec::new(), departed: VecDeque::new() }
     }
 
     pub fn set_patterns(&mut self, patterns: Vec<String>) {
@@ -106,6 +116,15 @@ impl Targets {
 
     pub fn patterns(&self) -> &[String] {
         &self.patterns
+    }
+
+    /// The name of the target `pid` belongs (or, lately, belonged) to.
+    pub fn name_of(&self, pid: u32) -> Option<&str> {
+        self.targets
+            .iter()
+            .find(|t| t.pid == pid || t.children.contains(&pid))
+            .map(|t| t.name.as_str())
+            .or_else(|| self.departed.iter().rev().find(|(p, _)| *p == pid).map(|(_, name)| name.as_str()))
     }
 
     /// Whether `pid` is a live target or one of their descendants.
@@ -203,7 +222,12 @@ impl Targets {
             t.children.clear();
             Change::TargetExited { target: t.name.clone(), pid }
         } else if t.children.remove(&pid) {
-            Change::ChildLeft { target: t.name.clone(), child: pid }
+            let name = t.name.clone();
+            if self.departed.len() == DEPARTED {
+                self.departed.pop_front();
+            }
+            self.departed.push_back((pid, name.clone()));
+            Change::ChildLeft { target: name, child: pid }
         } else {
             Change::Unknown
         }
