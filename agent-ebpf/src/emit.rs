@@ -4,9 +4,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     maps::RingBuf,
 };
-use pywats_agent_ebpf::abi::{EventHeader, EventKind, Target, LOST_SLOTS, SEQ_UNKNOWN};
+use pywats_agent_ebpf::abi::{map_slot, EventHeader, EventKind, Target, LOST_SLOTS, SEQ_UNKNOWN};
 
-use crate::maps::{ConnKey, LOST, STREAM_SEQ, TARGETS, TARGET_BITS};
+use crate::maps::{ConnKey, LOST, MAP_INSERT_FAILURES, STREAM_SEQ, TARGETS, TARGET_BITS};
 
 /// `(tgid, tid)` of the current task.
 #[inline(always)]
@@ -111,6 +111,31 @@ fn submit<T: 'static>(ring: &RingBuf, kind: EventKind, event: T, flags: u64) {
     }
 }
 
+/// Counts an insert the kernel refused into the map of `slot` ([`map_slot`]).
+#[inline(always)]
+pub fn count_insert_failure(slot: u32) {
+    if let Some(n) = MAP_INSERT_FAILURES.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Inserts into a hash map, counting a refusal under `slot`.
+#[inline(always)]
+pub fn insert_counted<K, V>(map: &aya_ebpf::maps::HashMap<K, V>, key: &K, value: &V, slot: u32) -> Result<(), i64> {
+    map.insert(key, value, 0).map_err(|e| {
+        count_insert_failure(slot);
+        i64::from(e)
+    })
+}
+
+/// The exec generation of target `tgid` (see [`Target::exec_gen`]).
+#[inline(always)]
+pub fn exec_gen(tgid: u32) -> u32 {
+    // SAFETY: the value is copied out at once.
+    unsafe { TARGETS.get(tgid) }.map(|t| t.exec_gen).unwrap_or(0)
+}
+
 #[inline(always)]
 pub fn count_lost(kind: EventKind) {
     let slot = kind as u32;
@@ -133,7 +158,9 @@ pub fn next_seq(tgid: u32, conn_id: u64, dir: u32, n: u64) -> u64 {
     let key = ConnKey { tgid, _pad: 0, conn_id };
     // One lookup per event; the entry is made at a connection's first bytes.
     let found = STREAM_SEQ.get_ptr_mut(key).or_else(|| {
-        let _ = STREAM_SEQ.insert(key, [0u64; 2], NOEXIST);
+        if STREAM_SEQ.insert(key, [0u64; 2], NOEXIST).is_err() {
+            count_insert_failure(map_slot::STREAM_SEQ);
+        }
         STREAM_SEQ.get_ptr_mut(key)
     });
     let Some(offsets) = found else {

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
-    DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS,
-    MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES, SYSCALL_SLOTS, TARGET_BITS_WORDS,
+    map_slot, DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS,
+    MAX_SOCKETS, MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES, SYSCALL_SLOTS, TARGET_BITS_WORDS,
 };
 
 #[map]
@@ -29,6 +29,9 @@ pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(PROC_EVENTS_BYTES, 0);
 
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LOST_SLOTS, 0);
+
+#[map]
+pub static MAP_INSERT_FAILURES: PerCpuArray<u64> = PerCpuArray::with_max_entries(map_slot::NAMES.len() as u32, 0);
 
 #[map]
 pub static SOCKETS: HashMap<SockKey, SockInfo> = HashMap::with_max_entries(MAX_SOCKETS, 0);

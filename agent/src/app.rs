@@ -3,24 +3,17 @@
 
 use std::{
     path::Path,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, RwLock,
-    },
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
 };
 
-use pywats_agent_ebpf::abi::{role, sock_state, EventKind, SockInfo, SockKey, MAP_SOCKETS};
+use pywats_agent_ebpf::abi::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::Args,
     clock::monotonic_ns,
-    ebpf::{
-        self,
-        loader::{self, SocketMap},
-        KernelTargets,
-    },
+    ebpf::{self, loader, KernelTargets},
     error::AgentError,
     events::{self, Handler},
     fs::{
@@ -30,21 +23,21 @@ use crate::{
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
-    metrics::{LostEvents, Metrics, ProgramStats},
-    net::{
-        conn::Role,
-        endpoint::Endpoints,
-        metrics::HttpMetrics,
-        recent::Recent,
-        seed::{existing_tcp, Existing},
-        NetPipeline, SEEDED_CONN,
-    },
+    metrics::{LostEvents, MapInsertFailures, Metrics, ProgramStats},
+    net::{endpoint::Endpoints, metrics::HttpMetrics, recent::Recent, NetPipeline},
     proc::{sampler::ProcSampler, targets::name_targets, tree, Targets},
+    seeding::seed_sockets,
+    supervise::{self, Supervisor},
+    sync::{Locked, ReadWrite},
     tls_attach::{self, TlsWork},
 };
 
 /// How often targets are checked against procfs, in case an exit event was lost.
 const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a stopped part is shown on `/health/ready` before the agent exits:
+/// long enough for a probe or a scrape to see the reason.
+const STOPPED_GRACE: Duration = Duration::from_secs(5);
 
 /// Queues and converters the pyWATS client's own config names, per target.
 /// A target without `--target-name` takes the client's instance id as its name.
@@ -173,7 +166,7 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 /// Starts watching processes `--match` found after the start: a client
 /// (re)started later. Its descendants, open sockets and (when discovery is
 /// on) its config's queues and converters come with it.
-fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<KernelTargets>) {
+fn adopt_matches(args: &Args, h: &Handler) {
     let found = new_matches(args, &h.targets.read().expect("targets lock"));
     for (pattern, p) in found {
         let config = client_config(args, p.pid).unwrap_or_else(|e| {
@@ -182,7 +175,7 @@ fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<KernelTargets>) {
         });
         let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
         let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
-        let mut map = map.lock().expect("target map lock");
+        let mut map = h.kernel_targets.lock().expect("target map lock");
         let mut tgids = vec![p.pid];
         let mut ok = map.insert(p.pid, p.pid).is_ok();
         for child in tree::descendants(&args.proc_root, p.pid) {
@@ -199,10 +192,12 @@ fn adopt_matches(args: &Args, h: &Handler, map: &Mutex<KernelTargets>) {
             tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
         }
         let mut sockets = h.sockets.lock().expect("socket map lock");
-        if let Err(e) = seed_sockets(&mut sockets, &mut h.net.lock().expect("net lock"), &tgids, &args.proc_root) {
+        let mut net = h.net.lock().expect("net lock");
+        // Just inserted: no exec counted yet.
+        if let Err(e) = seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |_| 0) {
             tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
         }
-        drop(sockets);
+        drop((net, sockets));
         if let Some(c) = config {
             let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
             let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
@@ -228,37 +223,6 @@ fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: &Pat
     Ok(())
 }
 
-/// Connection ids of sockets found open: above those the kernel hands out.
-static NEXT_SEEDED: AtomicU64 = AtomicU64::new(SEEDED_CONN);
-
-/// Registers the TCP sockets processes already hold, in the kernel and the pipeline.
-fn seed_sockets(
-    sockets: &mut SocketMap,
-    net: &mut NetPipeline,
-    tgids: &[u32],
-    proc_root: &Path,
-) -> Result<(), AgentError> {
-    for &tgid in tgids {
-        for existing in existing_tcp(proc_root, tgid) {
-            let (fd, info) = match existing {
-                Existing::Listening { fd } => {
-                    (fd, SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN })
-                }
-                Existing::Connected { fd, remote, role: r } => {
-                    let id = NEXT_SEEDED.fetch_add(1, Ordering::Relaxed) + 1;
-                    net.seed(tgid, id, r, remote);
-                    let kernel_role = if r == Role::Server { role::SERVER } else { role::CLIENT };
-                    (fd, SockInfo { conn_id: id, state: sock_state::CONNECTED, role: kernel_role })
-                }
-            };
-            sockets
-                .insert(SockKey { tgid, fd }, info, 0)
-                .map_err(|source| AgentError::Map { name: MAP_SOCKETS, source })?;
-        }
-    }
-    Ok(())
-}
-
 /// Every live process of every target: roots and their children.
 fn live_processes(h: &Handler) -> Vec<u32> {
     h.targets
@@ -271,7 +235,7 @@ fn live_processes(h: &Handler) -> Vec<u32> {
 }
 
 /// Marks targets whose process is gone (their exit event may have been lost).
-fn check_liveness(handler: &Handler, map: &Mutex<KernelTargets>) {
+fn check_liveness(handler: &Handler) {
     let gone: Vec<u32> = handler
         .targets
         .read()
@@ -282,7 +246,7 @@ fn check_liveness(handler: &Handler, map: &Mutex<KernelTargets>) {
         .collect();
     for pid in gone {
         let change = handler.targets.write().expect("targets lock").exited(pid, pid);
-        map.lock().expect("target map lock").remove(pid);
+        handler.kernel_targets.lock().expect("target map lock").remove(pid);
         handler.process_gone(pid, monotonic_ns());
         events::log(&change);
     }
@@ -315,8 +279,16 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     ebpf::privileges::check(&args.proc_root)?;
     let tracefs = ebpf::tracefs::ensure()?;
 
-    let loader::Loaded { mut probes, targets: mut target_map, proc_events, net_events, fs_events, mut sockets, lost } =
-        loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
+    let loader::Loaded {
+        mut probes,
+        targets: mut target_map,
+        proc_events,
+        net_events,
+        fs_events,
+        mut sockets,
+        lost,
+        insert_failures,
+    } = loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
     // Roots go into the map before attaching (so the first fork is seen), the
     // descendant scan after (so a fork racing the attach is found by the scan).
     for t in targets.iter() {
@@ -339,13 +311,14 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .iter()
         .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
         .collect();
-    seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root)?;
+    seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |tgid| target_map.exec_gen(tgid))?;
     let net = Arc::new(Mutex::new(net));
     let fs = FsPipeline::new(fs_spec.queues, fs_spec.converters, FsMetrics::new(&metrics), args.proc_root.clone());
     let fs = Arc::new(Mutex::new(fs));
 
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
+    metrics.register(Box::new(MapInsertFailures::new(insert_failures)));
     let sampler = ProcSampler::new(targets.clone(), args.proc_root.clone(), metrics.collector_errors.clone());
     for t in targets.read().expect("targets lock").iter() {
         sampler.prime(t.pid);
@@ -359,9 +332,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         programs_expected: loader::all_programs().count(),
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),
+        stopped: RwLock::new(None),
     });
     let probes = Arc::new(Mutex::new(probes));
-    let tls = tls_attach::start(probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
+    let mut parts = Supervisor::new();
+    let tls = tls_attach::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
     let handler = Handler {
         targets: targets.clone(),
         metrics: metrics.clone(),
@@ -370,68 +345,110 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         fs: fs.clone(),
         proc_root: Arc::new(args.proc_root.clone()),
         tls,
+        kernel_targets: Arc::new(Mutex::new(target_map)),
     };
     for pid in live_processes(&handler) {
         handler.tls.send(TlsWork::Process { pid, reported_ns: None });
     }
     let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone() };
 
-    let proc_reader = {
-        let h = handler.clone();
-        tokio::spawn(ebpf::reader::drain(proc_events, move |record| h.proc(record), || {}))
-    };
-    let net_reader = {
-        let h = handler.clone();
-        let net = net.clone();
-        tokio::spawn(ebpf::reader::drain(
-            net_events,
-            move |record| h.net(record),
-            move || net.lock().expect("net lock").drained(),
-        ))
-    };
-    // The directories are re-read right after the file ring was drained, in
-    // the same task: a re-read must not see renames whose events are still
+    let stop = parts.stop_flag();
+    {
+        let (h, stop) = (handler.clone(), stop.clone());
+        parts.thread("proc_reader", move || {
+            let fault = supervise::fault_injected("proc_reader");
+            ebpf::reader::drain(proc_events, |record| h.proc(record), || {}, &stop, fault)
+        })?;
+    }
+    {
+        let (h, net, stop) = (handler.clone(), net.clone(), stop.clone());
+        parts.thread("net_reader", move || {
+            let fault = supervise::fault_injected("net_reader");
+            ebpf::reader::drain(net_events, |record| h.net(record), || net.locked().drained(), &stop, fault)
+        })?;
+    }
+    // The directories are re-read right after the file ring was drained, on
+    // the same thread: a re-read must not see renames whose events are still
     // waiting in the ring (they arrive in batches), or it would "correct"
     // state that is only late.
-    let fs_reader = {
-        let h = handler.clone();
+    {
+        let (h, stop) = (handler.clone(), stop.clone());
         let every = Duration::from_secs(args.reconcile_interval.max(1));
-        let mut next = std::time::Instant::now() + every;
-        let after = move || {
-            if std::time::Instant::now() >= next {
-                fs.lock().expect("fs lock").reconcile(false);
-                next = std::time::Instant::now() + every;
-            }
-        };
-        tokio::spawn(ebpf::reader::drain(fs_events, move |record| h.fs(record), after))
-    };
-    let target_map = Mutex::new(target_map);
+        parts.thread("fs_reader", move || {
+            let mut next = std::time::Instant::now() + every;
+            let after = || {
+                if std::time::Instant::now() >= next {
+                    fs.locked().reconcile(false);
+                    next = std::time::Instant::now() + every;
+                }
+            };
+            let fault = supervise::fault_injected("fs_reader");
+            ebpf::reader::drain(fs_events, |record| h.fs(record), after, &stop, fault)
+        })?;
+    }
     if args.program_stats {
         if let Some(stats) = ProgramStats::new(probes.clone()) {
             shared.metrics.register(Box::new(stats));
         }
     }
     let listen = args.listen;
-    let liveness = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(LIVENESS_INTERVAL);
-        loop {
-            tick.tick().await;
-            check_liveness(&handler, &target_map);
-            if !args.matches.is_empty() {
-                adopt_matches(&args, &handler, &target_map);
+    {
+        let stop = stop.clone();
+        parts.thread("liveness", move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                check_liveness(&handler);
+                if !args.matches.is_empty() {
+                    adopt_matches(&args, &handler);
+                }
+                handler.tls.send(TlsWork::Recheck(live_processes(&handler)));
+                sleep_unless(&stop, LIVENESS_INTERVAL);
             }
-            handler.tls.send(TlsWork::Recheck(live_processes(&handler)));
-        }
-    });
+            Ok(())
+        })?;
+    }
 
-    let served = http::serve(listen, shared, shutdown_signal()).await;
-    proc_reader.abort();
-    net_reader.abort();
-    fs_reader.abort();
-    liveness.abort();
+    // Serve until a signal, or until a part stops: then report it for a grace
+    // period (readiness 503 with the reason) and exit non-zero.
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = stopped_rx => {}
+        }
+    };
+    let server = tokio::spawn(http::serve(listen, shared, shutdown));
+    let failure = tokio::select! {
+        served = server => {
+            parts.shut_down();
+            drop(probes);
+            tracing::info!("programs detached");
+            return served.unwrap_or_else(|e| Err(AgentError::Io(std::io::Error::other(e))));
+        }
+        stopped = parts.stopped() => stopped,
+    };
+    tracing::error!(
+        part = failure.part,
+        "{} stopped: {}; exiting in {}s",
+        failure.part,
+        failure.reason,
+        STOPPED_GRACE.as_secs()
+    );
+    *status.stopped.write_locked() = Some(failure.clone());
+    tokio::time::sleep(STOPPED_GRACE).await;
+    let _ = stopped_tx.send(());
+    parts.shut_down();
     drop(probes);
-    tracing::info!("programs detached");
-    served
+    Err(AgentError::PartStopped { part: failure.part, reason: failure.reason })
+}
+
+/// Sleeps `d` in short steps, returning early once `stop` is set.
+fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
+    let step = Duration::from_millis(50);
+    let mut left = d;
+    while !left.is_zero() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(step.min(left));
+        left = left.saturating_sub(step);
+    }
 }
 
 /// Lets the shared `LostEvents` be registered while health keeps reading it.

@@ -59,6 +59,9 @@ pub enum AgentError {
 
     #[error("{0}")]
     Io(#[from] std::io::Error),
+
+    #[error("{part} stopped: {reason}")]
+    PartStopped { part: &'static str, reason: String },
 }
 
 impl AgentError {
@@ -71,6 +74,8 @@ impl AgentError {
             | AgentError::DuplicateName(_)
             | AgentError::InvalidRoute(_)
             | AgentError::Config(_) => 2,
+            // A part of the running agent died: restart it (systemd, Kubernetes).
+            AgentError::PartStopped { .. } => 3,
             _ => 1,
         }
     }

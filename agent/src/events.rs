@@ -9,11 +9,12 @@ use std::{
 use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey};
 
 use crate::{
-    ebpf::{loader::SocketMap, tls::is_libssl},
+    ebpf::{loader::SocketMap, tls::is_libssl, KernelTargets},
     fs::FsPipeline,
     metrics::Metrics,
     net::NetPipeline,
     proc::{targets::Change, tree, Targets},
+    seeding::seed_sockets,
     tls_attach::{TlsQueue, TlsWork},
 };
 
@@ -27,6 +28,8 @@ pub struct Handler {
     pub fs: Arc<Mutex<FsPipeline>>,
     pub proc_root: Arc<PathBuf>,
     pub tls: TlsQueue,
+    /// The kernel's target set (the liveness loop and adoption change it too).
+    pub kernel_targets: Arc<Mutex<KernelTargets>>,
 }
 
 impl Handler {
@@ -80,7 +83,10 @@ impl Handler {
             EventKind::ProcFork => {
                 self.tls.send(TlsWork::Process { pid: ev.child_tgid, reported_ns: Some(ev.header.ts_ns) })
             }
-            EventKind::ProcExec => self.tls.send(TlsWork::Process { pid: tgid, reported_ns: Some(ev.header.ts_ns) }),
+            EventKind::ProcExec => {
+                self.after_exec(tgid, ev.header.ts_ns);
+                self.tls.send(TlsWork::Process { pid: tgid, reported_ns: Some(ev.header.ts_ns) })
+            }
             _ => {}
         }
         log(&change);
@@ -94,6 +100,20 @@ impl Handler {
         let stale: Vec<_> = sockets.keys().flatten().filter(|k| k.tgid == tgid).collect();
         for key in stale {
             let _ = sockets.remove(&key);
+        }
+    }
+
+    /// exec closed the process's CLOEXEC sockets without a `close()` (the
+    /// kernel now treats their map entries as stale): its connections end,
+    /// and the sockets that survived are registered again.
+    fn after_exec(&self, tgid: u32, ts_ns: u64) {
+        let mut net = self.net.lock().expect("net lock");
+        net.process_exited(tgid, ts_ns);
+        let exec_gen = self.kernel_targets.lock().expect("target map lock").exec_gen(tgid);
+        let mut sockets = self.sockets.lock().expect("socket map lock");
+        if let Err(e) = seed_sockets(&mut sockets, &mut net, &[tgid], &self.proc_root, |_| exec_gen) {
+            self.metrics.collector_errors.with_label_values(&["socket_seed"]).inc();
+            tracing::warn!("sockets of pid {tgid} after exec: {e}");
         }
     }
 

@@ -12,4 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod proc;
+pub mod seeding;
+pub mod supervise;
+pub mod sync;
 pub mod tls_attach;

@@ -6,7 +6,7 @@
 use std::{
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError},
         Arc, Mutex,
     },
@@ -20,6 +20,7 @@ use crate::{
     ebpf::{tls, Probes},
     http::AgentStatus,
     metrics::Metrics,
+    supervise::Supervisor,
 };
 
 /// Work waiting for the thread; beyond this it is dropped and counted (the
@@ -54,8 +55,10 @@ impl TlsQueue {
     }
 }
 
-/// Starts the thread. `probes` stays shared with the program statistics.
+/// Starts the two threads under `parts`. `probes` stays shared with the
+/// program statistics.
 pub fn start(
+    parts: &mut Supervisor,
     probes: Arc<Mutex<Probes>>,
     status: Arc<AgentStatus>,
     metrics: Arc<Metrics>,
@@ -65,9 +68,17 @@ pub fn start(
     let (reap, reaped) = sync_channel::<Vec<UProbeLink>>(QUEUE);
     let busy = Arc::new(AtomicU64::new(0));
     let reaper_busy = busy.clone();
-    std::thread::Builder::new().name("tls-detach".into()).spawn(move || reap_when_quiet(reaped, &reaper_busy))?;
+    let stop = parts.stop_flag();
+    parts.thread("tls_detach", move || {
+        reap_when_quiet(reaped, &reaper_busy, &stop);
+        Ok(())
+    })?;
     let worker = Worker { probes, status, metrics: metrics.clone(), proc_root, reap, busy };
-    std::thread::Builder::new().name("tls-attach".into()).spawn(move || worker.run(rx))?;
+    let stop = parts.stop_flag();
+    parts.thread("tls_attach", move || {
+        worker.run(rx, &stop);
+        Ok(())
+    })?;
     Ok(TlsQueue { tx, metrics })
 }
 
@@ -87,9 +98,9 @@ struct Worker {
 /// processes are dropped once no attach has run for [`QUIET`].
 const QUIET: Duration = Duration::from_secs(1);
 
-fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64) {
+fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &AtomicBool) {
     let mut waiting: Vec<UProbeLink> = Vec::new();
-    loop {
+    while !stop.load(Ordering::Relaxed) {
         match reaped.recv_timeout(QUIET / 4) {
             Ok(links) => waiting.extend(links),
             Err(RecvTimeoutError::Timeout) => {}
@@ -104,8 +115,13 @@ fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64) {
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<TlsWork>) {
-        while let Ok(work) = rx.recv() {
+    fn run(self, rx: Receiver<TlsWork>, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            let work = match rx.recv_timeout(QUIET / 4) {
+                Ok(work) => work,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
             let changed = match work {
                 // What it maps first: a forked child may call it right away.
                 TlsWork::Process { pid, reported_ns } => {

@@ -101,6 +101,11 @@ impl Agent {
         serde_json::from_str(&self.get("/health/details").body).expect("details are JSON")
     }
 
+    /// Waits for the agent to exit by itself (at most `timeout`).
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        wait_for(timeout, "the agent to exit", || self.child.try_wait().expect("wait agent"))
+    }
+
     /// Sends `signal` and waits for the agent to exit.
     pub fn stop(mut self, signal: i32) -> ExitStatus {
         // SAFETY: signalling our own child.

@@ -57,7 +57,26 @@ pub const LOST_SLOTS: u32 = 16;
 pub struct Target {
     /// tgid of the configured (root) process; equals the key for a root.
     pub root_tgid: u32,
-    /// Reserved, zero.
-    pub flags: u32,
+    /// Times the process called exec since it became a target (the kernel
+    /// counts them). A socket-map entry made under an older value is stale:
+    /// exec closed the CLOEXEC sockets without a `close()`, and a file that
+    /// reuses the fd number must not be taken for the socket.
+    pub exec_gen: u32,
 }
 assert_size!(Target, 8);
+
+/// `PerCpuArray<u64>` indexed by [`map_slot`]: inserts the kernel programs
+/// could not make because a map was full (or out of memory).
+pub const MAP_INSERT_FAILURES: &str = "MAP_INSERT_FAILURES";
+
+/// Slots of [`MAP_INSERT_FAILURES`], and the `map` label of each.
+pub mod map_slot {
+    pub const TARGETS: u32 = 0;
+    pub const SOCKETS: u32 = 1;
+    pub const PENDING: u32 = 2;
+    pub const FS_PENDING: u32 = 3;
+    pub const TLS_PENDING: u32 = 4;
+    pub const STREAM_SEQ: u32 = 5;
+    /// Label values, by slot.
+    pub const NAMES: [&str; 6] = ["targets", "sockets", "pending", "fs_pending", "tls_pending", "stream_seq"];
+}

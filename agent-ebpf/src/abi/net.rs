@@ -67,8 +67,11 @@ pub struct SockInfo {
     pub conn_id: u64,
     pub state: u32,
     pub role: u32,
+    /// The owner's [`Target::exec_gen`](super::Target) when the entry was made.
+    pub exec_gen: u32,
+    pub _pad: u32,
 }
-assert_size!(SockInfo, 16);
+assert_size!(SockInfo, 24);
 
 /// A socket address: IPv4 in the first 4 bytes of `addr`, or IPv6.
 #[repr(C)]

@@ -8,11 +8,11 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use pywats_agent_ebpf::abi::{fs_truncated, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
+use pywats_agent_ebpf::abi::{fs_truncated, map_slot, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
 
 use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, header, wakeup},
+    emit::{count_lost, current, header, insert_counted, wakeup},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
 };
 
@@ -24,7 +24,7 @@ fn park(
 ) -> i32 {
     if let Ok(mut pending) = p(ctx) {
         pending.kind = kind as u32;
-        let _ = FS_PENDING.insert(bpf_get_current_pid_tgid(), pending, 0);
+        let _ = insert_counted(&FS_PENDING, &bpf_get_current_pid_tgid(), &pending, map_slot::FS_PENDING);
     }
     0
 }

@@ -12,14 +12,14 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use pywats_agent_ebpf::abi::{
-    data_flags, direction, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr, SockInfo, SockKey,
-    AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SEQ_UNKNOWN, SOCK_STREAM,
-    SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
+    data_flags, direction, map_slot, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr,
+    SockInfo, SockKey, AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SEQ_UNKNOWN,
+    SOCK_STREAM, SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
 };
 
 use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, forget_seq, header, next_seq, output, wakeup},
+    emit::{count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
 };
 
@@ -37,16 +37,32 @@ mod op {
     pub const RECVMSG: u32 = 10;
 }
 
+/// The tracked socket at `fd`, unless the entry predates the process's last
+/// exec (then it is stale and goes).
 #[inline(always)]
 fn sock(tgid: u32, fd: u64) -> (SockKey, Option<SockInfo>) {
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: the value is copied out at once.
-    (key, unsafe { SOCKETS.get(key) }.copied())
+    let Some(info) = (unsafe { SOCKETS.get(key) }).copied() else {
+        return (key, None);
+    };
+    if info.exec_gen != exec_gen(tgid) {
+        let _ = SOCKETS.remove(key);
+        return (key, None);
+    }
+    (key, Some(info))
+}
+
+/// Records a socket of the current process, under its current exec generation.
+#[inline(always)]
+fn track(tgid: u32, fd: u32, conn_id: u64, state: u32, role: u32) -> Result<(), i64> {
+    let info = SockInfo { conn_id, state, role, exec_gen: exec_gen(tgid), _pad: 0 };
+    insert_counted(&SOCKETS, &SockKey { tgid, fd }, &info, map_slot::SOCKETS)
 }
 
 #[inline(always)]
 fn park(p: Pending) -> Result<(), i64> {
-    PENDING.insert(bpf_get_current_pid_tgid(), p, 0).map_err(i64::from)
+    insert_counted(&PENDING, &bpf_get_current_pid_tgid(), &p, map_slot::PENDING)
 }
 
 /// Takes the parked arguments of this thread's syscall, if it was of `op`.
@@ -126,8 +142,7 @@ fn try_exit_socket(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let (tgid, _) = current();
-    let info = SockInfo { conn_id: 0, state: sock_state::CREATED, role: role::UNKNOWN };
-    SOCKETS.insert(SockKey { tgid, fd: fd as u32 }, info, 0).map_err(i64::from)
+    track(tgid, fd as u32, 0, sock_state::CREATED, role::UNKNOWN)
 }
 
 // ---- connect(): a client connection, or a refused one.
@@ -163,8 +178,7 @@ fn try_exit_connect(ctx: &RawTracePointContext) -> Result<(), i64> {
     let conn_id = unsafe { bpf_ktime_get_ns() };
     if r == 0 || r == -EINPROGRESS {
         let state = if r == 0 { sock_state::CONNECTED } else { sock_state::CONNECTING };
-        let info = SockInfo { conn_id, state, role: role::CLIENT };
-        SOCKETS.insert(SockKey { tgid, fd: p.fd }, info, 0).map_err(i64::from)?;
+        track(tgid, p.fd, conn_id, state, role::CLIENT)?;
     }
     conn_event(EventKind::SockConnect, tgid, tid, p.fd, r, conn_id, p.addr);
     Ok(())
@@ -206,10 +220,9 @@ fn try_exit_getsockopt(ctx: &RawTracePointContext) -> Result<(), i64> {
     // SAFETY: bpf_probe_read_user tolerates bad pointers.
     let err = unsafe { bpf_probe_read_user(p.buf as *const i32) }.map_err(i64::from)?;
     let (tgid, tid) = current();
-    let key = SockKey { tgid, fd: p.fd };
     // A failed connect stops being a connection; its close is still seen.
     let state = if err == 0 { sock_state::CONNECTED } else { sock_state::CREATED };
-    SOCKETS.insert(key, SockInfo { conn_id: p.conn_id, state, role: role::CLIENT }, 0).map_err(i64::from)?;
+    track(tgid, p.fd, p.conn_id, state, role::CLIENT)?;
     conn_event(EventKind::SockConnect, tgid, tid, p.fd, -(err as i64), p.conn_id, SockAddr::default());
     Ok(())
 }
@@ -260,8 +273,7 @@ fn try_exit_accept(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current();
     // SAFETY: helper without preconditions.
     let conn_id = unsafe { bpf_ktime_get_ns() };
-    let info = SockInfo { conn_id, state: sock_state::CONNECTED, role: role::SERVER };
-    SOCKETS.insert(SockKey { tgid, fd: fd as u32 }, info, 0).map_err(i64::from)?;
+    track(tgid, fd as u32, conn_id, sock_state::CONNECTED, role::SERVER)?;
     conn_event(EventKind::SockAccept, tgid, tid, fd as u32, 0, conn_id, read_sockaddr(p.buf));
     Ok(())
 }

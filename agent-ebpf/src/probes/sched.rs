@@ -6,10 +6,10 @@
 //! processes here, in the kernel, without a task_struct read.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use pywats_agent_ebpf::abi::{EventKind, ProcEvent, Target, CLONE_THREAD};
+use pywats_agent_ebpf::abi::{map_slot, EventKind, ProcEvent, Target, CLONE_THREAD};
 
 use crate::{
-    emit::{current, header, output_now, set_target_bit, target_of},
+    emit::{current, header, insert_counted, output_now, set_target_bit, target_of},
     globals::tp_offsets,
     maps::{PROC_EVENTS, TARGETS},
 };
@@ -34,8 +34,8 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: as above.
     let child: i32 = unsafe { ctx.read_at(off.newtask_pid as usize) }.map_err(i64::from)?;
     let child = child as u32;
-    let entry = Target { root_tgid: target.root_tgid, flags: 0 };
-    TARGETS.insert(child, entry, 0).map_err(i64::from)?;
+    let entry = Target { root_tgid: target.root_tgid, exec_gen: 0 };
+    insert_counted(&TARGETS, &child, &entry, map_slot::TARGETS)?;
     set_target_bit(child, true);
     output_now(
         &PROC_EVENTS,
@@ -49,6 +49,11 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
     if let Some(target) = target_of(tgid) {
+        // Socket-map entries made before this exec are stale from now on.
+        if let Some(t) = TARGETS.get_ptr_mut(tgid) {
+            // SAFETY: a map value; only exec of this very process writes it.
+            unsafe { (*t).exec_gen = (*t).exec_gen.wrapping_add(1) };
+        }
         output_now(
             &PROC_EVENTS,
             EventKind::ProcExec,

@@ -10,12 +10,12 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use pywats_agent_ebpf::abi::{
-    direction, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, SEQ_UNKNOWN, TLS_CONN, TLS_MAX_PIECES,
-    TLS_PIECE,
+    direction, map_slot, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, SEQ_UNKNOWN, TLS_CONN,
+    TLS_MAX_PIECES, TLS_PIECE,
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, next_seq, output, target_of, wakeup},
+    emit::{count_lost, current, forget_seq, header, insert_counted, next_seq, output, target_of, wakeup},
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
 };
 
@@ -31,7 +31,8 @@ fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
     let count_out = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
     // SAFETY: a helper without preconditions.
     let enter_ns = unsafe { bpf_ktime_get_ns() };
-    let _ = TLS_PENDING.insert(bpf_get_current_pid_tgid(), TlsPending { ssl, buf, count_out, enter_ns }, 0);
+    let pending = TlsPending { ssl, buf, count_out, enter_ns };
+    let _ = insert_counted(&TLS_PENDING, &bpf_get_current_pid_tgid(), &pending, map_slot::TLS_PENDING);
     0
 }
 

@@ -9,9 +9,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
-    SockInfo, SockKey, SyscallProgram, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS, MAP_LOST,
-    MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_SYS_ENTER_PROGS, MAP_SYS_EXIT_PROGS, MAP_TARGETS,
-    MAP_TARGET_BITS, NET_PROGRAMS, SCHED_PROGRAMS, SYSCALL_DISPATCHERS, TLS_PROGRAMS,
+    SockInfo, SockKey, SyscallProgram, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS,
+    MAP_INSERT_FAILURES, MAP_LOST, MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_SYS_ENTER_PROGS,
+    MAP_SYS_EXIT_PROGS, MAP_TARGETS, MAP_TARGET_BITS, NET_PROGRAMS, SCHED_PROGRAMS, SYSCALL_DISPATCHERS, TLS_PROGRAMS,
 };
 
 use crate::{
@@ -55,6 +55,7 @@ pub struct Loaded {
     pub fs_events: RingBuf<MapData>,
     pub sockets: SocketMap,
     pub lost: PerCpuArray<MapData, u64>,
+    pub insert_failures: PerCpuArray<MapData, u64>,
 }
 
 impl Probes {
@@ -183,6 +184,7 @@ pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
     let fs_events = take(&mut ebpf, MAP_FS_EVENTS)?;
     let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
+    let insert_failures = take(&mut ebpf, MAP_INSERT_FAILURES)?;
     Ok(Loaded {
         probes: Probes { ebpf, attached: Vec::new(), tables, tls: TlsLinks::default() },
         targets,
@@ -191,5 +193,6 @@ pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
         fs_events,
         sockets,
         lost,
+        insert_failures,
     })
 }

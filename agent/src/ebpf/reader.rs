@@ -1,40 +1,46 @@
-//! Drains a ring buffer on tokio: every record is handed to `handle` as a byte
-//! slice while the record is held, and never across an `.await`; `drained`
-//! runs after each pass, when the ring was just emptied.
+//! Drains a ring buffer on a thread of its own: every record is handed to
+//! `handle` as a byte slice while the record is held; `drained` runs after each
+//! pass, when the ring was just emptied. A thread, not an async task, so that a
+//! busy ring can never starve the HTTP server or the liveness loop.
 
-use std::time::Duration;
+use std::{
+    os::fd::AsRawFd,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::{
-    io::{unix::AsyncFd, Interest},
-    time::MissedTickBehavior,
-};
 
 /// The kernel wakes the agent only when a ring is a quarter full (see
 /// `wakeup` in the kernel programs); in between, records are collected at
 /// this interval, in batches.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
+const POLL_INTERVAL_MS: i32 = 10;
 
-pub async fn drain(
-    ring: RingBuf<MapData>,
+/// Runs until `stop` is set; an error of `poll(2)` ends it. With `fault`
+/// (a test hook) it fails after its first pass.
+pub fn drain(
+    mut ring: RingBuf<MapData>,
     mut handle: impl FnMut(&[u8]),
     mut drained: impl FnMut(),
-) -> std::io::Result<()> {
-    // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, until
-    // it is dropped together with the AsyncFd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            ready = fd.readable_mut() => ready?.clear_ready(),
-            _ = tick.tick() => {}
+    stop: &AtomicBool,
+    fault: bool,
+) -> Result<(), String> {
+    let fd = ring.as_raw_fd();
+    while !stop.load(Ordering::Relaxed) {
+        let mut ready = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; the ring keeps its fd open.
+        if unsafe { libc::poll(&mut ready, 1, POLL_INTERVAL_MS) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(format!("poll on the ring buffer: {e}"));
+            }
         }
-        // Readiness is cleared first: a wake-up during the drain is not missed.
-        let ring = fd.get_mut();
         while let Some(record) = ring.next() {
             handle(&record);
         }
         drained();
+        if fault {
+            return Err("fault injected (PYWATS_AGENT_TEST_FAULT)".into());
+        }
     }
+    Ok(())
 }

@@ -31,10 +31,16 @@ impl KernelTargets {
     /// Watches `tgid` as part of the target rooted at `root`.
     pub fn insert(&mut self, tgid: u32, root: u32) -> Result<(), AgentError> {
         self.map
-            .insert(tgid, Target { root_tgid: root, flags: 0 }, 0)
+            .insert(tgid, Target { root_tgid: root, exec_gen: 0 }, 0)
             .map_err(|source| AgentError::Map { name: MAP_TARGETS, source })?;
         self.bits.set(tgid, true);
         Ok(())
+    }
+
+    /// How often `tgid` called exec since it became a target (the generation
+    /// of its socket-map entries); 0 when unknown.
+    pub fn exec_gen(&self, tgid: u32) -> u32 {
+        self.map.get(&tgid, 0).map(|t| t.exec_gen).unwrap_or(0)
     }
 
     /// Stops watching `tgid` (its exit may have been missed).

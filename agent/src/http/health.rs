@@ -7,7 +7,10 @@ use axum::{extract::State, http::StatusCode, Json};
 use pywats_agent_ebpf::abi::EventKind;
 use serde_json::{json, Value};
 
-use crate::http::server::Shared;
+use crate::{
+    http::state::Shared,
+    sync::{Locked, ReadWrite},
+};
 
 fn unix(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -16,11 +19,14 @@ fn unix(t: SystemTime) -> f64 {
 /// Why the agent is not ready; empty when it is.
 fn problems(s: &Shared) -> Vec<String> {
     let mut out = Vec::new();
-    let attached = s.status.programs_attached.read().expect("status lock").len();
+    if let Some(stopped) = &*s.status.stopped.read_locked() {
+        out.push(format!("{} stopped ({}); the agent is exiting", stopped.part, stopped.reason));
+    }
+    let attached = s.status.programs_attached.read_locked().len();
     if attached < s.status.programs_expected {
         out.push(format!("{attached} of {} programs attached", s.status.programs_expected));
     }
-    out.extend(s.targets.read().expect("targets lock").problems());
+    out.extend(s.targets.read_locked().problems());
     out
 }
 
@@ -50,8 +56,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
     let now = SystemTime::now();
     let targets: Vec<Value> = s
         .targets
-        .read()
-        .expect("targets lock")
+        .read_locked()
         .iter()
         .map(|t| {
             json!({
@@ -78,11 +83,11 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "uptime_seconds": now.duration_since(s.status.started).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         "kernel_release": s.status.kernel_release,
         "targets": targets,
-        "programs_attached": *s.status.programs_attached.read().expect("status lock"),
-        "tls_libraries": *s.status.tls_libraries.read().expect("status lock"),
+        "programs_attached": *s.status.programs_attached.read_locked(),
+        "tls_libraries": *s.status.tls_libraries.read_locked(),
         "events": { "seen": seen, "lost": lost },
-        "connections": s.net.lock().expect("net lock").connections(),
-        "watches": s.fs.lock().expect("fs lock").watches(),
+        "connections": s.net.locked().connections(),
+        "watches": s.fs.locked().watches(),
     });
     (code, Json(body))
 }

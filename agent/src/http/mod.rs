@@ -2,5 +2,7 @@
 
 mod health;
 mod server;
+mod state;
 
-pub use server::{router, serve, AgentStatus, Shared};
+pub use server::{router, serve};
+pub use state::{AgentStatus, Shared};

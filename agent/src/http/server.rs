@@ -1,11 +1,6 @@
 //! Routes, request accounting and graceful shutdown.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{Arc, Mutex, RwLock},
-    time::SystemTime,
-};
+use std::{future::Future, net::SocketAddr};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -18,42 +13,22 @@ use axum::{
 
 use crate::{
     error::AgentError,
-    fs::FsPipeline,
-    http::health,
-    metrics::{LostEvents, Metrics},
-    net::{recent::Recent, NetPipeline},
-    proc::Targets,
+    http::{health, state::Shared},
+    metrics::Metrics,
+    sync::Locked,
 };
 
-/// Facts about the agent itself, for health.
-pub struct AgentStatus {
-    pub started: SystemTime,
-    pub kernel_release: String,
-    pub programs_expected: usize,
-    pub programs_attached: RwLock<Vec<&'static str>>,
-    /// libssl files the TLS probes are attached to.
-    pub tls_libraries: RwLock<Vec<String>>,
-}
-
-/// What the handlers read. Cloning is cheap.
-#[derive(Clone)]
-pub struct Shared {
-    pub targets: Arc<RwLock<Targets>>,
-    pub metrics: Arc<Metrics>,
-    pub lost: Arc<LostEvents>,
-    pub status: Arc<AgentStatus>,
-    pub recent: Arc<Mutex<Recent>>,
-    pub net: Arc<Mutex<NetPipeline>>,
-    pub fs: Arc<Mutex<FsPipeline>>,
-}
-
+/// Rendering reads /proc for every target (the sampler): off the async workers.
 async fn metrics(State(s): State<Shared>) -> Response {
-    ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], s.metrics.render()).into_response()
+    match tokio::task::spawn_blocking(move || s.metrics.render()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the metrics failed: {e}\n")).into_response(),
+    }
 }
 
 /// The last requests: method, templated endpoint, status, timing, correlation id.
 async fn recent_requests(State(s): State<Shared>) -> axum::Json<serde_json::Value> {
-    let list = s.recent.lock().expect("recent lock").list();
+    let list = s.recent.locked().list();
     axum::Json(serde_json::json!({ "requests": list }))
 }
 

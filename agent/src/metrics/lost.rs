@@ -1,5 +1,7 @@
-//! Events the kernel could not deliver (ring buffer full), read from the
-//! per-CPU `LOST` map at scrape time.
+//! What the kernel programs could not do, read from per-CPU maps at scrape
+//! time: events not delivered (ring buffer full, `LOST`) and map inserts
+//! refused (map full, `MAP_INSERT_FAILURES`: a socket or a child process
+//! then goes untracked).
 
 use std::sync::Mutex;
 
@@ -9,7 +11,7 @@ use prometheus::{
     proto::MetricFamily,
     IntCounterVec, Opts,
 };
-use pywats_agent_ebpf::abi::EventKind;
+use pywats_agent_ebpf::abi::{map_slot, EventKind};
 
 pub struct LostEvents {
     map: Mutex<PerCpuArray<MapData, u64>>,
@@ -54,6 +56,45 @@ impl Collector for LostEvents {
         self.counter.reset();
         for (kind, n) in totals {
             self.counter.with_label_values(&[kind.name()]).inc_by(n);
+        }
+        self.counter.collect()
+    }
+}
+
+pub struct MapInsertFailures {
+    map: Mutex<PerCpuArray<MapData, u64>>,
+    counter: IntCounterVec,
+}
+
+impl MapInsertFailures {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> MapInsertFailures {
+        let counter = IntCounterVec::new(
+            Opts::new(
+                "pywats_agent_map_insert_failures_total",
+                "Inserts the kernel programs could not make because a map was full, by map: what it would \
+                 have tracked (a socket, a child process, a call in flight) went untracked.",
+            ),
+            &["map"],
+        )
+        .expect("valid metric definition");
+        for name in map_slot::NAMES {
+            counter.with_label_values(&[name]);
+        }
+        MapInsertFailures { map: Mutex::new(map), counter }
+    }
+}
+
+impl Collector for MapInsertFailures {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let map = self.map.lock().expect("map failures lock");
+        self.counter.reset();
+        for (slot, name) in map_slot::NAMES.iter().enumerate() {
+            let n: u64 = map.get(&(slot as u32), 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);
+            self.counter.with_label_values(&[name]).inc_by(n);
         }
         self.counter.collect()
     }

@@ -97,13 +97,14 @@ pub struct NetPipeline {
     exits: Exits,
 }
 
-/// Process exits waiting for the socket events made before them.
+/// Connections of exited processes, waiting for the socket events made before
+/// the exit: (connection, exit time).
 #[derive(Default)]
 struct Exits {
     /// Heard during the current drain pass.
-    queued: Vec<(u32, u64)>,
-    /// Heard before the current pass began: applied when it ends.
-    ready: Vec<(u32, u64)>,
+    queued: Vec<((u32, u64), u64)>,
+    /// Heard before the current pass began: ended when it ends.
+    ready: Vec<((u32, u64), u64)>,
 }
 
 impl NetPipeline {
@@ -239,20 +240,21 @@ impl NetPipeline {
     }
 
     /// A process of a target exited: its sockets closed without close().
-    /// A process exited: its connections end, once the socket events it made
-    /// before exiting are applied. The exit is heard at once, those events in
-    /// the next drain of the socket ring, so the exit waits for the end of
+    /// A process exited, or called exec (which closed its CLOEXEC sockets
+    /// without a `close()`): the connections it has now end, once the socket
+    /// events it made before are applied. The exit is heard at once, those
+    /// events in the next drain of the socket ring, so it waits for the end of
     /// the first drain pass that started after it ([`NetPipeline::drained`]).
     pub fn process_exited(&mut self, tgid: u32, ts_ns: u64) {
-        self.exits.queued.push((tgid, ts_ns));
+        let keys = self.conns.keys().filter(|k| k.0 == tgid).copied();
+        self.exits.queued.extend(keys.map(|key| (key, ts_ns)));
     }
 
     /// A drain pass of the socket ring ended: exits queued before it began
     /// are applied, those queued during it wait for the next pass.
     pub fn drained(&mut self) {
-        for (tgid, ts_ns) in std::mem::take(&mut self.exits.ready) {
-            let keys: Vec<_> = self.conns.keys().filter(|k| k.0 == tgid).copied().collect();
-            for key in keys {
+        for (key, ts_ns) in std::mem::take(&mut self.exits.ready) {
+            if self.conns.contains_key(&key) {
                 self.close(key, ts_ns, false);
             }
         }
