@@ -11,245 +11,33 @@ use pywats_agent_ebpf::abi::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    adopt::{self, live_processes, resolve_targets, seed_children},
     cli::Args,
-    clock::monotonic_ns,
-    ebpf::{self, loader, KernelTargets},
+    ebpf::{self, loader},
     error::AgentError,
-    events::{self, Handler},
+    events::Handler,
     fs::{
         config::{self as fs_config, FileConfig},
-        discover,
         metrics::FsMetrics,
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
-    metrics::{LostEvents, MapInsertFailures, Metrics, ProgramStats},
+    metrics::{LostEvents, LostEventsHandle, MapInsertFailures, Metrics, ProgramStats},
     net::{endpoint::Endpoints, metrics::HttpMetrics, recent::Recent, NetPipeline},
-    proc::{sampler::ProcSampler, targets::name_targets, tree, Targets},
+    proc::sampler::ProcSampler,
     seeding::seed_sockets,
+    specs::{discover, watches},
     supervise::{self, Supervisor},
     sync::{Locked, ReadWrite},
     tls_attach::{self, TlsWork},
 };
 
-/// How often targets are checked against procfs, in case an exit event was lost.
-const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
-
 /// How long a stopped part is shown on `/health/ready` before the agent exits:
 /// long enough for a probe or a scrape to see the reason.
 const STOPPED_GRACE: Duration = Duration::from_secs(5);
 
-/// Queues and converters the pyWATS client's own config names, per target.
-/// A target without `--target-name` takes the client's instance id as its name.
-fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, AgentError> {
-    let mut out = FsPipelineSpec { queues: Vec::new(), converters: Vec::new() };
-    let pids: Vec<(u32, usize)> = targets.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
-    for (pid, index) in pids {
-        let found = match client_config(args, pid) {
-            Ok(Some(d)) => d,
-            Ok(None) => continue,
-            // A config the operator named must work; one we only guessed may not.
-            Err(e) if args.pywats_config.is_some() => return Err(AgentError::Config(e)),
-            Err(e) => {
-                tracing::warn!("{e}");
-                continue;
-            }
-        };
-        if let Some(instance) = &found.instance {
-            if index >= args.target_names.len() && targets.rename(pid, instance) {
-                tracing::info!("target pid {pid} is pyWATS instance {instance:?}");
-            }
-        }
-        let name = targets.iter().find(|t| t.pid == pid).map(|t| t.name.clone()).unwrap_or_default();
-        tracing::info!(
-            target_name = %name,
-            "pyWATS config {}: {} queue(s), {} converter(s)",
-            found.config.display(),
-            found.queues.len(),
-            found.converters.len()
-        );
-        out.queues.extend(found.queues.into_iter().map(|q| (q, name.clone())));
-        out.converters.extend(found.converters.into_iter().map(|c| (c, name.clone())));
-    }
-    Ok(out)
-}
-
-/// The pyWATS client config of `pid`; `None` when discovery is off or there is none.
-fn client_config(args: &Args, pid: u32) -> Result<Option<discover::Discovered>, String> {
-    if args.no_discover {
-        return Ok(None);
-    }
-    let Some(path) = discover::find(&args.proc_root, pid, args.pywats_config.as_deref()) else { return Ok(None) };
-    discover::read(&args.proc_root, pid, &path).map(Some)
-}
-
-/// Queues and converters from the config file and the flags, each with the
-/// name of the target it belongs to.
-fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<FsPipelineSpec, AgentError> {
-    let first = targets.iter().next().map(|t| t.name.clone()).unwrap_or_default();
-    let owner = |t: Option<String>| -> Result<String, AgentError> {
-        match t {
-            Some(t) if targets.iter().any(|x| x.name == t) => Ok(t),
-            Some(t) => Err(AgentError::Config(format!("no target named {t:?}"))),
-            None => Ok(first.clone()),
-        }
-    };
-    let mut queues = Vec::new();
-    let flags = args
-        .queues
-        .iter()
-        .map(|q| fs_config::parse_queue_flag(q))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(AgentError::Config)?;
-    for q in file.queue.into_iter().chain(flags) {
-        let spec = q.spec().map_err(AgentError::Config)?;
-        let target = owner(spec.target.clone())?;
-        queues.push((spec, target));
-    }
-    let mut converters = Vec::new();
-    let flags = args
-        .converters
-        .iter()
-        .map(|c| fs_config::parse_converter_flag(c))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(AgentError::Config)?;
-    for c in file.converter.into_iter().chain(flags) {
-        let (spec, target) = c.spec().map_err(AgentError::Config)?;
-        converters.push((spec, owner(target)?));
-    }
-    Ok(FsPipelineSpec { queues, converters })
-}
-
-struct FsPipelineSpec {
-    queues: Vec<(fs_config::QueueSpec, String)>,
-    converters: Vec<(crate::fs::converter::ConverterSpec, String)>,
-}
-
-/// Checks what the operator asked for, before touching the kernel, and finds
-/// the processes `--match` names now.
-pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
-    if args.pids.is_empty() && args.matches.is_empty() {
-        return Err(AgentError::NoTarget);
-    }
-    if args.matches.iter().any(|p| p.trim().is_empty()) {
-        return Err(AgentError::Config("--match needs a non-empty pattern".into()));
-    }
-    let resolved = args.pids.iter().map(|&pid| tree::resolve(&args.proc_root, pid)).collect::<Result<Vec<_>, _>>()?;
-    let names = name_targets(&resolved, &args.target_names)?;
-    let mut targets = Targets::new(&resolved, &names);
-    targets.set_patterns(args.matches.clone());
-    for (pattern, p) in new_matches(args, &targets) {
-        let name = targets.add_matched(&p, &pattern, &p.comm);
-        tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
-    }
-    for p in targets.patterns().iter().filter(|p| !targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p))) {
-        tracing::info!("no process matches {p:?} yet: looking again every {}s", LIVENESS_INTERVAL.as_secs());
-    }
-    Ok(targets)
-}
-
-/// Processes a `--match` pattern names that are not watched yet.
-fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid)> {
-    let own = tree::own_lineage(&args.proc_root);
-    let mut out: Vec<(String, tree::ResolvedPid)> = Vec::new();
-    for pattern in &args.matches {
-        let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
-        for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
-            if let Ok(p) = tree::resolve(&args.proc_root, pid) {
-                out.push((pattern.clone(), p));
-            }
-        }
-    }
-    out
-}
-
-/// Starts watching processes `--match` found after the start: a client
-/// (re)started later. Its descendants, open sockets and (when discovery is
-/// on) its config's queues and converters come with it.
-fn adopt_matches(args: &Args, h: &Handler) {
-    let found = new_matches(args, &h.targets.read().expect("targets lock"));
-    for (pattern, p) in found {
-        let config = client_config(args, p.pid).unwrap_or_else(|e| {
-            tracing::warn!("{e}");
-            None
-        });
-        let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
-        let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
-        let mut map = h.kernel_targets.lock().expect("target map lock");
-        let mut tgids = vec![p.pid];
-        let mut ok = map.insert(p.pid, p.pid).is_ok();
-        for child in tree::descendants(&args.proc_root, p.pid) {
-            ok &= map.insert(child, p.pid).is_ok();
-            events::log(&h.targets.write().expect("targets lock").add_child(p.pid, child));
-            tgids.push(child);
-        }
-        drop(map);
-        for &pid in &tgids {
-            h.tls.send(TlsWork::Process { pid, reported_ns: None });
-        }
-        if !ok {
-            h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
-            tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
-        }
-        let mut sockets = h.sockets.lock().expect("socket map lock");
-        let mut net = h.net.lock().expect("net lock");
-        // Just inserted: no exec counted yet.
-        if let Err(e) = seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |_| 0) {
-            tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
-        }
-        drop((net, sockets));
-        if let Some(c) = config {
-            let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
-            let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
-            h.fs.lock().expect("fs lock").extend(queues, converters);
-        }
-        tracing::info!(target_name = %name, "pid {} ({}) matches {pattern:?}: watching it", p.pid, p.exe);
-    }
-}
-
 fn kernel_release(proc_root: &Path) -> String {
     std::fs::read_to_string(proc_root.join("sys/kernel/osrelease")).map(|s| s.trim().to_string()).unwrap_or_default()
-}
-
-/// Puts the current descendants of every target into the kernel's target set.
-fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
-    let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
-    for root in roots {
-        for child in tree::descendants(proc_root, root) {
-            map.insert(child, root)?;
-            events::log(&targets.add_child(root, child));
-        }
-    }
-    Ok(())
-}
-
-/// Every live process of every target: roots and their children.
-fn live_processes(h: &Handler) -> Vec<u32> {
-    h.targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .filter(|t| t.alive)
-        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect()
-}
-
-/// Marks targets whose process is gone (their exit event may have been lost).
-fn check_liveness(handler: &Handler) {
-    let gone: Vec<u32> = handler
-        .targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .filter(|t| t.alive && tree::resolve(&handler.proc_root, t.pid).is_err())
-        .map(|t| t.pid)
-        .collect();
-    for pid in gone {
-        let change = handler.targets.write().expect("targets lock").exited(pid, pid);
-        handler.kernel_targets.lock().expect("target map lock").remove(pid);
-        handler.process_gone(pid, monotonic_ns());
-        events::log(&change);
-    }
 }
 
 async fn shutdown_signal() {
@@ -396,12 +184,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         let stop = stop.clone();
         parts.thread("liveness", move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                check_liveness(&handler);
-                if !args.matches.is_empty() {
-                    adopt_matches(&args, &handler);
-                }
-                handler.tls.send(TlsWork::Recheck(live_processes(&handler)));
-                sleep_unless(&stop, LIVENESS_INTERVAL);
+                adopt::liveness_round(&args, &handler);
+                sleep_unless(&stop, adopt::LIVENESS_INTERVAL);
             }
             Ok(())
         })?;
@@ -448,17 +232,5 @@ fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
     while !left.is_zero() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(step.min(left));
         left = left.saturating_sub(step);
-    }
-}
-
-/// Lets the shared `LostEvents` be registered while health keeps reading it.
-struct LostEventsHandle(Arc<LostEvents>);
-
-impl prometheus::core::Collector for LostEventsHandle {
-    fn desc(&self) -> Vec<&prometheus::core::Desc> {
-        self.0.desc()
-    }
-    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
-        self.0.collect()
     }
 }

@@ -1,6 +1,7 @@
 //! pywats-agent: Prometheus metrics of an unmodified pyWATS client, from eBPF
 //! probes and procfs. The binary is `main.rs`; tests use this library.
 
+pub mod adopt;
 pub mod app;
 pub mod cli;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod net;
 pub mod proc;
 pub mod seeding;
+pub mod specs;
 pub mod supervise;
 pub mod sync;
 pub mod tls_attach;

@@ -3,7 +3,7 @@
 //! refused (map full, `MAP_INSERT_FAILURES`: a socket or a child process
 //! then goes untracked).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{MapData, PerCpuArray};
 use prometheus::{
@@ -97,5 +97,17 @@ impl Collector for MapInsertFailures {
             self.counter.with_label_values(&[name]).inc_by(n);
         }
         self.counter.collect()
+    }
+}
+
+/// Lets the shared `LostEvents` be registered while health keeps reading it.
+pub struct LostEventsHandle(pub Arc<LostEvents>);
+
+impl prometheus::core::Collector for LostEventsHandle {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
     }
 }

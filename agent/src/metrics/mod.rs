@@ -12,7 +12,7 @@ use prometheus::{
     TextEncoder,
 };
 
-pub use lost::{LostEvents, MapInsertFailures};
+pub use lost::{LostEvents, LostEventsHandle, MapInsertFailures};
 pub use programs::ProgramStats;
 pub use ratelimit::RateLimitedLog;
 

@@ -1,0 +1,153 @@
+//! Which processes are targets: the ones named at start, those `--match`
+//! finds later (adopted with their children, sockets and queues), and the
+//! liveness loop that notices exits the kernel's events did not report.
+
+use std::{path::Path, time::Duration};
+
+use crate::{
+    cli::Args,
+    clock::monotonic_ns,
+    ebpf::KernelTargets,
+    error::AgentError,
+    events::{self, Handler},
+    proc::{targets::name_targets, tree, Targets},
+    seeding::seed_sockets,
+    specs::client_config,
+    tls_attach::TlsWork,
+};
+
+/// How often targets are checked against procfs, in case an exit event was lost.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// One round of the liveness loop: exits missed, new `--match` processes,
+/// and the TLS probes re-checked against what the targets map.
+pub fn liveness_round(args: &Args, h: &Handler) {
+    check_liveness(h);
+    if !args.matches.is_empty() {
+        adopt_matches(args, h);
+    }
+    h.tls.send(TlsWork::Recheck(live_processes(h)));
+}
+
+/// Checks what the operator asked for, before touching the kernel, and finds
+/// the processes `--match` names now.
+pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
+    if args.pids.is_empty() && args.matches.is_empty() {
+        return Err(AgentError::NoTarget);
+    }
+    if args.matches.iter().any(|p| p.trim().is_empty()) {
+        return Err(AgentError::Config("--match needs a non-empty pattern".into()));
+    }
+    let resolved = args.pids.iter().map(|&pid| tree::resolve(&args.proc_root, pid)).collect::<Result<Vec<_>, _>>()?;
+    let names = name_targets(&resolved, &args.target_names)?;
+    let mut targets = Targets::new(&resolved, &names);
+    targets.set_patterns(args.matches.clone());
+    for (pattern, p) in new_matches(args, &targets) {
+        let name = targets.add_matched(&p, &pattern, &p.comm);
+        tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
+    }
+    for p in targets.patterns().iter().filter(|p| !targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p))) {
+        tracing::info!("no process matches {p:?} yet: looking again every {}s", LIVENESS_INTERVAL.as_secs());
+    }
+    Ok(targets)
+}
+
+/// Processes a `--match` pattern names that are not watched yet.
+fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid)> {
+    let own = tree::own_lineage(&args.proc_root);
+    let mut out: Vec<(String, tree::ResolvedPid)> = Vec::new();
+    for pattern in &args.matches {
+        let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
+        for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
+            if let Ok(p) = tree::resolve(&args.proc_root, pid) {
+                out.push((pattern.clone(), p));
+            }
+        }
+    }
+    out
+}
+
+/// Starts watching processes `--match` found after the start: a client
+/// (re)started later. Its descendants, open sockets and (when discovery is
+/// on) its config's queues and converters come with it.
+fn adopt_matches(args: &Args, h: &Handler) {
+    let found = new_matches(args, &h.targets.read().expect("targets lock"));
+    for (pattern, p) in found {
+        let config = client_config(args, p.pid).unwrap_or_else(|e| {
+            tracing::warn!("{e}");
+            None
+        });
+        let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
+        let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
+        let mut map = h.kernel_targets.lock().expect("target map lock");
+        let mut tgids = vec![p.pid];
+        let mut ok = map.insert(p.pid, p.pid).is_ok();
+        for child in tree::descendants(&args.proc_root, p.pid) {
+            ok &= map.insert(child, p.pid).is_ok();
+            events::log(&h.targets.write().expect("targets lock").add_child(p.pid, child));
+            tgids.push(child);
+        }
+        drop(map);
+        for &pid in &tgids {
+            h.tls.send(TlsWork::Process { pid, reported_ns: None });
+        }
+        if !ok {
+            h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
+            tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
+        }
+        let mut sockets = h.sockets.lock().expect("socket map lock");
+        let mut net = h.net.lock().expect("net lock");
+        // Just inserted: no exec counted yet.
+        if let Err(e) = seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |_| 0) {
+            tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
+        }
+        drop((net, sockets));
+        if let Some(c) = config {
+            let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
+            let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
+            h.fs.lock().expect("fs lock").extend(queues, converters);
+        }
+        tracing::info!(target_name = %name, "pid {} ({}) matches {pattern:?}: watching it", p.pid, p.exe);
+    }
+}
+
+/// Puts the current descendants of every target into the kernel's target set.
+pub fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: &Path) -> Result<(), AgentError> {
+    let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
+    for root in roots {
+        for child in tree::descendants(proc_root, root) {
+            map.insert(child, root)?;
+            events::log(&targets.add_child(root, child));
+        }
+    }
+    Ok(())
+}
+
+/// Every live process of every target: roots and their children.
+pub fn live_processes(h: &Handler) -> Vec<u32> {
+    h.targets
+        .read()
+        .expect("targets lock")
+        .iter()
+        .filter(|t| t.alive)
+        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
+        .collect()
+}
+
+/// Marks targets whose process is gone (their exit event may have been lost).
+fn check_liveness(handler: &Handler) {
+    let gone: Vec<u32> = handler
+        .targets
+        .read()
+        .expect("targets lock")
+        .iter()
+        .filter(|t| t.alive && tree::resolve(&handler.proc_root, t.pid).is_err())
+        .map(|t| t.pid)
+        .collect();
+    for pid in gone {
+        let change = handler.targets.write().expect("targets lock").exited(pid, pid);
+        handler.kernel_targets.lock().expect("target map lock").remove(pid);
+        handler.process_gone(pid, monotonic_ns());
+        events::log(&change);
+    }
+}
