@@ -2,44 +2,13 @@
 //! http2=True against hypercorn; counts from the server, durations from the
 //! client, plaintext from the libssl probes.
 
-use std::{
-    collections::BTreeMap,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
-use pywats_agent_tests::{agent::Agent, free_port, prom::Samples, py, py::Py, tls, wait_for};
+use pywats_agent_tests::{agent::Agent, free_port, prom::Samples, py::Py, tls, tls::Hypercorn, wait_for};
 use serde_json::Value;
 
 const SECRET: &str = "cHl3YXRzOmgyLXNlY3JldA==";
 const TARGET: &str = "station";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn hypercorn(port: u16) -> Server {
-    let (cert, key) = tls::cert();
-    let child = Command::new(py::python())
-        .args(["-m", "hypercorn", "--certfile"])
-        .arg(&cert)
-        .arg("--keyfile")
-        .arg(&key)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "h2_app:app"])
-        .current_dir(py::script(""))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start hypercorn");
-    let server = Server(child);
-    wait_for(Duration::from_secs(20), "hypercorn to serve", || tls::try_get(port, "/__counts").ok());
-    server
-}
 
 fn template(path: &str) -> String {
     path.split('/')
@@ -68,9 +37,9 @@ fn agent_counts(m: &Samples) -> BTreeMap<(String, String, String), f64> {
     out
 }
 
-fn start() -> (u16, Server, Py, Agent) {
+fn start() -> (u16, Hypercorn, Py, Agent) {
     let port = free_port();
-    let server = hypercorn(port);
+    let server = Hypercorn::start(port);
     let client = Py::start("h2_client.py", &[&port.to_string()]);
     let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
     wait_for(Duration::from_secs(10), "the TLS probes", || {

@@ -6,7 +6,9 @@ Usage: http_server.py PORT [--tls CERT KEY]. Prints "ready" once listening on
   ANY /mix/<code>/<size>/<mode>[/...][?...]
       answers <code> with a <size>-byte body; <mode> is
       "cl" (Content-Length, keep-alive), "chunked" (Transfer-Encoding: chunked,
-      8 KiB chunks), or "close" (no length, body ends at connection close).
+      8 KiB chunks), "close" (no length, body ends at connection close), or
+      "late" (as "cl", the body 20 ms after the head: the client's read of
+      the response's end is the one that waits).
       The request body is read by its Content-Length.
   GET /__counts   (from the test, not the client): JSON list of
       [method, path-without-query, code, count] the server answered, and the
@@ -18,6 +20,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from collections import Counter
 
 counts = Counter()
@@ -72,6 +75,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(size))
             self.end_headers()
+            if mode == "late":
+                time.sleep(0.02)
             if self.command != "HEAD":
                 self.wfile.write(body)
 

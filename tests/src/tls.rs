@@ -1,9 +1,15 @@
-//! TLS for the tests: a self-signed certificate for 127.0.0.1, and GETs to the
-//! test servers over HTTPS from a helper process (never the watched client).
+//! TLS for the tests: a self-signed certificate for 127.0.0.1, the HTTP/2
+//! test server, and GETs to the test servers over HTTPS from a helper process
+//! (never the watched client).
 
-use std::{path::PathBuf, process::Command, sync::OnceLock};
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
 
-use crate::py::python;
+use crate::{py, py::python, wait_for};
 
 /// (certificate, key) made once per test run with `openssl`.
 pub fn cert() -> (PathBuf, PathBuf) {
@@ -41,4 +47,35 @@ pub fn try_get(port: u16, path: &str) -> Result<String, String> {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
     String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// `tests/py/h2_app.py` under hypercorn (HTTPS, ALPN h2), killed when dropped.
+pub struct Hypercorn(Child);
+
+impl Hypercorn {
+    /// Starts it on 127.0.0.1:`port` and waits until it answers.
+    pub fn start(port: u16) -> Hypercorn {
+        let (cert, key) = cert();
+        let child = Command::new(python())
+            .args(["-m", "hypercorn", "--certfile"])
+            .arg(&cert)
+            .arg("--keyfile")
+            .arg(&key)
+            .args(["--bind", &format!("127.0.0.1:{port}"), "h2_app:app"])
+            .current_dir(py::script(""))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hypercorn");
+        let server = Hypercorn(child);
+        wait_for(Duration::from_secs(20), "hypercorn to serve", || try_get(port, "/__counts").ok());
+        server
+    }
+}
+
+impl Drop for Hypercorn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
