@@ -73,7 +73,7 @@ pub fn header(kind: EventKind, tgid: u32, tid: u32) -> EventHeader {
 const BPF_RB_AVAIL_DATA: u64 = 0;
 const BPF_RB_RING_SIZE: u64 = 1;
 const BPF_RB_NO_WAKEUP: u64 = 1;
-const BPF_RB_FORCE_WAKEUP: u64 = 2;
+pub const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
 /// Submit flags: the agent is woken only once a quarter of the ring is full
 /// (it also drains every few milliseconds). Waking it for every event cost the

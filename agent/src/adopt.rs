@@ -89,7 +89,7 @@ fn adopt_matches(args: &Args, h: &Handler) {
         }
         drop(map);
         for &pid in &tgids {
-            h.tls.send(TlsWork::Process { pid, reported_ns: None });
+            h.tls.send(TlsWork::Adopted(pid));
         }
         if !ok {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();

@@ -136,7 +136,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         kernel_targets: Arc::new(Mutex::new(target_map)),
     };
     for pid in live_processes(&handler) {
-        handler.tls.send(TlsWork::Process { pid, reported_ns: None });
+        handler.tls.send(TlsWork::Adopted(pid));
     }
     let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone() };
 

@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex, RwLock},
 };
 
-use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey};
+use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey, CLONE_VM};
 
 use crate::{
     ebpf::{loader::SocketMap, tls::is_libssl, KernelTargets},
@@ -80,13 +80,12 @@ impl Handler {
                 self.process_gone(tgid, ev.header.ts_ns);
                 self.tls.send(TlsWork::Exited(tgid));
             }
-            EventKind::ProcFork => {
-                self.tls.send(TlsWork::Process { pid: ev.child_tgid, reported_ns: Some(ev.header.ts_ns) })
+            // A child sharing its parent's memory (vfork, posix_spawn) is about
+            // to exec: it gets probes if the new program opens libssl.
+            EventKind::ProcFork if ev.header.ret as u64 & CLONE_VM == 0 => {
+                self.tls.send(TlsWork::Forked { pid: ev.child_tgid, reported_ns: ev.header.ts_ns })
             }
-            EventKind::ProcExec => {
-                self.after_exec(tgid, ev.header.ts_ns);
-                self.tls.send(TlsWork::Process { pid: tgid, reported_ns: Some(ev.header.ts_ns) })
-            }
+            EventKind::ProcExec => self.after_exec(tgid, ev.header.ts_ns),
             _ => {}
         }
         log(&change);
@@ -159,7 +158,8 @@ impl Handler {
         if kind == EventKind::FsOpen && path1.first() == Some(&b'/') {
             let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path1));
             if is_libssl(path) {
-                self.tls.send(TlsWork::Opened(event.header.tgid, path.to_path_buf()));
+                let (pid, reported_ns) = (event.header.tgid, event.header.ts_ns);
+                self.tls.send(TlsWork::Opened { pid, path: path.to_path_buf(), reported_ns });
             }
         }
         self.fs.lock().expect("fs lock").on_event(kind, &event, path1, path2);

@@ -28,12 +28,16 @@ use crate::{
 const QUEUE: usize = 1024;
 
 pub enum TlsWork {
-    /// A process became a target (adopted, forked by a target, or exec'd):
-    /// probe what it maps and the libssl files of its root. `reported_ns`:
-    /// when the kernel reported it (fork, exec), for the attach latency.
-    Process { pid: u32, reported_ns: Option<u64> },
-    /// A target opened a libssl file (path as the process wrote it).
-    Opened(u32, PathBuf),
+    /// A process became a target at start or through `--match`: probe what
+    /// it maps and the libssl files of its root, which it may load later.
+    Adopted(u32),
+    /// A target forked a child with a memory of its own: probe the libssl it
+    /// inherited, at once (it may call it right away). `reported_ns`: when
+    /// the kernel reported the fork, for the attach latency.
+    Forked { pid: u32, reported_ns: u64 },
+    /// A target opened a libssl file (path as the process wrote it): an
+    /// exec'd child loading it, a `dlopen`. The kernel woke the agent for it.
+    Opened { pid: u32, path: PathBuf, reported_ns: u64 },
     /// A target process is gone.
     Exited(u32),
     /// The periodic re-check: the live target processes.
@@ -123,19 +127,18 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let changed = match work {
-                // What it maps first: a forked child may call it right away.
-                TlsWork::Process { pid, reported_ns } => {
-                    let attached = self.attach(pid, tls::libssl_of(&self.proc_root, pid))
-                        | self.attach(pid, tls::libssl_in_lib_dirs(&self.proc_root, pid));
-                    if let (true, Some(at)) = (attached, reported_ns) {
-                        self.metrics.tls_attach.observe(monotonic_ns().saturating_sub(at) as f64 / 1e9);
-                    }
-                    attached
+                TlsWork::Adopted(pid) => {
+                    self.attach(pid, tls::libssl_of(&self.proc_root, pid))
+                        | self.attach(pid, tls::libssl_in_lib_dirs(&self.proc_root, pid))
                 }
-                TlsWork::Opened(pid, path) => match tls::in_root(&self.proc_root, pid, &path) {
-                    Some(lib) => self.attach(pid, [lib]),
-                    None => false,
-                },
+                TlsWork::Forked { pid, reported_ns } => {
+                    let attached = self.attach(pid, tls::libssl_of(&self.proc_root, pid));
+                    self.observe(attached, reported_ns)
+                }
+                TlsWork::Opened { pid, path, reported_ns } => {
+                    let attached = tls::in_root(&self.proc_root, pid, &path).is_some_and(|lib| self.attach(pid, [lib]));
+                    self.observe(attached, reported_ns)
+                }
                 TlsWork::Exited(pid) => self.detach(pid),
                 TlsWork::Recheck(live) => self.recheck(&live),
             };
@@ -145,6 +148,14 @@ impl Worker {
                 self.metrics.tls_processes.set(probes.tls_processes().len() as i64);
             }
         }
+    }
+
+    /// Records how long a new process went unprobed.
+    fn observe(&self, attached: bool, reported_ns: u64) -> bool {
+        if attached {
+            self.metrics.tls_attach.observe(monotonic_ns().saturating_sub(reported_ns) as f64 / 1e9);
+        }
+        attached
     }
 
     fn detach(&self, pid: u32) -> bool {

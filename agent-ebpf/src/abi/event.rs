@@ -6,7 +6,8 @@ use super::assert_size;
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// A target process created a child process (not a thread).
+    /// A target process created a child process (not a thread); the header's
+    /// `ret` holds the clone flags.
     ProcFork = 1,
     /// A target process replaced its image with `execve`.
     ProcExec = 2,

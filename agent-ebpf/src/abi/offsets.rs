@@ -30,3 +30,6 @@ impl TracepointOffsets {
 
 /// `CLONE_THREAD` from `linux/sched.h`: set when a new task is a thread.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
+/// `CLONE_VM`: the new process shares its parent's memory (vfork,
+/// posix_spawn) until it calls exec. Sent in a fork event's `ret`.
+pub const CLONE_VM: u64 = 0x0000_0100;

@@ -12,7 +12,7 @@ use pywats_agent_ebpf::abi::{fs_truncated, map_slot, EventKind, FsEvent, FsScrat
 
 use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, header, insert_counted, wakeup},
+    emit::{count_lost, current, header, insert_counted, wakeup, BPF_RB_FORCE_WAKEUP},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
 };
 
@@ -91,13 +91,44 @@ fn exit(ctx: &RawTracePointContext) -> i32 {
         path2_len: len2 as u16,
         truncated: if trunc1 { fs_truncated::PATH1 } else { 0 } | if trunc2 { fs_truncated::PATH2 } else { 0 },
     };
+    // A target loading libssl gets its TLS probes from the agent: wake it now.
+    let flags = if kind == EventKind::FsOpen && names_libssl(&s.bytes, len1) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        wakeup(&FS_EVENTS)
+    };
     let total = (core::mem::size_of::<FsEvent>() + len1 + len2) & 0x7ff;
     // SAFETY: total <= size_of::<FsScratch>(); the slice views the scratch struct.
     let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if FS_EVENTS.output::<[u8]>(bytes, wakeup(&FS_EVENTS)).is_err() {
+    if FS_EVENTS.output::<[u8]>(bytes, flags).is_err() {
         count_lost(kind);
     }
     0
+}
+
+/// Whether the file name of the path in `bytes[..len]` starts with
+/// `libssl.so` (`libssl.so`, `libssl.so.3`, `libssl.so.1.1`): only the last
+/// 15 bytes are looked at, so an open costs a few dozen instructions more.
+#[inline(always)]
+fn names_libssl(bytes: &[u8; (2 * FS_PATH_MAX) as usize], len: usize) -> bool {
+    const NAME: &[u8; 10] = b"/libssl.so";
+    for back in 10..16 {
+        if back > len {
+            break;
+        }
+        let start = (len - back) & (FS_PATH_MAX as usize - 1);
+        let mut same = true;
+        for (i, &c) in NAME.iter().enumerate() {
+            if bytes[(start + i) & (2 * FS_PATH_MAX as usize - 1)] != c {
+                same = false;
+                break;
+            }
+        }
+        if same {
+            return true;
+        }
+    }
+    false
 }
 
 macro_rules! exits {

@@ -37,10 +37,14 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let entry = Target { root_tgid: target.root_tgid, exec_gen: 0 };
     insert_counted(&TARGETS, &child, &entry, map_slot::TARGETS)?;
     set_target_bit(child, true);
+    // The agent probes a forked child's libssl unless it shares its parent's
+    // memory until exec (vfork, posix_spawn): it tells by the clone flags.
+    let mut h = header(EventKind::ProcFork, tgid, tid);
+    h.ret = flags as i64;
     output_now(
         &PROC_EVENTS,
         EventKind::ProcFork,
-        ProcEvent { header: header(EventKind::ProcFork, tgid, tid), root_tgid: target.root_tgid, child_tgid: child },
+        ProcEvent { header: h, root_tgid: target.root_tgid, child_tgid: child },
     );
     Ok(())
 }

@@ -30,6 +30,11 @@ pub fn existing_tcp(proc_root: &Path, pid: u32) -> Vec<Existing> {
             }
         }
     }
+    // The TCP tables list every socket of the network namespace: not read
+    // for a process that holds none (most execs, e.g. a converter's child).
+    if by_inode.is_empty() {
+        return Vec::new();
+    }
     let entries: Vec<_> =
         process.tcp().unwrap_or_default().into_iter().chain(process.tcp6().unwrap_or_default()).collect();
     let listening: HashSet<u16> =
