@@ -392,14 +392,16 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     // The directories are re-read right after the file ring was drained, in
     // the same task: a re-read must not see renames whose events are still
     // waiting in the ring (they arrive in batches), or it would "correct"
-    // state that is only late.
+    // state that is only late. The folders are read without the fs lock.
     let fs_reader = {
         let h = handler.clone();
         let every = Duration::from_secs(args.reconcile_interval.max(1));
         let mut next = std::time::Instant::now() + every;
         let after = move || {
             if std::time::Instant::now() >= next {
-                fs.lock().expect("fs lock").reconcile(false);
+                let plan = fs.lock().expect("fs lock").scan_plan();
+                let scanned = plan.read();
+                fs.lock().expect("fs lock").apply_scan(scanned);
                 next = std::time::Instant::now() + every;
             }
         };
