@@ -47,6 +47,9 @@ fn load(n: usize, done: usize) -> f64 {
         assert_eq!(get(&m, "pywats_queue_items", &[q[0], q[1], ("state", state)]), want(state), "{state}");
     }
     assert_eq!(lost, 0.0, "the agent lost file events");
+    // Re-reads during the run met files whose events were still on their way: none was "corrected".
+    assert_eq!(get(&m, "pywats_agent_queue_corrections_total", &q), 0.0);
+    assert_eq!(get(&m, "pywats_agent_queue_items_untracked_total", &q), 0.0);
     let outcomes = |o: &str| get(&m, "pywats_queue_items_processed_total", &[q[0], q[1], ("outcome", o)]);
     assert_eq!(outcomes("completed"), want("completed"));
     assert_eq!(outcomes("failed"), want("failed"));
