@@ -95,6 +95,9 @@ impl WatchedQueue {
     }
 
     fn reconciled(&self, r: Reconciled) {
+        if r.dropped {
+            tracing::warn!(queue = %self.spec.name, "more items changed during a re-read of {} than the agent tracks: re-read dropped", self.spec.dir.display());
+        }
         self.series.corrections.inc_by(r.corrected as u64);
         self.series.untracked.inc_by(r.untracked as u64);
         self.gauges();

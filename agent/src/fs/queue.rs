@@ -89,6 +89,8 @@ pub struct Reconciled {
     pub corrected: usize,
     /// Item files the cap refused to track.
     pub untracked: usize,
+    /// Too many ids changed while the listing was read: it was not used.
+    pub dropped: bool,
 }
 
 #[derive(Debug)]
@@ -223,7 +225,8 @@ impl Items {
     /// applies it at once. One pass over the items and one over the listing.
     pub fn reconcile(&mut self, listing: Option<Listing>, initial: bool) -> Reconciled {
         let (touched, listing) = match (std::mem::take(&mut self.touched), listing) {
-            (Touched::Overflowed, _) | (_, None) => return Reconciled::default(),
+            (Touched::Overflowed, _) => return Reconciled { dropped: true, ..Reconciled::default() },
+            (_, None) => return Reconciled::default(),
             (Touched::Idle, Some(l)) => (HashSet::new(), l),
             (Touched::Since(ids), Some(l)) => (ids, l),
         };
@@ -369,7 +372,8 @@ mod tests {
         for id in ["x", "y", "z"] {
             q.forget(id, State::Queued);
         }
-        assert_eq!(q.reconcile(listing(&[("x", State::Queued, None)]), true), Reconciled::default());
+        let r = q.reconcile(listing(&[("x", State::Queued, None)]), true);
+        assert_eq!(r, Reconciled { dropped: true, ..Reconciled::default() });
         assert!(q.is_empty());
     }
 
@@ -382,7 +386,7 @@ mod tests {
         // Known items still move.
         assert_eq!(q.set("a", State::Processing, 2), Some(Change::Started));
         let l = listing(&[("a", State::Processing, None), ("b", State::Queued, None), ("c", State::Queued, None)]);
-        assert_eq!(q.reconcile(l, true), Reconciled { corrected: 0, untracked: 1 });
+        assert_eq!(q.reconcile(l, true), Reconciled { untracked: 1, ..Reconciled::default() });
         assert_eq!((q.len(), q.count(State::Queued)), (2, 1));
         // An incomplete listing (items past the cap left out) removes nothing.
         let partial = Listing { complete: false, ..listing(&[("b", State::Queued, None)]).unwrap() };
