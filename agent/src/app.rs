@@ -158,7 +158,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     // The directories are re-read right after the file ring was drained, on
     // the same thread: a re-read must not see renames whose events are still
     // waiting in the ring (they arrive in batches), or it would "correct"
-    // state that is only late.
+    // state that is only late. The folders are read without the fs lock.
     {
         let (h, stop) = (handler.clone(), stop.clone());
         let every = Duration::from_secs(args.reconcile_interval.max(1));
@@ -166,7 +166,9 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             let mut next = std::time::Instant::now() + every;
             let after = || {
                 if std::time::Instant::now() >= next {
-                    fs.locked().reconcile(false);
+                    let plan = fs.locked().scan_plan();
+                    let scanned = plan.read();
+                    fs.locked().apply_scan(scanned);
                     next = std::time::Instant::now() + every;
                 }
             };

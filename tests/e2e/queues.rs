@@ -183,6 +183,41 @@ fn converter_flows_with_work_in_a_child_process() {
 }
 
 #[test]
+fn converter_files_there_at_start_and_files_that_vanish() {
+    let root = scratch("converter-late");
+    let [watch, done, error] = ["in", "done", "error"].map(|d| root.join(d));
+    for d in [&watch, &done, &error] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for f in ["w1.csv", "w2.csv"] {
+        std::fs::write(watch.join(f), "sn,result\n1,pass\n").unwrap();
+    }
+    let mut py = Py::start("queues.py", &[]);
+    let spec = format!("csv={},done={},error={}", watch.display(), done.display(), error.display());
+    let a = agent(&py, &["--converter", &spec, "--reconcile-interval", "1"]);
+    let c = [("target", TARGET), ("converter", "csv")];
+    // Files in the watch folder at start are not in progress.
+    assert_eq!(get(&a.scrape(), "pywats_converter_in_progress", &c), 0.0);
+    let truth = ask(&mut py, &format!("late {} {}", watch.display(), done.display()));
+    let m = settle(&a, "pywats_converter_in_progress", &c, truth["in_progress"].as_f64().unwrap());
+    assert_eq!(
+        get(&m, "pywats_converter_executions_total", &[c[0], c[1], ("status", "success")]),
+        truth["success"].as_f64().unwrap()
+    );
+    // w1 was read before the agent started: counted, with no duration.
+    assert_eq!(get(&m, "pywats_converter_duration_seconds_count", &c), truth["timed"].as_f64().unwrap());
+    // The file in progress goes away unseen (this test process is no target):
+    // ended on the second re-read that misses it, as a correction.
+    std::fs::remove_file(watch.join("v1.csv")).unwrap();
+    let vanished = [c[0], c[1], ("reason", "vanished")];
+    let m = settle(&a, "pywats_agent_converter_corrections_total", &vanished, 1.0);
+    assert_eq!(get(&m, "pywats_converter_in_progress", &c), 0.0);
+    assert_eq!(get(&m, "pywats_converter_executions_total", &[c[0], c[1], ("status", "success")]), 2.0);
+    assert_eq!(get(&m, "pywats_converter_executions_total", &[c[0], c[1], ("status", "error")]), 0.0);
+    assert_eq!(get(&m, "pywats_agent_converter_corrections_total", &[c[0], c[1], ("reason", "expired")]), 0.0);
+}
+
+#[test]
 fn the_real_persistent_queue() {
     let dir = scratch("realpq");
     let mut py = Py::start("queues.py", &[]);

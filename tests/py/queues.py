@@ -14,6 +14,13 @@ Usage: queues.py. Prints "ready", then answers one JSON line per command:
   convert WATCH DONE ERROR ARCHIVE
                        converter runs; a child process opens and reads each input
   real_pq DIR          the real pywats_client.queue.PersistentQueue
+  late WATCH DONE      for an agent started after w1.csv and w2.csv were dropped:
+                       w1 moved to done unread (its read came before the agent),
+                       w2 read and moved, v1 dropped and read (left in progress)
+  load DIR N DONE      N service-queue items (tmp + rename to X.queued, no fsync:
+                       the event rate is the point), then DONE of them through
+                       processing to completed (every 10th to error); answers
+                       the files on disk by state
 Processing durations are measured around the renames, on the monotonic clock
 the kernel's timestamps use.
 """
@@ -206,6 +213,37 @@ def real_pq(d):
     return truth
 
 
+def late(watch, done):
+    os.rename(os.path.join(watch, "w1.csv"), os.path.join(done, "w1.csv"))
+    child_reads(os.path.join(watch, "w2.csv"))
+    os.rename(os.path.join(watch, "w2.csv"), os.path.join(done, "w2.csv"))
+    with open(os.path.join(watch, "v1.csv"), "w") as f:
+        f.write("sn,result\n1,pass\n")
+    child_reads(os.path.join(watch, "v1.csv"))
+    return {"success": 2, "timed": 1, "in_progress": 1}
+
+
+def load(d, n, done):
+    os.makedirs(d, exist_ok=True)
+    payload = json.dumps({"report": "x" * 200})
+    for i in range(int(n)):
+        tmp = os.path.join(d, f"L{i:06d}.tmp")
+        with open(tmp, "w") as f:
+            f.write(payload)
+        os.rename(tmp, os.path.join(d, f"L{i:06d}.queued"))
+    for i in range(int(done)):
+        name = f"L{i:06d}"
+        mv(d, name, ".queued", ".processing")
+        mv(d, name, ".processing", ".error" if i % 10 == 9 else ".completed")
+    on_disk = {"queued": 0, "processing": 0, "completed": 0, "failed": 0}
+    for f in os.listdir(d):
+        for suffix, state in ((".queued", "queued"), (".processing", "processing"), (".completed", "completed"),
+                              (".error", "failed")):
+            if f.endswith(suffix):
+                on_disk[state] += 1
+    return on_disk
+
+
 def main():
     print("ready", flush=True)
     for line in sys.stdin:
@@ -215,7 +253,8 @@ def main():
         if cmd[0] == "exit":
             break
         fn = {"service": service, "persistent": persistent, "prepare": prepare, "finish": finish,
-              "convert": convert, "real_pq": real_pq}[cmd[0]]
+              "convert": convert, "real_pq": real_pq, "late": late,
+              "load": load}[cmd[0]]
         print(json.dumps(fn(*cmd[1:])), flush=True)
 
 

@@ -21,3 +21,13 @@ pub fn unused_pid() -> u32 {
         std::fs::read_to_string("/proc/sys/kernel/pid_max").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(32768);
     (2..max).rev().find(|&p| !exists(p)).expect("some pid is free")
 }
+
+/// User + system CPU seconds a process has used so far (`/proc/<pid>/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // Fields after the command name, which may itself hold spaces and parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("stat has a comm") + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}

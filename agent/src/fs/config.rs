@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::fs::{
     converter::ConverterSpec,
-    queue::{Preset, State},
+    preset::{Preset, State},
 };
 
 /// A queue to watch.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fs::{config::QueueSpec, converter::ConverterSpec, queue::Preset};
+use crate::fs::{config::QueueSpec, converter::ConverterSpec, preset::Preset};
 
 /// Where the client keeps its config on Linux (`get_default_config_path`).
 pub const CONFIG_DIR: &str = "/var/lib/pywats";

@@ -1,9 +1,15 @@
 //! Queue and converter metrics: pyWATS's names and labels, plus `target`,
-//! items by state, outcomes and the corrections the directory scans made.
+//! items by state, outcomes, the corrections the directory scans made and
+//! what the caps refused.
 
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+};
 
-use crate::metrics::{Metrics, PYWATS_BUCKETS};
+use crate::{
+    fs::{preset::State, queue::Outcome},
+    metrics::{Metrics, PYWATS_BUCKETS},
+};
 
 #[derive(Clone)]
 pub struct FsMetrics {
@@ -13,10 +19,48 @@ pub struct FsMetrics {
     pub outcomes: IntCounterVec,
     pub transitions: IntCounterVec,
     pub corrections: IntCounterVec,
+    pub queue_untracked: IntCounterVec,
     pub executions: IntCounterVec,
     pub converter_duration: HistogramVec,
     pub in_progress: GaugeVec,
+    pub converter_corrections: IntCounterVec,
+    pub converter_untracked: IntCounterVec,
     pub path_errors: IntCounterVec,
+}
+
+/// One queue's series, looked up once when its watch begins: an event then
+/// costs a few atomic operations instead of hashing label values.
+pub struct QueueSeries {
+    pub depth: IntGauge,
+    /// By [`State::index`].
+    pub items: [IntGauge; 4],
+    completed: IntCounter,
+    failed: IntCounter,
+    pub recovered: IntCounter,
+    pub retried: IntCounter,
+    pub processing: Histogram,
+    pub corrections: IntCounter,
+    pub untracked: IntCounter,
+}
+
+impl QueueSeries {
+    pub fn outcome(&self, o: Outcome) -> &IntCounter {
+        match o {
+            Outcome::Completed => &self.completed,
+            Outcome::Failed => &self.failed,
+        }
+    }
+}
+
+/// One converter's series, looked up once when its watch begins.
+pub struct ConverterSeries {
+    pub success: IntCounter,
+    pub error: IntCounter,
+    pub duration: Histogram,
+    pub in_progress: Gauge,
+    pub vanished: IntCounter,
+    pub expired: IntCounter,
+    pub untracked: IntCounter,
 }
 
 impl FsMetrics {
@@ -60,6 +104,15 @@ impl FsMetrics {
                 q,
             )
             .expect("valid metric"),
+            queue_untracked: IntCounterVec::new(
+                Opts::new(
+                    "pywats_agent_queue_items_untracked_total",
+                    "Queue items not tracked because the queue already held the most items the agent tracks \
+                     (counted at each event and each directory scan that met one).",
+                ),
+                q,
+            )
+            .expect("valid metric"),
             executions: IntCounterVec::new(
                 Opts::new("pywats_converter_executions_total", "Converter executions, one per input file, by status."),
                 &["target", "converter", "status"],
@@ -79,6 +132,24 @@ impl FsMetrics {
                 &["target", "converter"],
             )
             .expect("valid metric"),
+            converter_corrections: IntCounterVec::new(
+                Opts::new(
+                    "pywats_agent_converter_corrections_total",
+                    "Converter executions ended without success or error: `vanished` (the file went away unseen) \
+                     or `expired` (in progress too long).",
+                ),
+                &["target", "converter", "reason"],
+            )
+            .expect("valid metric"),
+            converter_untracked: IntCounterVec::new(
+                Opts::new(
+                    "pywats_agent_converter_untracked_total",
+                    "Converter input files not tracked because the converter already held the most files the agent \
+                     tracks.",
+                ),
+                &["target", "converter"],
+            )
+            .expect("valid metric"),
             path_errors: IntCounterVec::new(
                 Opts::new("pywats_agent_path_errors_total", "File paths the agent could not use, by reason."),
                 &["reason"],
@@ -91,10 +162,43 @@ impl FsMetrics {
         registry.register(Box::new(m.outcomes.clone()));
         registry.register(Box::new(m.transitions.clone()));
         registry.register(Box::new(m.corrections.clone()));
+        registry.register(Box::new(m.queue_untracked.clone()));
         registry.register(Box::new(m.executions.clone()));
         registry.register(Box::new(m.converter_duration.clone()));
         registry.register(Box::new(m.in_progress.clone()));
+        registry.register(Box::new(m.converter_corrections.clone()));
+        registry.register(Box::new(m.converter_untracked.clone()));
         registry.register(Box::new(m.path_errors.clone()));
         m
+    }
+
+    pub fn queue(&self, target: &str, name: &str, item_type: &str) -> QueueSeries {
+        let l = [target, name];
+        let with = |v: &IntCounterVec, extra: &str| v.with_label_values(&[target, name, extra]);
+        QueueSeries {
+            depth: self.depth.with_label_values(&l),
+            items: State::ALL.map(|st| self.items.with_label_values(&[target, name, st.name()])),
+            completed: with(&self.outcomes, Outcome::Completed.name()),
+            failed: with(&self.outcomes, Outcome::Failed.name()),
+            recovered: with(&self.transitions, "recovered"),
+            retried: with(&self.transitions, "retried"),
+            processing: self.processing.with_label_values(&[target, name, item_type]),
+            corrections: self.corrections.with_label_values(&l),
+            untracked: self.queue_untracked.with_label_values(&l),
+        }
+    }
+
+    pub fn converter(&self, target: &str, name: &str) -> ConverterSeries {
+        let l = [target, name];
+        let with = |v: &IntCounterVec, extra: &str| v.with_label_values(&[target, name, extra]);
+        ConverterSeries {
+            success: with(&self.executions, "success"),
+            error: with(&self.executions, "error"),
+            duration: self.converter_duration.with_label_values(&l),
+            in_progress: self.in_progress.with_label_values(&l),
+            vanished: with(&self.converter_corrections, "vanished"),
+            expired: with(&self.converter_corrections, "expired"),
+            untracked: self.converter_untracked.with_label_values(&l),
+        }
     }
 }

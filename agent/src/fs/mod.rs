@@ -4,14 +4,12 @@ pub mod config;
 pub mod converter;
 pub mod discover;
 pub mod metrics;
+pub mod preset;
 pub mod queue;
 pub mod resolve;
+pub mod scan;
 
-use std::{
-    collections::HashMap,
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::path::{Path, PathBuf};
 
 use pywats_agent_ebpf::abi::{EventKind, FsEvent};
 
@@ -19,9 +17,11 @@ use crate::{
     clock::monotonic_ns,
     fs::{
         config::QueueSpec,
-        converter::{Converter, ConverterSpec, Finished},
-        metrics::FsMetrics,
-        queue::{Change, Items, State},
+        converter::{Converter, ConverterSpec, Finished, Pickup, Status},
+        metrics::{ConverterSeries, FsMetrics, QueueSeries},
+        preset::State,
+        queue::{Change, Items, Reconciled},
+        scan::{ConverterRead, QueueRead, ScanPlan, Scanned},
     },
 };
 
@@ -34,11 +34,13 @@ struct WatchedQueue {
     spec: QueueSpec,
     target: String,
     items: Items,
+    series: QueueSeries,
 }
 
 struct WatchedConverter {
     conv: Converter,
     target: String,
+    series: ConverterSeries,
 }
 
 pub struct FsPipeline {
@@ -66,15 +68,56 @@ impl WatchedQueue {
         }
         self.spec.preset.classify(path.file_name()?.to_str()?)
     }
+
+    /// Gauges from the counts kept per state: O(1).
+    fn gauges(&self) {
+        self.series.depth.set(self.items.count(State::Queued) as i64);
+        for st in State::ALL {
+            self.series.items[st.index()].set(self.items.count(st) as i64);
+        }
+    }
+
+    fn apply(&self, change: Option<Change>) {
+        let s = &self.series;
+        match change {
+            Some(Change::Finished { outcome, duration_ns }) => {
+                s.outcome(outcome).inc();
+                if let Some(ns) = duration_ns {
+                    s.processing.observe(ns as f64 / 1e9);
+                }
+            }
+            Some(Change::Recovered) => s.recovered.inc(),
+            Some(Change::Retried) => s.retried.inc(),
+            Some(Change::Untracked) => s.untracked.inc(),
+            Some(Change::Enqueued | Change::Started | Change::Removed) | None => {}
+        }
+        self.gauges();
+    }
+
+    fn reconciled(&self, r: Reconciled) {
+        if r.dropped {
+            tracing::warn!(queue = %self.spec.name, "more items changed during a re-read of {} than the agent tracks: re-read dropped", self.spec.dir.display());
+        }
+        self.series.corrections.inc_by(r.corrected as u64);
+        self.series.untracked.inc_by(r.untracked as u64);
+        self.gauges();
+    }
 }
 
-/// When a file entered its current name, on the monotonic clock: its ctime
-/// (a rename updates it), shifted by how long ago that was.
-fn since_monotonic(meta: &std::fs::Metadata, now_mono: u64, now_wall: SystemTime) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let ctime = SystemTime::UNIX_EPOCH + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
-    let ago = now_wall.duration_since(ctime).unwrap_or_default().as_nanos() as u64;
-    now_mono.checked_sub(ago)
+impl WatchedConverter {
+    fn finished(&self, f: Option<Finished>) {
+        let s = &self.series;
+        if let Some(f) = f {
+            match f.status {
+                Status::Success => s.success.inc(),
+                Status::Error => s.error.inc(),
+            }
+            if let Some(ns) = f.duration_ns {
+                s.duration.observe(ns as f64 / 1e9);
+            }
+        }
+        s.in_progress.set(self.conv.in_progress() as f64);
+    }
 }
 
 impl FsPipeline {
@@ -91,7 +134,7 @@ impl FsPipeline {
 
     /// Adds watches (a target found later brings its client's queues); one
     /// already watched (same name and directory) is not added twice. New
-    /// queues are read from their directories at once.
+    /// folders are read at once (with the lock held: once per watch).
     pub fn extend(&mut self, queues: Vec<(QueueSpec, String)>, converters: Vec<(ConverterSpec, String)>) {
         for (spec, target) in queues {
             if self.queues.iter().any(|q| q.spec.name == spec.name && q.spec.dir == spec.dir) {
@@ -100,8 +143,13 @@ impl FsPipeline {
             if !spec.dir.is_dir() {
                 tracing::warn!(queue = %spec.name, "queue directory {} does not exist (yet): watching it anyway", spec.dir.display());
             }
-            self.queues.push(WatchedQueue { spec, target, items: Items::default() });
-            self.reconcile_queue(self.queues.len() - 1, true);
+            let series = self.metrics.queue(&target, &spec.name, &spec.preset.item_type);
+            let mut q = WatchedQueue { spec, target, items: Items::default(), series };
+            q.items.begin_scan();
+            let listing = scan::list_queue(&q.spec.dir, &q.spec.preset, queue::MAX_ITEMS);
+            let r = q.items.reconcile(listing, true);
+            q.reconciled(r);
+            self.queues.push(q);
         }
         for (spec, target) in converters {
             if self.converters.iter().any(|c| c.conv.spec.name == spec.name && c.conv.spec.watch == spec.watch) {
@@ -110,8 +158,13 @@ impl FsPipeline {
             if !spec.watch.is_dir() {
                 tracing::warn!(converter = %spec.name, "watch folder {} does not exist (yet): watching it anyway", spec.watch.display());
             }
-            self.metrics.in_progress.with_label_values(&[&target, &spec.name]).set(0.0);
-            self.converters.push(WatchedConverter { conv: Converter::new(spec), target });
+            let series = self.metrics.converter(&target, &spec.name);
+            let (files, more) = scan::list_files(&spec.watch, converter::MAX_FILES);
+            let mut conv = Converter::new(spec);
+            series.untracked.inc_by((more + conv.waiting(files)) as u64);
+            let c = WatchedConverter { conv, target, series };
+            c.finished(None);
+            self.converters.push(c);
         }
     }
 
@@ -137,45 +190,6 @@ impl FsPipeline {
             items: c.conv.in_progress(),
         });
         queues.chain(converters).collect()
-    }
-
-    fn gauges(&self, i: usize) {
-        let q = &self.queues[i];
-        let l = [q.target.as_str(), q.spec.name.as_str()];
-        self.metrics.depth.with_label_values(&l).set(q.items.count(State::Queued) as i64);
-        for st in State::ALL {
-            self.metrics.items.with_label_values(&[l[0], l[1], st.name()]).set(q.items.count(st) as i64);
-        }
-    }
-
-    fn apply(&self, i: usize, change: Option<Change>) {
-        let q = &self.queues[i];
-        let l = [q.target.as_str(), q.spec.name.as_str()];
-        match change {
-            Some(Change::Finished { state, duration_ns }) => {
-                self.metrics.outcomes.with_label_values(&[l[0], l[1], state.name()]).inc();
-                if let Some(ns) = duration_ns {
-                    self.metrics
-                        .processing
-                        .with_label_values(&[l[0], l[1], q.spec.preset.item_type.as_str()])
-                        .observe(ns as f64 / 1e9);
-                }
-            }
-            Some(Change::Recovered) => self.metrics.transitions.with_label_values(&[l[0], l[1], "recovered"]).inc(),
-            Some(Change::Retried) => self.metrics.transitions.with_label_values(&[l[0], l[1], "retried"]).inc(),
-            Some(Change::Enqueued | Change::Started | Change::Removed) | None => {}
-        }
-        self.gauges(i);
-    }
-
-    fn converter_done(&self, j: usize, f: Option<Finished>) {
-        let c = &self.converters[j];
-        let l = [c.target.as_str(), c.conv.spec.name.as_str()];
-        if let Some(f) = f {
-            self.metrics.executions.with_label_values(&[l[0], l[1], f.status.name()]).inc();
-            self.metrics.converter_duration.with_label_values(&l).observe(f.duration_ns as f64 / 1e9);
-        }
-        self.metrics.in_progress.with_label_values(&l).set(c.conv.in_progress() as f64);
     }
 
     fn path(&self, tgid: u32, dirfd: i32, bytes: &[u8]) -> Option<PathBuf> {
@@ -210,97 +224,97 @@ impl FsPipeline {
 
     fn opened(&mut self, path: &Path, flags: u32, ts: u64) {
         if flags & O_ACCMODE == O_RDONLY && flags & O_CREAT == 0 {
-            for j in 0..self.converters.len() {
-                let before = self.converters[j].conv.in_progress();
-                self.converters[j].conv.opened(path, ts);
-                if self.converters[j].conv.in_progress() != before {
-                    self.converter_done(j, None);
+            for c in &mut self.converters {
+                match c.conv.opened(path, ts) {
+                    Some(Pickup::Started) => c.finished(None),
+                    Some(Pickup::Untracked) => c.series.untracked.inc(),
+                    None => {}
                 }
             }
         } else if flags & O_CREAT != 0 {
-            for i in 0..self.queues.len() {
-                if let Some((id, st)) = self.queues[i].classify(path) {
-                    let id = id.to_string();
-                    let change = self.queues[i].items.set(&id, st, ts);
-                    self.apply(i, change);
+            for q in &mut self.queues {
+                if let Some((id, st)) = q.classify(path) {
+                    let change = q.items.set(id, st, ts);
+                    q.apply(change);
                 }
             }
         }
     }
 
     fn renamed(&mut self, from: &Path, to: &Path, ts: u64) {
-        for i in 0..self.queues.len() {
-            let f = self.queues[i].classify(from).map(|(id, st)| (id.to_string(), st));
-            let t = self.queues[i].classify(to).map(|(id, st)| (id.to_string(), st));
-            let q = &mut self.queues[i].items;
-            let change = match (&f, &t) {
-                (_, Some((id, st))) => {
-                    if let Some((fid, fst)) = &f {
-                        if fid != id {
-                            q.forget(fid, *fst);
-                        }
+        for q in &mut self.queues {
+            let change = match (q.classify(from), q.classify(to)) {
+                (f, Some((id, st))) => {
+                    if let Some((fid, fst)) = f.filter(|(fid, _)| *fid != id) {
+                        q.items.forget(fid, fst);
                     }
-                    q.set(id, *st, ts)
+                    q.items.set(id, st, ts)
                 }
                 (Some((fid, fst)), None) => {
-                    q.forget(fid, *fst);
+                    q.items.forget(fid, fst);
                     None
                 }
                 (None, None) => continue,
             };
-            self.apply(i, change);
+            q.apply(change);
         }
-        for j in 0..self.converters.len() {
-            let f = self.converters[j].conv.renamed(from, to, ts);
-            self.converter_done(j, f);
+        for c in &mut self.converters {
+            let f = c.conv.renamed(from, to, ts);
+            c.finished(f);
         }
     }
 
     fn deleted(&mut self, path: &Path, ts: u64) {
-        for i in 0..self.queues.len() {
-            if let Some((id, st)) = self.queues[i].classify(path) {
-                let id = id.to_string();
-                let change = self.queues[i].items.delete(&id, st, ts);
-                self.apply(i, change);
+        for q in &mut self.queues {
+            if let Some((id, st)) = q.classify(path) {
+                let change = q.items.delete(id, st, ts);
+                q.apply(change);
             }
         }
-        for j in 0..self.converters.len() {
-            let f = self.converters[j].conv.deleted(path, ts);
-            if f.is_some() {
-                self.converter_done(j, f);
+        for c in &mut self.converters {
+            if let Some(f) = c.conv.deleted(path, ts) {
+                c.finished(Some(f));
             }
         }
     }
 
-    /// Re-reads every queue directory and corrects the state: `initial` at
-    /// start (an agent started mid-run), later for missed events.
-    pub fn reconcile(&mut self, initial: bool) {
-        for i in 0..self.queues.len() {
-            self.reconcile_queue(i, initial);
-        }
+    /// The first half of a periodic re-read, under the lock: what to read.
+    /// From here on, events note what they change, so that the listings
+    /// (older than those events) do not undo it.
+    pub fn scan_plan(&mut self) -> ScanPlan {
+        let queues = self
+            .queues
+            .iter_mut()
+            .enumerate()
+            .map(|(index, q)| {
+                q.items.begin_scan();
+                QueueRead { index, dir: q.spec.dir.clone(), preset: q.spec.preset.clone(), cap: queue::MAX_ITEMS }
+            })
+            .collect();
+        let converters = self
+            .converters
+            .iter()
+            .enumerate()
+            .map(|(index, c)| ConverterRead { index, running: c.conv.running_files() })
+            .collect();
+        ScanPlan { queues, converters }
     }
 
-    fn reconcile_queue(&mut self, i: usize, initial: bool) {
-        let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
-        let Ok(dir) = std::fs::read_dir(&self.queues[i].spec.dir) else {
-            return self.gauges(i);
-        };
-        let mut listing: HashMap<String, (State, Option<u64>)> = HashMap::new();
-        for entry in dir.flatten() {
-            let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
-            let Some((id, st)) = self.queues[i].spec.preset.classify(&name) else { continue };
-            let since = entry.metadata().ok().and_then(|m| since_monotonic(&m, now_mono, now_wall));
-            // While a rename is in flight two names may exist: the later state wins.
-            let slot = listing.entry(id.to_string()).or_insert((st, since));
-            if st > slot.0 {
-                *slot = (st, since);
-            }
+    /// The second half, under the lock again: corrects what events missed,
+    /// ends vanished and expired converter executions.
+    pub fn apply_scan(&mut self, scanned: Scanned) {
+        for (i, listing) in scanned.queues {
+            let q = &mut self.queues[i];
+            let r = q.items.reconcile(listing, false);
+            q.reconciled(r);
         }
-        let corrected = self.queues[i].items.reconcile(listing, initial);
-        if corrected > 0 {
-            let q = &self.queues[i];
-            self.metrics.corrections.with_label_values(&[&q.target, &q.spec.name]).inc_by(corrected as u64);
+        let now = monotonic_ns();
+        for (j, gone) in scanned.converters {
+            let c = &mut self.converters[j];
+            let fixed = c.conv.reconcile(gone, now);
+            c.series.vanished.inc_by(fixed.vanished as u64);
+            c.series.expired.inc_by(fixed.expired as u64);
+            c.finished(None);
         }
-        self.gauges(i);
     }
 }

@@ -1,95 +1,36 @@
-//! Queue state machines. An item is a set of files in the queue directory
-//! named `<id><state suffix>`; renames move it between states, the directory
-//! listing (at start and periodically) corrects what events missed.
+//! Queue bookkeeping. An item is a set of files in the queue directory named
+//! `<id><state suffix>`; renames move it between states, directory listings
+//! (at start and periodically) correct what events missed.
+//!
+//! Cost: a count per state is kept as items move, so an event costs O(1)
+//! whatever the queue holds, and a listing is applied in one O(n) pass.
 
-use std::collections::HashMap;
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroU64,
+};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum State {
-    Queued,
-    Processing,
+use crate::fs::preset::State;
+
+/// Items tracked per queue. An item costs about 100 bytes (its id, state,
+/// time and hash-table slot), so the cap bounds a queue at about 100 MiB.
+/// Past it, new items are refused and counted
+/// (`pywats_agent_queue_items_untracked_total`); the depth is then a lower bound.
+pub const MAX_ITEMS: usize = 1_000_000;
+
+/// How a processed item ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
     Completed,
     Failed,
 }
 
-impl State {
-    pub const ALL: [State; 4] = [State::Queued, State::Processing, State::Completed, State::Failed];
-
+impl Outcome {
     pub fn name(self) -> &'static str {
         match self {
-            State::Queued => "queued",
-            State::Processing => "processing",
-            State::Completed => "completed",
-            State::Failed => "failed",
+            Outcome::Completed => "completed",
+            Outcome::Failed => "failed",
         }
-    }
-
-    pub fn parse(s: &str) -> Option<State> {
-        State::ALL.into_iter().find(|st| st.name() == s)
-    }
-}
-
-/// File naming of a queue flavour.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Preset {
-    pub name: String,
-    /// `item_type` label of the processing-duration histogram.
-    pub item_type: String,
-    /// Suffix → state; the longest matching suffix wins.
-    pub states: Vec<(String, State)>,
-    /// Companion files that are not items (`.error.info`, `.meta.json`).
-    pub ignore: Vec<String>,
-}
-
-impl Preset {
-    /// The client service's pending queue (`async_pending_queue.py`).
-    pub fn service() -> Preset {
-        Preset {
-            name: "service".into(),
-            item_type: "report".into(),
-            states: vec![
-                (".queued".into(), State::Queued),
-                (".processing".into(), State::Processing),
-                (".completed".into(), State::Completed),
-                (".error".into(), State::Failed),
-            ],
-            ignore: vec![".error.info".into()],
-        }
-    }
-
-    /// `pywats_client.queue.PersistentQueue`.
-    pub fn persistent() -> Preset {
-        Preset {
-            name: "persistent".into(),
-            item_type: "wsjf".into(),
-            states: vec![
-                (".pending.wsjf".into(), State::Queued),
-                (".processing.wsjf".into(), State::Processing),
-                (".completed.wsjf".into(), State::Completed),
-                (".failed.wsjf".into(), State::Failed),
-            ],
-            ignore: vec![".meta.json".into()],
-        }
-    }
-
-    pub fn by_name(name: &str) -> Option<Preset> {
-        match name {
-            "service" => Some(Preset::service()),
-            "persistent" => Some(Preset::persistent()),
-            _ => None,
-        }
-    }
-
-    /// `(item id, state)` of a file name, if it is an item file.
-    pub fn classify<'a>(&self, file: &'a str) -> Option<(&'a str, State)> {
-        let longest_ignore = self.ignore.iter().filter(|s| file.ends_with(s.as_str())).map(String::len).max();
-        let (suffix, state) =
-            self.states.iter().filter(|(s, _)| file.ends_with(s.as_str())).max_by_key(|(s, _)| s.len())?;
-        if longest_ignore.is_some_and(|n| n >= suffix.len()) {
-            return None;
-        }
-        let id = &file[..file.len() - suffix.len()];
-        (!id.is_empty() && !id.starts_with('.')).then_some((id, *state))
     }
 }
 
@@ -98,9 +39,9 @@ impl Preset {
 pub enum Change {
     Enqueued,
     Started,
-    /// Completed or failed; the duration when the processing start was seen.
+    /// The duration when the processing start was seen.
     Finished {
-        state: State,
+        outcome: Outcome,
         duration_ns: Option<u64>,
     },
     /// `processing → queued`: a stuck item put back.
@@ -108,25 +49,73 @@ pub enum Change {
     /// `failed → queued`.
     Retried,
     Removed,
+    /// A new item the cap refused.
+    Untracked,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Item {
     state: State,
-    /// When the item entered its state (monotonic ns), if known.
-    since_ns: Option<u64>,
+    /// When the item entered its state (monotonic ns), if known. Never 0 on
+    /// the kernel's clock; the niche keeps an item at 16 bytes.
+    since_ns: Option<NonZeroU64>,
+}
+const _: () = assert!(std::mem::size_of::<Item>() == 16);
+
+/// A directory listing: item id → (state, since). `complete` unless item files
+/// past the cap were left out, in which case absence proves nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    pub items: HashMap<Box<str>, (State, Option<u64>)>,
+    pub complete: bool,
 }
 
+/// Ids that events changed while a listing was being read: the listing is
+/// older than those events, so it says nothing about these ids.
 #[derive(Debug, Default)]
+enum Touched {
+    #[default]
+    Idle,
+    Since(HashSet<Box<str>>),
+    /// More ids changed during the read than the cap allows to remember: the
+    /// listing is not used.
+    Overflowed,
+}
+
+/// What applying a listing did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Items whose state the listing corrected (not counted for the first listing).
+    pub corrected: usize,
+    /// Item files the cap refused to track.
+    pub untracked: usize,
+    /// Too many ids changed while the listing was read: it was not used.
+    pub dropped: bool,
+}
+
+#[derive(Debug)]
 pub struct Items {
-    items: HashMap<String, Item>,
+    items: HashMap<Box<str>, Item>,
+    counts: [usize; 4],
+    cap: usize,
     /// Disagreements the last listing showed: id → the listing's state.
-    suspects: HashMap<String, Option<State>>,
+    suspects: HashMap<Box<str>, Option<State>>,
+    touched: Touched,
+}
+
+impl Default for Items {
+    fn default() -> Items {
+        Items::with_cap(MAX_ITEMS)
+    }
 }
 
 impl Items {
+    pub fn with_cap(cap: usize) -> Items {
+        Items { items: HashMap::new(), counts: [0; 4], cap, suspects: HashMap::new(), touched: Touched::Idle }
+    }
+
     pub fn count(&self, state: State) -> usize {
-        self.items.values().filter(|i| i.state == state).count()
+        self.counts[state.index()]
     }
 
     pub fn len(&self) -> usize {
@@ -137,37 +126,76 @@ impl Items {
         self.items.is_empty()
     }
 
+    /// The state of every item, for checking the counts against a recount.
+    pub fn states(&self) -> impl Iterator<Item = State> + '_ {
+        self.items.values().map(|i| i.state)
+    }
+
+    /// Stores `item` under `id`; false when `id` is new and the cap is reached.
+    fn put(&mut self, id: &str, item: Item) -> bool {
+        if let Some(slot) = self.items.get_mut(id) {
+            self.counts[slot.state.index()] -= 1;
+            *slot = item;
+        } else if self.items.len() >= self.cap {
+            return false;
+        } else {
+            self.items.insert(id.into(), item);
+        }
+        self.counts[item.state.index()] += 1;
+        true
+    }
+
+    fn take(&mut self, id: &str) -> Option<Item> {
+        let item = self.items.remove(id)?;
+        self.counts[item.state.index()] -= 1;
+        Some(item)
+    }
+
+    fn touch(&mut self, id: &str) {
+        if let Touched::Since(ids) = &mut self.touched {
+            if ids.len() >= self.cap {
+                self.touched = Touched::Overflowed;
+            } else if !ids.contains(id) {
+                ids.insert(id.into());
+            }
+        }
+    }
+
     /// Moves `id` to `state` (creating it) at `ts_ns`.
     pub fn set(&mut self, id: &str, state: State, ts_ns: u64) -> Option<Change> {
+        self.touch(id);
         let old = self.items.get(id).copied();
+        let duration_ns = old
+            .filter(|i| i.state == State::Processing)
+            .and_then(|i| i.since_ns)
+            .map(|s| ts_ns.saturating_sub(s.get()));
         let change = match (old.map(|i| i.state), state) {
             (Some(a), b) if a == b => return None,
-            (None | Some(State::Completed), State::Queued) => Change::Enqueued,
             (Some(State::Processing), State::Queued) => Change::Recovered,
             (Some(State::Failed), State::Queued) => Change::Retried,
+            (_, State::Queued) => Change::Enqueued,
             (_, State::Processing) => Change::Started,
-            (Some(State::Processing), done) => Change::Finished {
-                state: done,
-                duration_ns: old.and_then(|i| i.since_ns).map(|s| ts_ns.saturating_sub(s)),
-            },
-            (_, done) => Change::Finished { state: done, duration_ns: None },
+            (_, State::Completed) => Change::Finished { outcome: Outcome::Completed, duration_ns },
+            (_, State::Failed) => Change::Finished { outcome: Outcome::Failed, duration_ns },
         };
-        self.items.insert(id.to_string(), Item { state, since_ns: Some(ts_ns) });
+        if !self.put(id, Item { state, since_ns: NonZeroU64::new(ts_ns) }) {
+            return Some(Change::Untracked);
+        }
         Some(change)
     }
 
     /// A file of `id` in `state` was deleted. A processing item deleted is done
     /// (the persistent queue deletes on success); a stale name is ignored.
     pub fn delete(&mut self, id: &str, state: State, ts_ns: u64) -> Option<Change> {
-        let item = *self.items.get(id)?;
-        if item.state != state {
+        self.touch(id);
+        if !self.is_current(id, state) {
             return None;
         }
-        self.items.remove(id);
+        let item = self.take(id)?;
         Some(match state {
             State::Processing => Change::Finished {
-                state: State::Completed,
-                duration_ns: item.since_ns.map(|s| ts_ns.saturating_sub(s)),
+                outcome: Outcome::Completed,
+                duration_ns: item.since_ns.map(|s| ts_ns.saturating_sub(s.get())),
             },
             _ => Change::Removed,
         })
@@ -175,12 +203,8 @@ impl Items {
 
     /// Forgets `id` if `state` is its current state (it left the queue directory).
     pub fn forget(&mut self, id: &str, state: State) -> bool {
-        if self.is_current(id, state) {
-            self.items.remove(id);
-            true
-        } else {
-            false
-        }
+        self.touch(id);
+        self.is_current(id, state) && self.take(id).is_some()
     }
 
     /// Whether a file name of `id` in `state` is the item's current one.
@@ -188,41 +212,62 @@ impl Items {
         self.items.get(id).is_some_and(|i| i.state == state)
     }
 
-    /// Corrects the state from a directory listing (`id → (state, since)`);
-    /// returns how many items it corrected. Events may still be in flight when
-    /// the directory is read, so a disagreement is only corrected when the
-    /// next listing shows it again (`initial` applies the listing at once).
-    pub fn reconcile(&mut self, listing: HashMap<String, (State, Option<u64>)>, initial: bool) -> usize {
-        let mut seen_now: HashMap<String, Option<State>> = HashMap::new();
-        let ids: std::collections::HashSet<String> = self.items.keys().chain(listing.keys()).cloned().collect();
-        let mut corrected = 0;
-        for id in ids {
-            let want = listing.get(&id).copied();
-            let have = self.items.get(&id).map(|i| i.state);
-            if want.map(|w| w.0) == have {
-                continue;
-            }
-            let confirmed = initial || self.suspects.get(&id) == Some(&want.map(|w| w.0));
-            if !confirmed {
-                seen_now.insert(id, want.map(|w| w.0));
-                continue;
-            }
-            corrected += 1;
-            match want {
-                Some((state, since_ns)) => {
-                    self.items.insert(id, Item { state, since_ns });
-                }
-                None => {
-                    self.items.remove(&id);
+    /// A listing is about to be read: from now on, events note the ids they
+    /// change, and [`Items::reconcile`] leaves those alone.
+    pub fn begin_scan(&mut self) {
+        self.touched = Touched::Since(HashSet::new());
+    }
+
+    /// Corrects the state from a listing (`None`: the directory could not be
+    /// read, nothing is corrected). Events may still be in flight when the
+    /// directory is read, so a disagreement is only corrected when the next
+    /// listing shows it again; `initial` (the first listing of a queue)
+    /// applies it at once. One pass over the items and one over the listing.
+    pub fn reconcile(&mut self, listing: Option<Listing>, initial: bool) -> Reconciled {
+        let (touched, listing) = match (std::mem::take(&mut self.touched), listing) {
+            (Touched::Overflowed, _) => return Reconciled { dropped: true, ..Reconciled::default() },
+            (_, None) => return Reconciled::default(),
+            (Touched::Idle, Some(l)) => (HashSet::new(), l),
+            (Touched::Since(ids), Some(l)) => (ids, l),
+        };
+        let confirmed = |suspects: &HashMap<Box<str>, Option<State>>, id: &str, want: Option<State>| {
+            initial || suspects.get(id) == Some(&want)
+        };
+        let mut suspects = HashMap::new();
+        let mut out = Reconciled::default();
+        if listing.complete {
+            let gone: Vec<Box<str>> = self
+                .items
+                .keys()
+                .filter(|id| !listing.items.contains_key(*id) && !touched.contains(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                if confirmed(&self.suspects, &id, None) {
+                    self.take(&id);
+                    out.corrected += 1;
+                } else {
+                    suspects.insert(id, None);
                 }
             }
         }
-        self.suspects = seen_now;
+        for (id, (state, since_ns)) in listing.items {
+            if touched.contains(&id) || self.is_current(&id, state) {
+                continue;
+            }
+            if !confirmed(&self.suspects, &id, Some(state)) {
+                suspects.insert(id, Some(state));
+            } else if self.put(&id, Item { state, since_ns: since_ns.and_then(NonZeroU64::new) }) {
+                out.corrected += 1;
+            } else {
+                out.untracked += 1;
+            }
+        }
+        self.suspects = suspects;
         if initial {
-            0
-        } else {
-            corrected
+            out.corrected = 0;
         }
+        out
     }
 }
 
@@ -230,20 +275,9 @@ impl Items {
 mod tests {
     use super::*;
 
-    #[test]
-    fn presets_classify_files() {
-        let s = Preset::service();
-        assert_eq!(s.classify("r1.queued"), Some(("r1", State::Queued)));
-        assert_eq!(s.classify("r1.error"), Some(("r1", State::Failed)));
-        assert_eq!(s.classify("r1.error.info"), None);
-        assert_eq!(s.classify("r1.json"), None);
-        assert_eq!(s.classify(".queued"), None);
-        let p = Preset::persistent();
-        assert_eq!(p.classify("a-1.pending.wsjf"), Some(("a-1", State::Queued)));
-        assert_eq!(p.classify("a-1.processing.wsjf"), Some(("a-1", State::Processing)));
-        assert_eq!(p.classify("a-1.meta.json"), None);
-        assert_eq!(p.classify("a-1.wsjf"), None);
-        assert_eq!(p.classify(".tmp123.pending.wsjf"), None);
+    fn listing(entries: &[(&str, State, Option<u64>)]) -> Option<Listing> {
+        let items = entries.iter().map(|&(id, st, since)| (id.into(), (st, since))).collect();
+        Some(Listing { items, complete: true })
     }
 
     #[test]
@@ -254,7 +288,7 @@ mod tests {
         assert_eq!(q.set("a", State::Processing, 20), Some(Change::Started));
         assert_eq!(
             q.set("a", State::Completed, 50),
-            Some(Change::Finished { state: State::Completed, duration_ns: Some(30) })
+            Some(Change::Finished { outcome: Outcome::Completed, duration_ns: Some(30) })
         );
         assert_eq!(q.set("b", State::Queued, 60), Some(Change::Enqueued));
         assert_eq!(q.set("b", State::Processing, 70), Some(Change::Started));
@@ -262,7 +296,7 @@ mod tests {
         assert_eq!(q.set("b", State::Processing, 80), Some(Change::Started));
         assert_eq!(
             q.set("b", State::Failed, 95),
-            Some(Change::Finished { state: State::Failed, duration_ns: Some(15) })
+            Some(Change::Finished { outcome: Outcome::Failed, duration_ns: Some(15) })
         );
         assert_eq!(q.set("b", State::Queued, 99), Some(Change::Retried));
         assert_eq!(q.count(State::Queued), 1);
@@ -277,11 +311,12 @@ mod tests {
         assert_eq!(q.delete("a", State::Queued, 15), None);
         assert_eq!(
             q.delete("a", State::Processing, 40),
-            Some(Change::Finished { state: State::Completed, duration_ns: Some(30) })
+            Some(Change::Finished { outcome: Outcome::Completed, duration_ns: Some(30) })
         );
         q.set("b", State::Completed, 50);
         assert_eq!(q.delete("b", State::Completed, 60), Some(Change::Removed));
         assert!(q.is_empty());
+        assert_eq!(q.count(State::Completed), 0);
     }
 
     #[test]
@@ -289,17 +324,14 @@ mod tests {
         let mut q = Items::default();
         q.set("a", State::Processing, 10);
         q.set("gone", State::Queued, 10);
-        let listing = HashMap::from([
-            ("a".to_string(), (State::Processing, Some(999))),
-            ("new".to_string(), (State::Queued, Some(5))),
-        ]);
+        let l = listing(&[("a", State::Processing, Some(999)), ("new", State::Queued, Some(5))]);
         // A first disagreement may be an event in flight: nothing changes yet.
-        assert_eq!(q.reconcile(listing.clone(), false), 0);
+        assert_eq!(q.reconcile(l.clone(), false).corrected, 0);
         assert_eq!(q.count(State::Queued), 1);
-        assert_eq!(q.reconcile(listing, false), 2);
+        assert_eq!(q.reconcile(l, false).corrected, 2);
         assert_eq!(
             q.set("a", State::Completed, 30),
-            Some(Change::Finished { state: State::Completed, duration_ns: Some(20) })
+            Some(Change::Finished { outcome: Outcome::Completed, duration_ns: Some(20) })
         );
         assert_eq!(q.count(State::Queued), 1);
         assert!(q.is_current("new", State::Queued));
@@ -308,17 +340,141 @@ mod tests {
     #[test]
     fn initial_scan_applies_at_once_and_in_flight_events_win() {
         let mut q = Items::default();
-        let listing = HashMap::from([("a".to_string(), (State::Processing, Some(7)))]);
-        assert_eq!(q.reconcile(listing, true), 0);
+        assert_eq!(q.reconcile(listing(&[("a", State::Processing, Some(7))]), true).corrected, 0);
         assert!(q.is_current("a", State::Processing));
         // The listing saw "completed" before its event arrived; the event then counts.
-        let listing = HashMap::from([("a".to_string(), (State::Completed, None))]);
-        assert_eq!(q.reconcile(listing, false), 0);
+        assert_eq!(q.reconcile(listing(&[("a", State::Completed, None)]), false).corrected, 0);
         assert_eq!(
             q.set("a", State::Completed, 10),
-            Some(Change::Finished { state: State::Completed, duration_ns: Some(3) })
+            Some(Change::Finished { outcome: Outcome::Completed, duration_ns: Some(3) })
         );
-        let listing = HashMap::from([("a".to_string(), (State::Completed, None))]);
-        assert_eq!(q.reconcile(listing, false), 0);
+        assert_eq!(q.reconcile(listing(&[("a", State::Completed, None)]), false).corrected, 0);
+    }
+
+    #[test]
+    fn events_during_a_read_win_over_the_listing() {
+        let mut q = Items::default();
+        q.set("a", State::Queued, 1);
+        // Read while "a" moved on and "b" came and went: the listing is older.
+        for initial in [true, false, false] {
+            q.begin_scan();
+            q.set("a", State::Processing, 2);
+            q.set("b", State::Queued, 3);
+            q.delete("b", State::Queued, 4);
+            let r = q.reconcile(listing(&[("a", State::Queued, None), ("b", State::Queued, None)]), initial);
+            assert_eq!(r, Reconciled::default());
+            assert!(q.is_current("a", State::Processing));
+            assert_eq!(q.len(), 1);
+        }
+        // Too many changes to remember during one read: the listing is dropped.
+        let mut q = Items::with_cap(2);
+        q.begin_scan();
+        for id in ["x", "y", "z"] {
+            q.forget(id, State::Queued);
+        }
+        let r = q.reconcile(listing(&[("x", State::Queued, None)]), true);
+        assert_eq!(r, Reconciled { dropped: true, ..Reconciled::default() });
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_cap_refuses_new_items_and_counts_them() {
+        let mut q = Items::with_cap(2);
+        assert_eq!(q.set("a", State::Queued, 1), Some(Change::Enqueued));
+        assert_eq!(q.set("b", State::Queued, 1), Some(Change::Enqueued));
+        assert_eq!(q.set("c", State::Queued, 1), Some(Change::Untracked));
+        // Known items still move.
+        assert_eq!(q.set("a", State::Processing, 2), Some(Change::Started));
+        let l = listing(&[("a", State::Processing, None), ("b", State::Queued, None), ("c", State::Queued, None)]);
+        assert_eq!(q.reconcile(l, true), Reconciled { untracked: 1, ..Reconciled::default() });
+        assert_eq!((q.len(), q.count(State::Queued)), (2, 1));
+        // An incomplete listing (items past the cap left out) removes nothing.
+        let partial = Listing { complete: false, ..listing(&[("b", State::Queued, None)]).unwrap() };
+        for _ in 0..2 {
+            assert_eq!(q.reconcile(Some(partial.clone()), false), Reconciled::default());
+        }
+        assert_eq!(q.len(), 2);
+    }
+
+    /// A small deterministic generator (xorshift), so failures replay.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn recount(q: &Items) -> [usize; 4] {
+        let mut counts = [0; 4];
+        for st in q.states() {
+            counts[st.index()] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn counts_equal_a_recount_after_random_events_and_listings() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let cap = 1 + rng.below(40) as usize;
+            let mut q = Items::with_cap(cap);
+            let ids: Vec<String> = (0..50).map(|i| format!("id{i}")).collect();
+            for step in 0..2000u64 {
+                let id = &ids[rng.below(ids.len() as u64) as usize];
+                let st = State::ALL[rng.below(4) as usize];
+                match rng.below(20) {
+                    0..=9 => {
+                        q.set(id, st, step);
+                    }
+                    10..=13 => {
+                        q.delete(id, st, step);
+                    }
+                    14..=15 => {
+                        q.forget(id, st);
+                    }
+                    16 => q.begin_scan(),
+                    _ => {
+                        let n = rng.below(60);
+                        let entries: HashMap<Box<str>, (State, Option<u64>)> = (0..n)
+                            .map(|_| {
+                                let id = ids[rng.below(ids.len() as u64) as usize].as_str().into();
+                                (id, (State::ALL[rng.below(4) as usize], Some(step)))
+                            })
+                            .collect();
+                        let complete = rng.below(4) != 0;
+                        q.reconcile(Some(Listing { items: entries, complete }), rng.below(5) == 0);
+                    }
+                }
+                assert!(q.len() <= cap, "seed {seed} step {step}: {} items over the cap {cap}", q.len());
+                let counts = State::ALL.map(|st| q.count(st));
+                assert_eq!(counts, recount(&q), "seed {seed} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_hundred_thousand_items_cost_linear_time() {
+        let mut q = Items::default();
+        let start = std::time::Instant::now();
+        for i in 0..100_000u64 {
+            let id = format!("r{i}");
+            q.set(&id, State::Queued, i);
+            if i % 10 == 0 {
+                q.set(&id, State::Processing, i + 1);
+                q.set(&id, State::Completed, i + 2);
+            }
+        }
+        let full: HashMap<Box<str>, (State, Option<u64>)> =
+            (0..100_000u64).map(|i| (format!("r{i}").into(), (State::Queued, None))).collect();
+        q.begin_scan();
+        q.reconcile(Some(Listing { items: full.clone(), complete: true }), false);
+        q.reconcile(Some(Listing { items: full, complete: true }), false);
+        assert_eq!(q.count(State::Queued), 100_000);
+        // Quadratic bookkeeping took minutes here; linear takes well under a second.
+        assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
     }
 }

@@ -1,0 +1,144 @@
+//! Directory re-reads. A periodic re-read must not hold the pipeline's lock
+//! while it reads a directory of 100k files: the plan is taken under the lock
+//! (a copy of a few settings, and the converters' files in progress), the
+//! folders are read without it, and the result is applied under it again.
+//! Events applied in between are newer than the listing and win over it
+//! (`Items::begin_scan`).
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use crate::{
+    clock::monotonic_ns,
+    fs::{
+        preset::{Preset, State},
+        queue::Listing,
+    },
+};
+
+/// What to read, taken under the lock by `FsPipeline::scan_plan`.
+pub struct ScanPlan {
+    pub(super) queues: Vec<QueueRead>,
+    pub(super) converters: Vec<ConverterRead>,
+}
+
+pub(super) struct QueueRead {
+    pub index: usize,
+    pub dir: PathBuf,
+    pub preset: Preset,
+    pub cap: usize,
+}
+
+pub(super) struct ConverterRead {
+    pub index: usize,
+    pub running: Vec<PathBuf>,
+}
+
+/// What the folders held, for `FsPipeline::apply_scan`.
+pub struct Scanned {
+    pub(super) queues: Vec<(usize, Option<Listing>)>,
+    /// Per converter: its files in progress that no longer exist.
+    pub(super) converters: Vec<(usize, Vec<PathBuf>)>,
+}
+
+impl ScanPlan {
+    /// Reads the folders; call it without holding the pipeline's lock.
+    pub fn read(self) -> Scanned {
+        let queues = self.queues.into_iter().map(|q| (q.index, list_queue(&q.dir, &q.preset, q.cap))).collect();
+        let converters = self.converters.into_iter().map(|c| (c.index, gone(c.running))).collect();
+        Scanned { queues, converters }
+    }
+}
+
+/// When a file entered its current name, on the monotonic clock: its ctime
+/// (a rename updates it), shifted by how long ago that was.
+fn since_monotonic(meta: &std::fs::Metadata, now_mono: u64, now_wall: SystemTime) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let ctime = SystemTime::UNIX_EPOCH + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+    let ago = now_wall.duration_since(ctime).unwrap_or_default().as_nanos() as u64;
+    now_mono.checked_sub(ago)
+}
+
+/// The items in a queue directory, at most `cap` of them; `None` when the
+/// directory cannot be read. Only processing files are stat'ed (their ctime
+/// is when processing started); the rest costs one `getdents` per batch.
+pub fn list_queue(dir: &Path, preset: &Preset, cap: usize) -> Option<Listing> {
+    let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
+    let entries = std::fs::read_dir(dir).ok()?;
+    let mut items: HashMap<Box<str>, (State, Option<u64>)> = HashMap::new();
+    let mut complete = true;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((id, st)) = name.to_str().and_then(|n| preset.classify(n)) else { continue };
+        let since = || {
+            let meta = (st == State::Processing).then(|| entry.metadata().ok()).flatten();
+            meta.and_then(|m| since_monotonic(&m, now_mono, now_wall))
+        };
+        let full = items.len() >= cap;
+        match items.get_mut(id) {
+            // While a rename is in flight two names may exist: the later state wins.
+            Some(slot) if st > slot.0 => *slot = (st, since()),
+            Some(_) => {}
+            None if full => complete = false,
+            None => {
+                items.insert(id.into(), (st, since()));
+            }
+        }
+    }
+    Some(Listing { items, complete })
+}
+
+/// The files of a converter's watch folder, at most `cap` of them, and how
+/// many more there were.
+pub fn list_files(dir: &Path, cap: usize) -> (Vec<PathBuf>, usize) {
+    let (mut files, mut more) = (Vec::new(), 0);
+    let Ok(entries) = std::fs::read_dir(dir) else { return (files, more) };
+    for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())) {
+        if files.len() < cap {
+            files.push(e.path());
+        } else {
+            more += 1;
+        }
+    }
+    (files, more)
+}
+
+/// Which of `files` no longer exist.
+fn gone(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    files.into_iter().filter(|f| std::fs::symlink_metadata(f).is_err_and(|e| e.kind() == ErrorKind::NotFound)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_items_and_stops_at_the_cap() {
+        let dir = std::env::temp_dir().join(format!("pywats-scan-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in ["a.queued", "a.processing", "b.processing", "b.error.info", "c.completed", "x.tmp"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let l = list_queue(&dir, &Preset::service(), 10).unwrap();
+        assert!(l.complete);
+        assert_eq!(l.items.len(), 3);
+        let (a, b) = (l.items["a"], l.items["b"]);
+        assert_eq!(a.0, State::Processing);
+        assert!(a.1.is_some() && b.1.is_some(), "processing files carry their ctime");
+        assert_eq!(l.items["c"], (State::Completed, None));
+        let l = list_queue(&dir, &Preset::service(), 2).unwrap();
+        assert!(!l.complete);
+        assert_eq!(l.items.len(), 2);
+        assert!(list_queue(&dir.join("missing"), &Preset::service(), 10).is_none());
+        assert_eq!(list_files(&dir, 100).0.len(), 6);
+        let (files, more) = list_files(&dir, 4);
+        assert_eq!((files.len(), more), (4, 2));
+        assert_eq!(gone(vec![dir.join("x.tmp"), dir.join("nope")]), vec![dir.join("nope")]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
