@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 
 use crate::net::{
     hpack::{self, Field, HpackError},
-    limits::{Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
+    limits::{extend_within, Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
     report::{kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
 };
 
@@ -415,7 +415,7 @@ impl H2 {
                         (block.bytes, block.oversized) = (Vec::new(), true);
                     }
                     if !block.oversized {
-                        block.bytes.extend_from_slice(payload);
+                        extend_within(&mut block.bytes, payload, H2_MAX_HEADER_BLOCK);
                     }
                     if flags & END_HEADERS != 0 {
                         self.block(d, block, ts, out);
@@ -467,8 +467,10 @@ impl H2 {
                 }
             };
         if !decoded {
-            // Once a block is not followed, later ones may decode to wrong values: stop trusting.
+            // Once a block is not followed, later ones may decode to wrong
+            // values: stop trusting. Fields read before a failure are not used.
             dir.untrusted = true;
+            fields = Fields::default();
         }
         if block.push {
             return;
@@ -896,6 +898,22 @@ mod tests {
         r.send(false, &response(&mut s, 3, "200", true), 3);
         assert_eq!(r.done.len(), 1);
         assert_eq!(limits(&r), [Limit::H2HeaderFields]);
+    }
+
+    #[test]
+    fn a_response_block_over_the_field_cap_is_undecodable_even_after_its_status() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(request(&mut Peer::new(), 1, "GET", "/x", true));
+        r.send(true, &out, 1);
+        // :status 200 first, then more fields than the cap.
+        let mut b = vec![0x88];
+        for _ in 0..H2_MAX_HEADER_FIELDS {
+            b.extend([0x00, 0x81, 0x1f, 0x81, 0x1f]);
+        }
+        r.send(false, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b), 2);
+        assert!(r.done.is_empty());
+        assert_eq!(r.notices, [Notice::Limit(Limit::H2HeaderFields), Notice::Http2(H2Error::Undecodable)]);
     }
 
     #[test]
