@@ -92,7 +92,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     metrics.programs_attached.set(probes.attached().len() as i64);
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
-    let mut net = NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone());
+    let mut net =
+        NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone(), args.conn_limits());
     let tgids: Vec<u32> = targets
         .read()
         .expect("targets lock")

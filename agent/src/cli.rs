@@ -5,6 +5,8 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Parser;
 use pywats_agent_ebpf::abi::{FS_EVENTS_BYTES, NET_EVENTS_BYTES};
 
+use crate::net::limits::ConnLimits;
+
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pywats-agent", version, about = "eBPF observability for an unmodified pyWATS client")]
 pub struct Args {
@@ -36,9 +38,29 @@ pub struct Args {
     #[arg(long = "route", value_name = "TEMPLATE", env = "PYWATS_AGENT_ROUTE", value_delimiter = ',')]
     pub routes: Vec<String>,
 
-    /// Distinct endpoint label values before new ones become `other`.
+    /// Distinct endpoint label values per target and role (client, server)
+    /// before new ones become `other`.
     #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_ENDPOINTS", default_value_t = 500)]
     pub max_endpoints: usize,
+
+    /// Connections tracked at once; past it the least recently active one is
+    /// evicted (counted in `pywats_agent_limit_hits_total{limit="connections"}`).
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// A connection without events for this long is evicted: its close
+    /// event may have been lost (`limit="connection_idle"`).
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_CONNECTION_IDLE_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub connection_idle_secs: u64,
+
+    /// Bytes all connections may hold together (partial heads and frames,
+    /// HPACK tables, waiting requests), in MiB; past it the least recently
+    /// active are evicted (`limit="buffered_bytes"`).
+    #[arg(long, value_name = "MIB", env = "PYWATS_AGENT_MAX_BUFFERED_MIB", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_buffered_mib: u32,
 
     /// A queue directory to watch: `NAME=DIR[:PRESET]`, preset `service`
     /// (`X.queued → X.processing → X.completed | X.error`, the default) or
@@ -90,6 +112,17 @@ pub struct Args {
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+}
+
+impl Args {
+    /// The caps on tracked connections.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections as usize,
+            idle_ns: self.connection_idle_secs.saturating_mul(1_000_000_000),
+            max_buffered: (self.max_buffered_mib as usize) << 20,
+        }
+    }
 }
 
 /// A ring size: the kernel wants a power-of-two multiple of the page size.

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub collector_errors: IntCounterVec,
     pub tls_processes: IntGauge,
     pub tls_attach: Histogram,
+    /// Caps that refused something, by `limit`: every component counts its own here.
+    pub limit_hits: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -79,6 +81,12 @@ impl Metrics {
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )
             .expect("valid metric definition"),
+            limit_hits: counter(
+                "pywats_agent_limit_hits_total",
+                "Things a cap refused, by limit: evicted connections, skipped header blocks and heads, label \
+                 values turned into `other`, … (see the developer guide).",
+                &["limit"],
+            ),
             registry,
         };
         metrics.register(Box::new(build_info));
@@ -90,6 +98,7 @@ impl Metrics {
         metrics.register(Box::new(metrics.collector_errors.clone()));
         metrics.register(Box::new(metrics.tls_processes.clone()));
         metrics.register(Box::new(metrics.tls_attach.clone()));
+        metrics.register(Box::new(metrics.limit_hits.clone()));
         metrics
     }
 

@@ -1,14 +1,16 @@
-//! One tracked TCP connection: its two HTTP/1 streams and the requests that
-//! await a response.
+//! One tracked TCP connection: which protocol its first bytes chose, and
+//! that protocol's framer with its state.
 
-use std::{collections::VecDeque, net::SocketAddr};
+use std::net::SocketAddr;
 
 use crate::net::{
-    http1::{starts_message, Chunk, Head, Kind, Message, ParseError, Sink, StreamParser},
-    http2::{looks_like_frame, H2Error, H2, PREFACE},
+    http1::{starts_message, Chunk, Kind},
+    http1_conn::Http1,
+    http2::{looks_like_frame, H2, PREFACE},
+    report::{Exchange, Notice, Outcome, Protocol},
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     /// The target connected: it writes requests.
     Client,
@@ -16,270 +18,117 @@ pub enum Role {
     Server,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
+/// What reads the connection's bytes; each state owns what it needs.
+enum Framer {
     /// No bytes seen yet.
-    Unknown,
-    Http1,
-    Http2,
-    /// TLS records (the libssl probes see the plaintext); ignored here.
+    Detecting {
+        /// Bytes come from libssl (plaintext), not from the socket.
+        plaintext: bool,
+        /// Bytes were lost before the first seen: its start is unknown.
+        lost_at_start: bool,
+    },
+    Http1(Box<Http1>),
+    Http2(Box<H2>),
+    /// TLS records: the libssl probes report the plaintext, the ciphertext is not read.
     Tls,
-    /// Neither: ignored after one parse error.
-    Other,
-}
-
-impl Protocol {
-    /// Whether its bytes are of use: not TLS ciphertext (the libssl probes
-    /// report the plaintext) and not a protocol other than HTTP.
-    pub fn is_useful(self) -> bool {
-        !matches!(self, Protocol::Tls | Protocol::Other)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Unknown => "unknown",
-            Protocol::Http1 => "http1",
-            Protocol::Http2 => "http2",
-            Protocol::Tls => "tls",
-            Protocol::Other => "other",
-        }
-    }
-}
-
-/// How an exchange ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Response(u16),
-    /// The target closed the connection while waiting (a client timeout, usually).
-    Abandoned,
-    /// The peer closed the connection before a complete response.
-    PeerClosed,
-    /// ECONNRESET or EPIPE.
-    Reset,
-    /// An HTTP/2 stream reset (RST_STREAM) by either side.
-    StreamReset,
-}
-
-/// A request and how it ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exchange {
-    pub method: String,
-    pub path: String,
-    pub outcome: Outcome,
-    pub start_ns: u64,
-    pub end_ns: u64,
-    pub request_bytes: u64,
-    pub response_bytes: u64,
-    pub request_id: Option<String>,
-    pub body_digest: u64,
-}
-
-/// Things a connection noticed that are counted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Notice {
-    Parse(ParseError),
-    /// A response with no request waiting for it.
-    UnmatchedResponse,
-    /// The first bytes were not HTTP (nor TLS).
+    /// Not HTTP: not read (counted once).
     NotHttp,
-    Http2(H2Error),
-    /// A request seen to start whose outcome fell into events the kernel
-    /// could not deliver: not recorded, rather than recorded with a guess.
-    RequestLost(Protocol),
 }
 
 pub struct Connection {
     pub role: Role,
     pub remote: Option<SocketAddr>,
-    pub protocol: Protocol,
     pub exchanges: u64,
-    requests: StreamParser,
-    responses: StreamParser,
-    pending: VecDeque<Message>,
     peer_closed: bool,
-    h2: Option<H2>,
-    /// Bytes come from libssl (plaintext), not from the socket.
-    plaintext: bool,
-    /// Bytes were lost before the first seen: its start is unknown.
-    lost_at_start: bool,
-    /// Response bytes were lost since the last response (see [`ResponseSink`]).
-    response_lost: bool,
-}
-
-struct RequestSink<'a> {
-    pending: &'a mut VecDeque<Message>,
-    notices: &'a mut Vec<Notice>,
-}
-
-impl Sink for RequestSink<'_> {
-    fn answers_head(&mut self) -> bool {
-        false
-    }
-    fn message(&mut self, m: Message) {
-        self.pending.push_back(m);
-    }
-    fn error(&mut self, e: ParseError) {
-        self.notices.push(Notice::Parse(e));
-    }
-}
-
-struct ResponseSink<'a> {
-    pending: &'a mut VecDeque<Message>,
-    done: &'a mut Vec<Exchange>,
-    notices: &'a mut Vec<Notice>,
-    /// Response bytes were lost since the last response: which waiting
-    /// request the next one answers is not known from order alone.
-    after_loss: &'a mut bool,
-}
-
-impl ResponseSink<'_> {
-    /// After a loss the next response answers the newest waiting request
-    /// (HTTP/1 clients do not pipeline); the older ones' answers were lost.
-    fn drop_answered_in_loss(&mut self) {
-        if std::mem::take(self.after_loss) {
-            while self.pending.len() > 1 {
-                self.pending.pop_front();
-                self.notices.push(Notice::RequestLost(Protocol::Http1));
-            }
-        }
-    }
-}
-
-impl Sink for ResponseSink<'_> {
-    fn answers_head(&mut self) -> bool {
-        self.drop_answered_in_loss();
-        matches!(self.pending.front(), Some(Message { head: Head::Request { method, .. }, .. }) if method == "HEAD")
-    }
-    fn message(&mut self, m: Message) {
-        let Head::Response { code } = m.head else { return };
-        self.drop_answered_in_loss();
-        match self.pending.pop_front() {
-            Some(req) => {
-                self.done.push(exchange(req, Outcome::Response(code), m.last_ts_ns, m.head_bytes + m.body_bytes))
-            }
-            None => self.notices.push(Notice::UnmatchedResponse),
-        }
-    }
-    fn error(&mut self, e: ParseError) {
-        self.notices.push(Notice::Parse(e));
-        if e == ParseError::Lost {
-            *self.after_loss = true;
-        } else {
-            // A response stream that lost sync cannot be matched to the waiting requests.
-            self.pending.clear();
-        }
-    }
-}
-
-fn exchange(req: Message, outcome: Outcome, end_ns: u64, response_bytes: u64) -> Exchange {
-    let Head::Request { method, path } = req.head else { unreachable!("the request stream only yields requests") };
-    Exchange {
-        method,
-        path,
-        outcome,
-        start_ns: req.first_ts_ns,
-        end_ns,
-        request_bytes: req.head_bytes + req.body_bytes,
-        response_bytes,
-        request_id: req.request_id,
-        body_digest: req.body_digest,
-    }
+    framer: Framer,
 }
 
 impl Connection {
     pub fn new(role: Role, remote: Option<SocketAddr>) -> Connection {
-        Connection {
-            role,
-            remote,
-            protocol: Protocol::Unknown,
-            exchanges: 0,
-            requests: StreamParser::new(Kind::Requests),
-            responses: StreamParser::new(Kind::Responses),
-            pending: VecDeque::new(),
-            peer_closed: false,
-            h2: None,
-            plaintext: false,
-            lost_at_start: false,
-            response_lost: false,
-        }
+        Connection::with(role, remote, Framer::Detecting { plaintext: false, lost_at_start: false })
+    }
+
+    fn with(role: Role, remote: Option<SocketAddr>, framer: Framer) -> Connection {
+        Connection { role, remote, exchanges: 0, peer_closed: false, framer }
     }
 
     /// A TLS connection seen through libssl. Whether it is new or was open
     /// before the agent joined is told from its first bytes.
     pub fn tls(role: Role) -> Connection {
-        Connection { plaintext: true, ..Connection::new(role, None) }
-    }
-
-    /// Picks the protocol from the first bytes seen on the connection.
-    fn detect(&mut self, carries_requests: bool, first: &[u8], notices: &mut Vec<Notice>) {
-        let h2_preface =
-            carries_requests && first.starts_with(&PREFACE[..first.len().min(PREFACE.len())]) && !first.is_empty();
-        self.protocol = if h2_preface {
-            self.h2 = Some(H2::new(false));
-            Protocol::Http2
-        } else if !self.plaintext && first.first() == Some(&0x16) && first.get(1) == Some(&0x03) {
-            Protocol::Tls
-        } else if carries_requests && starts_message(Kind::Requests, first) {
-            Protocol::Http1
-        } else if self.plaintext && looks_like_frame(first) {
-            // An HTTP/2 connection already open when the agent joined.
-            self.h2 = Some(H2::new(true));
-            Protocol::Http2
-        } else if (self.plaintext && !carries_requests && starts_message(Kind::Responses, first)) || self.lost_at_start
-        {
-            self.requests = StreamParser::unsynced(Kind::Requests);
-            self.responses = StreamParser::unsynced(Kind::Responses);
-            Protocol::Http1
-        } else {
-            notices.push(Notice::NotHttp);
-            Protocol::Other
-        };
+        Connection::with(role, None, Framer::Detecting { plaintext: true, lost_at_start: false })
     }
 
     /// A connection that was open before the agent attached: both streams wait
     /// for the next message start.
     pub fn joined_midway(role: Role, remote: Option<SocketAddr>) -> Connection {
-        Connection {
-            protocol: Protocol::Http1,
-            requests: StreamParser::unsynced(Kind::Requests),
-            responses: StreamParser::unsynced(Kind::Responses),
-            ..Connection::new(role, remote)
+        Connection::with(role, remote, Framer::Http1(Box::new(Http1::unsynced())))
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        match self.framer {
+            Framer::Detecting { .. } => Protocol::Unknown,
+            Framer::Http1(_) => Protocol::Http1,
+            Framer::Http2(_) => Protocol::Http2,
+            Framer::Tls => Protocol::Tls,
+            Framer::NotHttp => Protocol::Other,
         }
+    }
+
+    /// Picks the framer from the first bytes seen on the connection.
+    fn detect(&mut self, carries_requests: bool, first: &[u8], notices: &mut Vec<Notice>) {
+        let Framer::Detecting { plaintext, lost_at_start } = self.framer else { return };
+        let h2_preface =
+            carries_requests && first.starts_with(&PREFACE[..first.len().min(PREFACE.len())]) && !first.is_empty();
+        self.framer = if h2_preface {
+            Framer::Http2(Box::new(H2::new(false)))
+        } else if !plaintext && first.first() == Some(&0x16) && first.get(1) == Some(&0x03) {
+            Framer::Tls
+        } else if carries_requests && starts_message(Kind::Requests, first) {
+            Framer::Http1(Box::default())
+        } else if plaintext && looks_like_frame(first) {
+            // An HTTP/2 connection already open when the agent joined.
+            Framer::Http2(Box::new(H2::new(true)))
+        } else if (plaintext && !carries_requests && starts_message(Kind::Responses, first)) || lost_at_start {
+            Framer::Http1(Box::new(Http1::unsynced()))
+        } else {
+            notices.push(Notice::NotHttp);
+            Framer::NotHttp
+        };
     }
 
     /// Bytes skipped because the agent joined mid-way or lost sync.
     pub fn skipped(&self) -> u64 {
-        self.requests.skipped + self.responses.skipped
+        match &self.framer {
+            Framer::Http1(h1) => h1.skipped(),
+            _ => 0,
+        }
+    }
+
+    /// Heap bytes the connection holds (buffers, tables, waiting requests).
+    pub fn held(&self) -> usize {
+        match &self.framer {
+            Framer::Http1(h1) => std::mem::size_of::<Http1>() + h1.held(),
+            Framer::Http2(h2) => std::mem::size_of::<H2>() + h2.held(),
+            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => 0,
+        }
     }
 
     /// Bytes the target wrote (`egress`) or read.
     pub fn data(&mut self, egress: bool, chunk: &Chunk<'_>, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         let carries_requests = egress == (self.role == Role::Client);
-        if self.protocol == Protocol::Unknown {
-            self.detect(carries_requests, chunk.prefix, notices);
-        }
-        if let Some(h2) = self.h2.as_mut() {
-            let before = done.len();
-            let known = chunk.prefix.len() as u64 + chunk.suffix.len() as u64;
-            let gap = chunk.len.saturating_sub(known);
-            h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
-            if !chunk.suffix.is_empty() {
-                h2.data(carries_requests, chunk.suffix, 0, chunk.ts_ns, done, notices);
-            }
-            self.exchanges += (done.len() - before) as u64;
-            return;
-        }
-        if self.protocol != Protocol::Http1 {
-            return;
-        }
+        self.detect(carries_requests, chunk.prefix, notices);
         let before = done.len();
-        if carries_requests {
-            let mut sink = RequestSink { pending: &mut self.pending, notices };
-            self.requests.feed(chunk, &mut sink);
-        } else {
-            let mut sink =
-                ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
-            self.responses.feed(chunk, &mut sink);
+        match &mut self.framer {
+            Framer::Http2(h2) => {
+                let known = chunk.prefix.len() as u64 + chunk.suffix.len() as u64;
+                let gap = chunk.len.saturating_sub(known);
+                h2.data(carries_requests, chunk.prefix, gap, chunk.ts_ns, done, notices);
+                if !chunk.suffix.is_empty() {
+                    h2.data(carries_requests, chunk.suffix, 0, chunk.ts_ns, done, notices);
+                }
+            }
+            Framer::Http1(h1) => h1.data(carries_requests, chunk, done, notices),
+            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
         }
         self.exchanges += (done.len() - before) as u64;
     }
@@ -289,28 +138,20 @@ impl Connection {
     /// allows, a counted desync where it does not.
     pub fn lost(&mut self, egress: bool, n: u64, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         let carries_requests = egress == (self.role == Role::Client);
-        if let Some(h2) = self.h2.as_mut() {
-            return h2.lost(carries_requests, n, notices);
-        }
-        match self.protocol {
-            Protocol::Unknown => self.lost_at_start = true,
-            Protocol::Http1 if carries_requests => {
-                self.requests.lost(n, &mut RequestSink { pending: &mut self.pending, notices });
-            }
-            Protocol::Http1 => {
-                let mut sink =
-                    ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
-                self.responses.lost(n, &mut sink);
-            }
-            _ => {}
+        match &mut self.framer {
+            Framer::Detecting { lost_at_start, .. } => *lost_at_start = true,
+            Framer::Http2(h2) => h2.lost(carries_requests, n, notices),
+            Framer::Http1(h1) => h1.lost(carries_requests, n, done, notices),
+            Framer::Tls | Framer::NotHttp => {}
         }
     }
 
     /// The peer closed its side (a read returned 0).
     pub fn peer_eof(&mut self, ts_ns: u64, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         self.peer_closed = true;
-        let mut sink = ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
-        self.responses.end(ts_ns, &mut sink);
+        if let Framer::Http1(h1) = &mut self.framer {
+            h1.peer_eof(ts_ns, done, notices);
+        }
     }
 
     /// The connection is gone (closed, reset, or its process exited): requests
@@ -323,21 +164,20 @@ impl Connection {
         } else {
             Outcome::Abandoned
         };
-        if let Some(h2) = self.h2.as_mut() {
-            return h2.finish(ts_ns, outcome, done, notices);
+        match &mut self.framer {
+            Framer::Http2(h2) => h2.finish(ts_ns, outcome, done, notices),
+            Framer::Http1(h1) => h1.finish(ts_ns, outcome, done, notices),
+            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
         }
-        if !reset {
-            let mut sink =
-                ResponseSink { pending: &mut self.pending, done, notices, after_loss: &mut self.response_lost };
-            self.responses.end(ts_ns, &mut sink);
-        }
-        for req in self.pending.drain(..) {
-            if self.response_lost {
-                // Its answer may have been among the lost bytes: not an error.
-                notices.push(Notice::RequestLost(Protocol::Http1));
-            } else {
-                done.push(exchange(req, outcome, ts_ns, 0));
-            }
+    }
+
+    /// The agent stops tracking the connection (evicted): requests still
+    /// waiting will not be seen to end, and are counted as lost.
+    pub fn abandon(&mut self, notices: &mut Vec<Notice>) {
+        match &mut self.framer {
+            Framer::Http2(h2) => h2.abandon(notices),
+            Framer::Http1(h1) => h1.abandon(notices),
+            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
         }
     }
 }
@@ -345,6 +185,7 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::report::ParseError;
 
     fn feed(c: &mut Connection, egress: bool, bytes: &[u8], ts: u64, done: &mut Vec<Exchange>, n: &mut Vec<Notice>) {
         c.data(egress, &Chunk::whole(bytes, ts), done, n);
@@ -367,7 +208,7 @@ mod tests {
         );
         assert_eq!((done[1].path.as_str(), done[1].outcome, done[1].end_ns), ("/b", Outcome::Response(500), 50));
         assert_eq!(done[1].request_bytes, 41);
-        assert_eq!(c.protocol, Protocol::Http1);
+        assert_eq!(c.protocol(), Protocol::Http1);
     }
 
     #[test]
@@ -402,12 +243,12 @@ mod tests {
         let (mut done, mut n) = (Vec::new(), Vec::new());
         let mut tls = Connection::new(Role::Client, None);
         feed(&mut tls, true, &[0x16, 0x03, 0x01, 0x02, 0x00], 1, &mut done, &mut n);
-        assert_eq!(tls.protocol, Protocol::Tls);
+        assert_eq!(tls.protocol(), Protocol::Tls);
         assert_eq!(n, []);
         let mut other = Connection::new(Role::Client, None);
         feed(&mut other, true, b"\x00\x01binary", 1, &mut done, &mut n);
         feed(&mut other, true, b"GET / HTTP/1.1\r\n\r\n", 2, &mut done, &mut n);
-        assert_eq!(other.protocol, Protocol::Other);
+        assert_eq!(other.protocol(), Protocol::Other);
         assert_eq!(n, [Notice::NotHttp]);
         assert!(done.is_empty());
     }

@@ -3,9 +3,16 @@
 //! Order: drop the query string and fragment; match the WATS API's own route
 //! templates (from pyWATS's `routes.py`, plus any configured); otherwise
 //! replace id-like segments (numbers, UUIDs, hex, long tokens) with `{id}`;
-//! past `max_endpoints` distinct values, new ones become `other`.
+//! past `max_endpoints` distinct values of one target and role, new ones
+//! become `other`, as do paths and labels too long to be useful (each
+//! counted by the caller as the [`Limit`] returned).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+use crate::net::{
+    conn::Role,
+    limits::{Limit, MAX_ENDPOINT_LABEL, MAX_PATH},
+};
 
 /// Route templates of the WATS REST API, from `pywats-api` 0.6.0rc1.
 const WATS_ROUTES: &str = include_str!("wats_routes.txt");
@@ -57,8 +64,10 @@ impl Template {
 
 pub struct Endpoints {
     templates: Vec<Template>,
+    /// Distinct templated values per target and role.
     max: usize,
-    seen: HashSet<String>,
+    /// Values seen, per target: [as client, as server].
+    seen: HashMap<String, [HashSet<String>; 2]>,
 }
 
 fn is_id(seg: &str) -> bool {
@@ -71,7 +80,8 @@ fn is_id(seg: &str) -> bool {
 }
 
 impl Endpoints {
-    /// WATS templates plus `extra` (configured), at most `max` distinct endpoints.
+    /// WATS templates plus `extra` (configured), at most `max` distinct
+    /// endpoints per target and role beyond the templates.
     pub fn new(extra: &[String], max: usize) -> Result<Endpoints, String> {
         let mut templates = Vec::new();
         for line in extra.iter().map(String::as_str).chain(WATS_ROUTES.lines()) {
@@ -83,15 +93,19 @@ impl Endpoints {
         }
         // More literal segments first: `/a/Query` beats `/a/{id}`; configured first among equals.
         templates.sort_by_key(|t| std::cmp::Reverse(t.literal_segments));
-        Ok(Endpoints { templates, max, seen: HashSet::new() })
+        Ok(Endpoints { templates, max, seen: HashMap::new() })
     }
 
-    /// The label value for a request target (`/path?query`, or an absolute URL).
-    pub fn label(&mut self, target: &str) -> String {
+    /// The label value for a request target (`/path?query`, or an absolute
+    /// URL) of `target_name` in `role`; `Err` names the cap that made it `other`.
+    pub fn label(&mut self, target_name: &str, role: Role, target: &str) -> Result<String, Limit> {
         let path = strip(target);
+        if path.len() > MAX_PATH {
+            return Err(Limit::EndpointLength);
+        }
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let Some(t) = self.templates.iter().find(|t| t.matches(&segs)) {
-            return t.text.clone();
+            return Ok(t.text.clone());
         }
         let templated = if path == "/" {
             "/".to_string()
@@ -103,14 +117,22 @@ impl Endpoints {
             }
             out
         };
-        if self.seen.contains(&templated) {
-            return templated;
+        if templated.len() > MAX_ENDPOINT_LABEL {
+            return Err(Limit::EndpointLength);
         }
-        if self.seen.len() >= self.max {
-            return "other".to_string();
+        let seen = match self.seen.get_mut(target_name) {
+            Some(s) => s,
+            None => self.seen.entry(target_name.to_string()).or_default(),
+        };
+        let seen = &mut seen[usize::from(role == Role::Server)];
+        if seen.contains(&templated) {
+            return Ok(templated);
         }
-        self.seen.insert(templated.clone());
-        templated
+        if seen.len() >= self.max {
+            return Err(Limit::Endpoints);
+        }
+        seen.insert(templated.clone());
+        Ok(templated)
     }
 }
 
@@ -132,8 +154,17 @@ fn strip(target: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn e() -> Endpoints {
-        Endpoints::new(&[], 1000).unwrap()
+    /// Labels as a client of target "t", `other` where a cap refused.
+    struct E(Endpoints);
+
+    impl E {
+        fn label(&mut self, path: &str) -> String {
+            self.0.label("t", Role::Client, path).unwrap_or_else(|_| "other".into())
+        }
+    }
+
+    fn e() -> E {
+        E(Endpoints::new(&[], 1000).unwrap())
     }
 
     #[test]
@@ -166,18 +197,40 @@ mod tests {
 
     #[test]
     fn cap_turns_new_endpoints_into_other() {
-        let mut e = Endpoints::new(&[], 2).unwrap();
+        let mut e = E(Endpoints::new(&[], 2).unwrap());
         assert_eq!(e.label("/a"), "/a");
         assert_eq!(e.label("/b"), "/b");
-        assert_eq!(e.label("/c"), "other");
+        assert_eq!(e.0.label("t", Role::Client, "/c"), Err(Limit::Endpoints));
         assert_eq!(e.label("/a"), "/a");
         // Known templates are always themselves.
         assert_eq!(e.label("/api/Report/Wsjf/1"), "/api/Report/Wsjf/{report_id}");
     }
 
     #[test]
+    fn the_cap_is_per_target_and_role() {
+        let mut e = Endpoints::new(&[], 2).unwrap();
+        for (target, role) in [("a", Role::Client), ("a", Role::Server), ("b", Role::Client)] {
+            assert_eq!(e.label(target, role, "/x"), Ok("/x".into()));
+            assert_eq!(e.label(target, role, "/y"), Ok("/y".into()));
+            assert_eq!(e.label(target, role, "/z"), Err(Limit::Endpoints));
+        }
+    }
+
+    #[test]
+    fn long_paths_and_labels_are_other() {
+        let mut e = e();
+        let long_segments = format!("/{}", ["seg"; 40].join("/"));
+        assert_eq!(e.0.label("t", Role::Client, &long_segments), Err(Limit::EndpointLength));
+        assert_eq!(e.0.label("t", Role::Client, &format!("/{}", "a".repeat(MAX_PATH))), Err(Limit::EndpointLength));
+        // A long id templates to a short label.
+        assert_eq!(e.label(&format!("/t/{}", "a".repeat(500))), "/t/{id}");
+        // Query strings do not count.
+        assert_eq!(e.label(&format!("/q?{}", "a".repeat(5000))), "/q");
+    }
+
+    #[test]
     fn configured_routes_come_first() {
-        let mut e = Endpoints::new(&["/custom/{station}/status".into()], 10).unwrap();
+        let mut e = E(Endpoints::new(&["/custom/{station}/status".into()], 10).unwrap());
         assert_eq!(e.label("/custom/line-7/status"), "/custom/{station}/status");
         assert!(Endpoints::new(&["no-slash".into()], 10).is_err());
     }

@@ -10,8 +10,11 @@
 
 use std::hash::Hasher;
 
-/// Longest message head accepted (request line or status line plus headers).
-const MAX_HEAD: usize = 16 * 1024;
+use crate::net::{
+    limits::{extend_within, Limit, HTTP1_MAX_HEAD as MAX_HEAD},
+    report::{kept_method, kept_path, ParseError},
+};
+
 /// Request body bytes hashed into the retry digest.
 const DIGEST_BODY: u64 = 4096;
 const MAX_HEADERS: usize = 64;
@@ -65,30 +68,14 @@ pub struct Message {
     pub close: bool,
 }
 
-/// Why bytes could not be framed. Each is counted under its [`name`](ParseError::name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    /// Not an HTTP message head.
-    Invalid,
-    /// A head longer than the capture or than `MAX_HEAD`.
-    HeadTruncated,
-    /// A malformed chunk-size line.
-    BadChunk,
-    /// Content-Length that is not a number (or conflicting values).
-    BadLength,
-    /// A head fell into bytes the kernel could not deliver (a full ring).
-    Lost,
-}
-
-impl ParseError {
-    pub fn name(self) -> &'static str {
-        match self {
-            ParseError::Invalid => "invalid",
-            ParseError::HeadTruncated => "head_truncated",
-            ParseError::BadChunk => "bad_chunk",
-            ParseError::BadLength => "bad_length",
-            ParseError::Lost => "lost",
-        }
+impl Message {
+    /// Heap bytes held.
+    pub fn held(&self) -> usize {
+        let head = match &self.head {
+            Head::Request { method, path } => method.capacity() + path.capacity(),
+            Head::Response { .. } => 0,
+        };
+        std::mem::size_of::<Message>() + head + self.request_id.as_ref().map_or(0, String::capacity)
     }
 }
 
@@ -98,6 +85,8 @@ pub trait Sink {
     fn answers_head(&mut self) -> bool;
     fn message(&mut self, message: Message);
     fn error(&mut self, error: ParseError);
+    /// A cap refused a message (it is skipped, as after an error).
+    fn limit(&mut self, limit: Limit);
 }
 
 #[derive(Debug)]
@@ -195,6 +184,17 @@ impl StreamParser {
         matches!(self.state, State::Unsynced)
     }
 
+    /// Heap bytes held: a head, chunk line or trailer being read, the message in progress.
+    pub fn held(&self) -> usize {
+        let partial = match &self.state {
+            State::Head(b) | State::Body(Framing::Chunked(ChunkState::Size(b) | ChunkState::Trailer(b))) => {
+                b.capacity()
+            }
+            _ => 0,
+        };
+        partial + self.tail.capacity() + self.current.as_ref().map_or(0, Message::held)
+    }
+
     /// Feeds one syscall's bytes.
     pub fn feed(&mut self, chunk: &Chunk<'_>, sink: &mut dyn Sink) {
         if let State::Unsynced = self.state {
@@ -236,6 +236,10 @@ impl StreamParser {
 
     fn desync(&mut self, error: ParseError, sink: &mut dyn Sink) {
         sink.error(error);
+        self.unsync();
+    }
+
+    fn unsync(&mut self) {
         self.current = None;
         self.state = State::Unsynced;
     }
@@ -269,14 +273,17 @@ impl StreamParser {
                 State::Head(buf) => {
                     let old = buf.len();
                     let take = b.len().min(MAX_HEAD + 4 - old);
-                    buf.extend_from_slice(&b[..take]);
+                    extend_within(buf, &b[..take], MAX_HEAD + 4);
                     match find_head_end(buf, old) {
                         Some(end) => {
                             let head = std::mem::take(buf);
                             b = &b[end - old..];
                             self.head(&head[..end], ts, sink);
                         }
-                        None if buf.len() > MAX_HEAD => return self.desync(ParseError::HeadTruncated, sink),
+                        None if buf.len() > MAX_HEAD => {
+                            sink.limit(Limit::Http1Head);
+                            return self.unsync();
+                        }
                         None => {
                             // An early look: bytes that cannot start a message are not HTTP.
                             if buf.len() >= 8 && !starts_message(self.kind, buf) {
@@ -425,7 +432,7 @@ impl StreamParser {
                 let (Some(method), Some(path)) = (req.method, req.path) else {
                     return self.desync(ParseError::Invalid, sink);
                 };
-                let head = Head::Request { method: method.to_string(), path: path.to_string() };
+                let head = Head::Request { method: kept_method(method.as_bytes()), path: kept_path(path.as_bytes()) };
                 (head, req.headers)
             }
             Kind::Responses => {
@@ -563,6 +570,7 @@ mod tests {
         head: bool,
         messages: Vec<Message>,
         errors: Vec<ParseError>,
+        limits: Vec<Limit>,
     }
 
     impl Sink for Collect {
@@ -574,6 +582,9 @@ mod tests {
         }
         fn error(&mut self, e: ParseError) {
             self.errors.push(e);
+        }
+        fn limit(&mut self, l: Limit) {
+            self.limits.push(l);
         }
     }
 
@@ -778,7 +789,32 @@ mod tests {
         head.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         for part in head.chunks(4096) {
             p.feed(&Chunk::whole(part, 1), &mut s);
+            // Never more than the cap held, byte by byte or not.
+            assert!(p.held() <= MAX_HEAD + 4, "{}", p.held());
         }
-        assert_eq!(s.errors, [ParseError::HeadTruncated]);
+        assert_eq!(s.errors, []);
+        assert_eq!(s.limits, [Limit::Http1Head]);
+        assert!(p.is_unsynced());
+        // The next message start resyncs.
+        p.feed(&Chunk::whole(b"GET /y HTTP/1.1\r\n\r\n", 2), &mut s);
+        assert_eq!(s.messages.len(), 1);
+    }
+
+    #[test]
+    fn paths_are_kept_without_query_and_bounded() {
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let long = format!("GET /a/{}?q=secret HTTP/1.1\r\n\r\n", "b".repeat(5000));
+        feed_all(&mut p, &[b"GET /x?token=secret HTTP/1.1\r\n\r\n", long.as_bytes()], &mut s);
+        let paths: Vec<usize> = s
+            .messages
+            .iter()
+            .map(|m| match &m.head {
+                Head::Request { path, .. } => path.len(),
+                Head::Response { .. } => 0,
+            })
+            .collect();
+        assert_eq!(s.messages[0].head, Head::Request { method: "GET".into(), path: "/x".into() });
+        assert_eq!(paths[1], crate::net::limits::MAX_PATH + 1);
     }
 }

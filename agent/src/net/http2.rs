@@ -1,54 +1,49 @@
 //! HTTP/2 over captured plaintext: frames, HPACK (one decoder per direction),
 //! streams → the same exchanges as HTTP/1.
 //!
-//! DATA payloads are skipped by their length (uncaptured bytes are fine there);
-//! every other frame must arrive whole, or the direction desynchronises and is
-//! counted. A connection joined mid-way cannot know the peers' HPACK dynamic
-//! tables, so its header blocks are counted as undecodable, never guessed.
+//! DATA payloads, and frames the agent does not read, are skipped by their
+//! length (uncaptured bytes are fine there); the frames it reads (HEADERS,
+//! CONTINUATION, PUSH_PROMISE, SETTINGS, RST_STREAM, GOAWAY) must arrive
+//! whole, or the direction desynchronises and is counted. A connection
+//! joined mid-way cannot know the peers' HPACK dynamic tables, so its header
+//! blocks are counted as undecodable, never guessed.
+//!
+//! Bounded whatever the peer sends (`net::limits`): a frame to read is
+//! buffered up to [`H2_MAX_FRAME`], a header block up to
+//! [`H2_MAX_HEADER_BLOCK`] and [`H2_MAX_HEADER_FIELDS`], the HPACK table up to
+//! the reader's SETTINGS_HEADER_TABLE_SIZE and [`HPACK_MAX_TABLE`](crate::net::limits::HPACK_MAX_TABLE),
+//! open streams up to [`H2_MAX_STREAMS`]. A header block over a cap is skipped
+//! by length and counted; the encoder's table then changed in ways the agent
+//! did not follow, so its direction is no longer trusted.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use crate::net::conn::{Exchange, Notice, Outcome, Protocol};
+use crate::net::{
+    hpack::{self, Field, HpackError},
+    limits::{extend_within, Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
+    report::{kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
+};
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Largest non-DATA frame buffered (the protocol's default max frame size is 16 KiB).
-const MAX_FRAME: usize = 1 << 20;
+/// Largest frame length taken as plausible when telling HTTP/2 frames from
+/// other bytes on a connection joined mid-way.
+const PLAUSIBLE_FRAME: usize = 1 << 20;
 
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
 const PUSH_PROMISE: u8 = 5;
 const GOAWAY: u8 = 7;
 const CONTINUATION: u8 = 9;
 
 const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 
-/// Why HTTP/2 bytes could not be used. Counted under [`name`](H2Error::name).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum H2Error {
-    /// A frame header fell into uncaptured bytes, or a frame was malformed.
-    Desync,
-    /// A header block HPACK could not decode (or that could not be trusted).
-    Undecodable,
-    /// Frames for a stream the agent never saw open.
-    UnknownStream,
-    /// A frame header was among bytes the kernel could not deliver.
-    Lost,
-}
-
-impl H2Error {
-    pub fn name(self) -> &'static str {
-        match self {
-            H2Error::Desync => "desync",
-            H2Error::Undecodable => "undecodable_headers",
-            H2Error::UnknownStream => "unknown_stream",
-            H2Error::Lost => "lost",
-        }
-    }
-}
+const SETTINGS_HEADER_TABLE_SIZE: u16 = 0x1;
 
 #[derive(Default)]
 struct Stream {
@@ -62,24 +57,46 @@ struct Stream {
     undecodable: bool,
 }
 
+impl Stream {
+    fn held(&self) -> usize {
+        let s = |v: &Option<String>| v.as_ref().map_or(0, String::capacity);
+        std::mem::size_of::<(u32, Stream)>() + s(&self.method) + s(&self.path) + s(&self.request_id)
+    }
+}
+
 /// A header block waiting for its CONTINUATION frames.
 struct Block {
     stream: u32,
     end_stream: bool,
     push: bool,
     bytes: Vec<u8>,
+    /// Fragment bytes seen, kept or not.
+    size: u64,
+    /// Over [`H2_MAX_HEADER_BLOCK`] or [`H2_MAX_FRAME`]: not kept, not decoded.
+    oversized: bool,
+}
+
+/// What payload bytes being skipped belong to.
+#[derive(Clone, Copy)]
+enum Skip {
+    /// A DATA payload: counted into its stream, which may end with it.
+    Data { stream: u32, end_stream: bool },
+    /// A frame the agent does not read.
+    Unread,
+    /// A header-block frame over the caps, ending its block when END_HEADERS.
+    Block { end_headers: bool },
 }
 
 struct Direction {
     preface_left: usize,
-    /// The frame being assembled (header and payload), when not inside DATA.
+    /// The frame being read (header and payload), when not skipping.
     frame: Vec<u8>,
-    /// DATA payload bytes still to skip, and what to do at its end.
+    /// Payload bytes still to skip, and what they are.
     skip: u64,
-    skip_stream: u32,
-    skip_end: bool,
-    decoder: loona_hpack::Decoder<'static>,
-    /// The decoder's state cannot be trusted (joined mid-way, or it failed once).
+    skipping: Skip,
+    decoder: hpack::Decoder,
+    /// The decoder's state cannot be trusted (joined mid-way, it failed
+    /// once, or a block over the caps went by).
     untrusted: bool,
     block: Option<Block>,
     desynced: bool,
@@ -91,13 +108,21 @@ impl Direction {
             preface_left: if client && !midway { PREFACE.len() } else { 0 },
             frame: Vec::new(),
             skip: 0,
-            skip_stream: 0,
-            skip_end: false,
-            decoder: loona_hpack::Decoder::new(),
+            skipping: Skip::Unread,
+            decoder: hpack::Decoder::default(),
             untrusted: midway,
             block: None,
             desynced: false,
         }
+    }
+
+    /// Between frames or inside a skipped payload: where bytes can go missing.
+    fn can_skip(&self, n: u64) -> bool {
+        self.frame.is_empty() && self.preface_left == 0 && self.skip >= n
+    }
+
+    fn held(&self) -> usize {
+        self.frame.capacity() + self.block.as_ref().map_or(0, |b| b.bytes.capacity()) + self.decoder.held()
     }
 }
 
@@ -105,7 +130,11 @@ pub struct H2 {
     /// [client → server, server → client] (from the target's point of view,
     /// the target being the client).
     dirs: [Direction; 2],
-    streams: HashMap<u32, Stream>,
+    /// Open streams by id; ids only grow, so the first is the oldest.
+    streams: BTreeMap<u32, Stream>,
+    /// Highest stream id dropped past [`H2_MAX_STREAMS`]: frames of streams up
+    /// to it are of a dropped stream, already counted.
+    dropped_up_to: u32,
     /// A direction desynchronised over lost bytes: open streams' outcomes are unknown.
     lost: bool,
 }
@@ -120,12 +149,49 @@ impl Out<'_> {
     fn error(&mut self, e: H2Error) {
         self.notices.push(Notice::Http2(e));
     }
+    fn limit(&mut self, l: Limit) {
+        self.notices.push(Notice::Limit(l));
+    }
+}
+
+/// The fields of one header block the agent reads.
+#[derive(Default)]
+struct Fields {
+    method: Option<String>,
+    path: Option<String>,
+    status: Option<u16>,
+    request_id: Option<String>,
+}
+
+impl Fields {
+    fn set(&mut self, field: Field, value: &[u8]) {
+        match field {
+            Field::Method => self.method = Some(kept_method(value)),
+            Field::Path => self.path = Some(kept_path(value)),
+            // A status is three digits (RFC 9113 §8.3.2).
+            Field::Status if value.len() == 3 => {
+                self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
+            }
+            Field::RequestId => self.request_id = Some(String::from_utf8_lossy(value).into_owned()),
+            Field::Status | Field::Other => {}
+        }
+    }
 }
 
 impl H2 {
     /// `midway`: the connection was already open when the agent joined.
     pub fn new(midway: bool) -> H2 {
-        H2 { dirs: [Direction::new(true, midway), Direction::new(false, midway)], streams: HashMap::new(), lost: false }
+        H2 {
+            dirs: [Direction::new(true, midway), Direction::new(false, midway)],
+            streams: BTreeMap::new(),
+            dropped_up_to: 0,
+            lost: false,
+        }
+    }
+
+    /// Heap bytes held (buffers, HPACK tables, open streams).
+    pub fn held(&self) -> usize {
+        self.dirs.iter().map(Direction::held).sum::<usize>() + self.streams.values().map(Stream::held).sum::<usize>()
     }
 
     /// Bytes the client wrote (`from_client`) or read; `gap` uncaptured bytes follow `known`.
@@ -145,12 +211,10 @@ impl H2 {
         }
         self.known(d, known, ts, &mut out);
         if gap > 0 && !self.dirs[d].desynced {
-            let dir = &mut self.dirs[d];
-            if dir.frame.is_empty() && dir.preface_left == 0 && dir.skip >= gap {
-                dir.skip -= gap;
-                self.count_data(d, gap);
+            if self.dirs[d].can_skip(gap) {
+                self.skipped(d, gap);
                 if self.dirs[d].skip == 0 {
-                    self.data_end(d, ts, &mut out);
+                    self.skip_end(d, ts, &mut out);
                 }
             } else {
                 self.dirs[d].desynced = true;
@@ -162,18 +226,22 @@ impl H2 {
     /// `n` bytes the client wrote (`from_client`) or read were lost (the
     /// kernel could not deliver their events). Inside a DATA payload they are
     /// skipped; a response whose END_STREAM was among them is not timed with a
-    /// guess; a frame header among them desynchronises the direction.
+    /// guess; a frame header, or a header block's end, among them
+    /// desynchronises the direction.
     pub fn lost(&mut self, from_client: bool, n: u64, notices: &mut Vec<Notice>) {
         let d = usize::from(!from_client);
         let dir = &mut self.dirs[d];
         if dir.desynced {
             return;
         }
-        if dir.frame.is_empty() && dir.preface_left == 0 && dir.skip >= n {
-            dir.skip -= n;
-            let ended = dir.skip == 0 && dir.skip_end && d == 1;
-            self.count_data(d, n);
-            if ended && self.streams.remove(&self.dirs[d].skip_stream).is_some() {
+        let block_end = matches!(dir.skipping, Skip::Block { .. }) && dir.skip == n;
+        if dir.can_skip(n) && !block_end {
+            let ended = match dir.skipping {
+                Skip::Data { stream, end_stream } if dir.skip == n && end_stream && d == 1 => Some(stream),
+                _ => None,
+            };
+            self.skipped(d, n);
+            if ended.is_some_and(|id| self.streams.remove(&id).is_some()) {
                 notices.push(Notice::RequestLost(Protocol::Http2));
             }
             return;
@@ -183,9 +251,12 @@ impl H2 {
         notices.push(Notice::Http2(H2Error::Lost));
     }
 
-    fn count_data(&mut self, d: usize, n: u64) {
-        let id = self.dirs[d].skip_stream;
-        if let Some(s) = self.streams.get_mut(&id) {
+    /// `n` payload bytes skipped.
+    fn skipped(&mut self, d: usize, n: u64) {
+        let dir = &mut self.dirs[d];
+        dir.skip -= n;
+        let Skip::Data { stream, .. } = dir.skipping else { return };
+        if let Some(s) = self.streams.get_mut(&stream) {
             if d == 0 {
                 s.request_bytes += n;
             } else {
@@ -194,10 +265,16 @@ impl H2 {
         }
     }
 
-    fn data_end(&mut self, d: usize, ts: u64, out: &mut Out<'_>) {
-        if self.dirs[d].skip_end && d == 1 {
-            let id = self.dirs[d].skip_stream;
-            self.finish_stream(id, None, ts, out);
+    /// The skipped payload ended.
+    fn skip_end(&mut self, d: usize, ts: u64, out: &mut Out<'_>) {
+        match self.dirs[d].skipping {
+            Skip::Data { stream, end_stream: true } if d == 1 => self.finish_stream(stream, None, ts, out),
+            Skip::Block { end_headers: true } => {
+                if let Some(block) = self.dirs[d].block.take() {
+                    self.block(d, block, ts, out);
+                }
+            }
+            Skip::Data { .. } | Skip::Block { .. } | Skip::Unread => {}
         }
     }
 
@@ -216,43 +293,95 @@ impl H2 {
                 continue;
             }
             if dir.skip > 0 {
-                let k = (dir.skip.min(b.len() as u64)) as usize;
-                dir.skip -= k as u64;
-                b = &b[k..];
-                self.count_data(d, k as u64);
+                let k = dir.skip.min(b.len() as u64);
+                b = &b[k as usize..];
+                self.skipped(d, k);
                 if self.dirs[d].skip == 0 {
-                    self.data_end(d, ts, out);
+                    self.skip_end(d, ts, out);
                 }
                 continue;
             }
-            // Assemble a frame: the 9-byte header, then (except DATA) its payload.
-            let need = if dir.frame.len() < 9 { 9 } else { 9 + frame_len(&dir.frame) };
-            let k = (need - dir.frame.len()).min(b.len());
+            if dir.frame.len() < 9 {
+                let k = (9 - dir.frame.len()).min(b.len());
+                dir.frame.extend_from_slice(&b[..k]);
+                b = &b[k..];
+                if dir.frame.len() < 9 {
+                    continue;
+                }
+                let (len, kind, flags, stream) = header(&dir.frame);
+                if !reads(kind) || len > H2_MAX_FRAME {
+                    dir.frame.clear();
+                    self.skip_frame(d, len, kind, flags, stream, ts, out);
+                    if self.dirs[d].desynced {
+                        return;
+                    }
+                    continue;
+                }
+                dir.frame.reserve_exact(len);
+            }
+            // The payload of a frame to read (possibly empty: read at once).
+            let dir = &mut self.dirs[d];
+            let need = 9 + frame_len(&dir.frame) - dir.frame.len();
+            let k = need.min(b.len());
             dir.frame.extend_from_slice(&b[..k]);
             b = &b[k..];
-            if dir.frame.len() < need {
-                continue;
-            }
-            let (len, kind, flags, stream) = header(&dir.frame);
-            if kind == DATA && dir.frame.len() == 9 {
-                dir.frame.clear();
-                dir.skip = len as u64;
-                dir.skip_stream = stream;
-                dir.skip_end = flags & END_STREAM != 0;
-                if len == 0 {
-                    self.data_end(d, ts, out);
+            if k == need {
+                let frame = std::mem::take(&mut dir.frame);
+                let (_, kind, flags, stream) = header(&frame);
+                self.frame(d, kind, flags, stream, &frame[9..], ts, out);
+                if self.dirs[d].desynced {
+                    return;
                 }
-                continue;
             }
-            if len > MAX_FRAME {
-                dir.desynced = true;
-                return out.error(H2Error::Desync);
+        }
+    }
+
+    /// A frame whose payload is not read: DATA, a kind the agent ignores, or
+    /// one over [`H2_MAX_FRAME`].
+    #[allow(clippy::too_many_arguments)]
+    fn skip_frame(&mut self, d: usize, len: usize, kind: u8, flags: u8, stream: u32, ts: u64, out: &mut Out<'_>) {
+        let skipping = match kind {
+            DATA => Skip::Data { stream, end_stream: flags & END_STREAM != 0 },
+            HEADERS | PUSH_PROMISE => {
+                out.limit(Limit::H2HeaderBlock);
+                let end_stream = flags & END_STREAM != 0;
+                let block = Block {
+                    stream,
+                    end_stream,
+                    push: kind == PUSH_PROMISE,
+                    bytes: Vec::new(),
+                    size: 0,
+                    oversized: true,
+                };
+                self.dirs[d].block = Some(block);
+                Skip::Block { end_headers: flags & END_HEADERS != 0 }
             }
-            if dir.frame.len() < 9 + len {
-                continue;
+            CONTINUATION => match self.dirs[d].block.as_mut() {
+                Some(block) if block.stream == stream => {
+                    if !block.oversized {
+                        out.limit(Limit::H2HeaderBlock);
+                    }
+                    (block.bytes, block.oversized) = (Vec::new(), true);
+                    Skip::Block { end_headers: flags & END_HEADERS != 0 }
+                }
+                _ => {
+                    self.dirs[d].desynced = true;
+                    return out.error(H2Error::Desync);
+                }
+            },
+            _ if reads(kind) => {
+                out.limit(Limit::H2Frame);
+                Skip::Unread
             }
-            let frame = std::mem::take(&mut dir.frame);
-            self.frame(d, kind, flags, stream, &frame[9..], ts, out);
+            _ => Skip::Unread,
+        };
+        if let Some(block) = self.dirs[d].block.as_mut().filter(|_| matches!(skipping, Skip::Block { .. })) {
+            block.size += len as u64;
+        }
+        let dir = &mut self.dirs[d];
+        (dir.skip, dir.skipping) = (len as u64, skipping);
+        if len == 0 {
+            self.skip_end(d, ts, out);
         }
     }
 
@@ -269,6 +398,8 @@ impl H2 {
                     end_stream: flags & END_STREAM != 0,
                     push: kind == PUSH_PROMISE,
                     bytes: fragment.to_vec(),
+                    size: fragment.len() as u64,
+                    oversized: false,
                 };
                 if flags & END_HEADERS != 0 {
                     self.block(d, block, ts, out);
@@ -278,7 +409,14 @@ impl H2 {
             }
             CONTINUATION => match self.dirs[d].block.take() {
                 Some(mut block) if block.stream == stream => {
-                    block.bytes.extend_from_slice(payload);
+                    block.size += payload.len() as u64;
+                    if !block.oversized && block.bytes.len() + payload.len() > H2_MAX_HEADER_BLOCK {
+                        out.limit(Limit::H2HeaderBlock);
+                        (block.bytes, block.oversized) = (Vec::new(), true);
+                    }
+                    if !block.oversized {
+                        extend_within(&mut block.bytes, payload, H2_MAX_HEADER_BLOCK);
+                    }
                     if flags & END_HEADERS != 0 {
                         self.block(d, block, ts, out);
                     } else {
@@ -290,11 +428,20 @@ impl H2 {
                     out.error(H2Error::Desync);
                 }
             },
+            // The peer writing this direction tells how large a table its
+            // decoder allows: the other direction's encoder may grow to it.
+            SETTINGS if flags & ACK == 0 => {
+                for s in payload.chunks_exact(6) {
+                    if u16::from_be_bytes([s[0], s[1]]) == SETTINGS_HEADER_TABLE_SIZE {
+                        self.dirs[1 - d].decoder.allow(u32::from_be_bytes([s[2], s[3], s[4], s[5]]));
+                    }
+                }
+            }
             RST_STREAM => self.finish_stream(stream, Some(Outcome::StreamReset), ts, out),
             GOAWAY if payload.len() >= 4 => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
                 // Streams above the last one the server processed were not answered.
-                let unanswered: Vec<u32> = self.streams.keys().copied().filter(|id| *id > last).collect();
+                let unanswered: Vec<u32> = self.streams.range(last.saturating_add(1)..).map(|(id, _)| *id).collect();
                 for id in unanswered {
                     self.finish_stream(id, Some(Outcome::PeerClosed), ts, out);
                 }
@@ -305,51 +452,63 @@ impl H2 {
 
     fn block(&mut self, d: usize, block: Block, ts: u64, out: &mut Out<'_>) {
         let dir = &mut self.dirs[d];
-        let mut method = None;
-        let mut path = None;
-        let mut status = None;
-        let mut request_id = None;
-        let decoded = !dir.untrusted
-            && dir
-                .decoder
-                .decode_with_cb(&block.bytes, |name, value| match &*name {
-                    b":method" => method = Some(String::from_utf8_lossy(&value).into_owned()),
-                    b":path" => path = Some(String::from_utf8_lossy(&value).into_owned()),
-                    b":status" => status = std::str::from_utf8(&value).ok().and_then(|s| s.parse::<u16>().ok()),
-                    b"x-request-id" | b"x-correlation-id" if value.len() <= 128 => {
-                        request_id = Some(String::from_utf8_lossy(&value).into_owned())
+        let mut fields = Fields::default();
+        let decoded = !block.oversized
+            && !dir.untrusted
+            && match dir.decoder.decode(&block.bytes, H2_MAX_HEADER_FIELDS, |f, v| fields.set(f, v)) {
+                Ok(()) => true,
+                Err(e) => {
+                    match e {
+                        HpackError::TableSize => out.limit(Limit::H2HeaderTable),
+                        HpackError::TooManyFields => out.limit(Limit::H2HeaderFields),
+                        HpackError::Malformed | HpackError::Huffman => {}
                     }
-                    _ => {}
-                })
-                .is_ok();
+                    false
+                }
+            };
         if !decoded {
-            // Once a block fails, later ones may decode to wrong values: stop trusting.
+            // Once a block is not followed, later ones may decode to wrong
+            // values: stop trusting. Fields read before a failure are not used.
             dir.untrusted = true;
+            fields = Fields::default();
         }
         if block.push {
             return;
         }
-        let size = block.bytes.len() as u64;
         if d == 0 {
+            if !self.streams.contains_key(&block.stream) {
+                if block.stream <= self.dropped_up_to {
+                    return;
+                }
+                if self.streams.len() >= H2_MAX_STREAMS {
+                    if let Some((oldest, _)) = self.streams.pop_first() {
+                        self.dropped_up_to = self.dropped_up_to.max(oldest);
+                        out.limit(Limit::H2Streams);
+                    }
+                }
+            }
             let s = self.streams.entry(block.stream).or_default();
             if s.method.is_none() {
                 s.start_ns = ts;
             }
-            s.request_bytes += size;
+            s.request_bytes += block.size;
             if decoded {
-                s.method = method.or(s.method.take());
-                s.path = path.or(s.path.take());
-                s.request_id = request_id.or(s.request_id.take());
+                s.method = fields.method.or(s.method.take());
+                s.path = fields.path.or(s.path.take());
+                s.request_id = fields.request_id.or(s.request_id.take());
             } else {
                 s.undecodable = true;
             }
             return;
         }
         let Some(s) = self.streams.get_mut(&block.stream) else {
-            return out.error(H2Error::UnknownStream);
+            if block.stream > self.dropped_up_to {
+                out.error(H2Error::UnknownStream);
+            }
+            return;
         };
-        s.response_bytes += size;
-        match status {
+        s.response_bytes += block.size;
+        match fields.status {
             // 1xx are interim; the final status follows.
             Some(code) if (100..200).contains(&code) => return,
             Some(code) => s.status = Some(code),
@@ -388,10 +547,7 @@ impl H2 {
     pub fn finish(&mut self, ts: u64, outcome: Outcome, done: &mut Vec<Exchange>, notices: &mut Vec<Notice>) {
         if self.lost {
             // Their answers may have been among the lost bytes: not errors.
-            for _ in self.streams.drain() {
-                notices.push(Notice::RequestLost(Protocol::Http2));
-            }
-            return;
+            return self.abandon(notices);
         }
         let mut out = Out { done, notices };
         let ids: Vec<u32> = self.streams.keys().copied().collect();
@@ -399,6 +555,19 @@ impl H2 {
             self.finish_stream(id, Some(outcome), ts, &mut out);
         }
     }
+
+    /// The agent stops following the connection: how its open streams end
+    /// will not be seen.
+    pub fn abandon(&mut self, notices: &mut Vec<Notice>) {
+        for _ in std::mem::take(&mut self.streams) {
+            notices.push(Notice::RequestLost(Protocol::Http2));
+        }
+    }
+}
+
+/// Frames whose payload the agent reads.
+fn reads(kind: u8) -> bool {
+    matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION | SETTINGS | RST_STREAM | GOAWAY)
 }
 
 fn frame_len(h: &[u8]) -> usize {
@@ -424,7 +593,7 @@ fn strip(kind: u8, flags: u8, p: &[u8]) -> Option<&[u8]> {
 
 /// Whether `b` plausibly starts an HTTP/2 frame (a connection joined mid-way).
 pub fn looks_like_frame(b: &[u8]) -> bool {
-    b.len() >= 9 && b[3] <= CONTINUATION && frame_len(b) <= MAX_FRAME && b[5] & 0x80 == 0
+    b.len() >= 9 && b[3] <= CONTINUATION && frame_len(b) <= PLAUSIBLE_FRAME && b[5] & 0x80 == 0
 }
 
 #[cfg(test)]
@@ -634,5 +803,151 @@ mod tests {
         r.send(false, &response(&mut Peer::new(), 1, "200", true), 2);
         assert_eq!(r.notices, [Notice::Http2(H2Error::Undecodable)]);
         assert!(r.done.is_empty());
+    }
+
+    /// A request header block with `n` extra literal fields.
+    fn fat_request(stream: u32, n: usize) -> Vec<u8> {
+        let mut b = vec![0x82, 0x84]; // :method GET, :path /
+        for _ in 0..n {
+            b.extend([0x00, 0x01, b'a', 0x01, b'b']);
+        }
+        frame(HEADERS, END_HEADERS | END_STREAM, stream, &b)
+    }
+
+    fn limits(r: &Run) -> Vec<Limit> {
+        r.notices.iter().filter_map(|n| if let Notice::Limit(l) = n { Some(*l) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_continuation_flood_is_skipped_not_kept() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(HEADERS, 0, 1, &c.block(&[(":method", "GET"), (":path", "/flood")])));
+        r.send(true, &out, 1);
+        // 8 MiB of CONTINUATION, in frames of 16 KiB.
+        let fragment = frame(CONTINUATION, 0, 1, &[0x40; H2_MAX_FRAME]);
+        for _ in 0..512 {
+            r.send(true, &fragment, 2);
+            assert!(r.h2.held() < 2 * H2_MAX_HEADER_BLOCK, "{}", r.h2.held());
+        }
+        r.send(true, &frame(CONTINUATION, END_HEADERS, 1, &[]), 3);
+        assert_eq!(limits(&r), [Limit::H2HeaderBlock]);
+        // The stream is known but undecodable; the direction is no longer trusted.
+        r.send(false, &response(&mut s, 1, "200", true), 4);
+        r.send(true, &request(&mut c, 3, "GET", "/after", true), 5);
+        r.send(false, &response(&mut s, 3, "200", true), 6);
+        assert!(r.done.is_empty());
+        assert_eq!(r.notices[1..], [Notice::Http2(H2Error::Undecodable), Notice::Http2(H2Error::Undecodable)]);
+    }
+
+    #[test]
+    fn a_frame_over_the_cap_is_skipped_with_gaps_and_counted() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        // One HEADERS frame of 1 MiB, its middle not captured.
+        let mut big = frame(HEADERS, END_HEADERS | END_STREAM, 1, &[]);
+        big[0..3].copy_from_slice(&[0x10, 0x00, 0x00]);
+        out.extend(big);
+        r.send(true, &out, 1);
+        r.h2.data(true, &[0x40; 100], (1 << 20) - 200, 2, &mut r.done, &mut r.notices);
+        r.send(true, &[0x40; 100], 3);
+        // A SETTINGS frame over the cap is skipped too.
+        let mut settings = frame(SETTINGS, 0, 0, &[]);
+        settings[0..3].copy_from_slice(&[0x00, 0x60, 0x00]);
+        r.send(false, &settings, 4);
+        r.send(false, &[0; 0x6000], 5);
+        assert!(r.h2.held() < H2_MAX_FRAME, "{}", r.h2.held());
+        assert_eq!(limits(&r), [Limit::H2HeaderBlock, Limit::H2Frame]);
+        // Frames stay in sync: a response for stream 1 ends it (undecodable).
+        r.send(false, &response(&mut Peer::new(), 1, "200", true), 6);
+        assert_eq!(r.notices.last(), Some(&Notice::Http2(H2Error::Undecodable)));
+        assert!(!r.notices.contains(&Notice::Http2(H2Error::Desync)));
+    }
+
+    #[test]
+    fn table_size_follows_settings_up_to_the_cap() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        // The client allows the server's encoder a 1 MiB table.
+        out.extend(frame(SETTINGS, 0, 0, &[0, 1, 0, 0x10, 0, 0]));
+        out.extend(request(&mut Peer::new(), 1, "GET", "/a", true));
+        out.extend(request(&mut Peer::new(), 3, "GET", "/b", true));
+        r.send(true, &out, 1);
+        // Stream 1: an update to 64 KiB is followed.
+        let mut b = vec![0x3f, 0xe1, 0xff, 0x03, 0x88]; // size update 65536, :status 200
+        r.send(false, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b), 2);
+        assert_eq!(r.done.len(), 1);
+        // Stream 3: an update to 2^28 is refused and stops trust.
+        b = vec![0x3f, 0xe1, 0xff, 0xff, 0x7f, 0x88];
+        r.send(false, &frame(HEADERS, END_HEADERS | END_STREAM, 3, &b), 3);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(limits(&r), [Limit::H2HeaderTable]);
+        assert!(r.h2.held() < 4 * H2_MAX_FRAME, "{}", r.h2.held());
+    }
+
+    #[test]
+    fn header_fields_per_block_are_capped() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(fat_request(1, H2_MAX_HEADER_FIELDS - 2));
+        out.extend(fat_request(3, H2_MAX_HEADER_FIELDS - 1));
+        r.send(true, &out, 1);
+        let mut s = Peer::new();
+        r.send(false, &response(&mut s, 1, "200", true), 2);
+        r.send(false, &response(&mut s, 3, "200", true), 3);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(limits(&r), [Limit::H2HeaderFields]);
+    }
+
+    #[test]
+    fn a_response_block_over_the_field_cap_is_undecodable_even_after_its_status() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(request(&mut Peer::new(), 1, "GET", "/x", true));
+        r.send(true, &out, 1);
+        // :status 200 first, then more fields than the cap.
+        let mut b = vec![0x88];
+        for _ in 0..H2_MAX_HEADER_FIELDS {
+            b.extend([0x00, 0x81, 0x1f, 0x81, 0x1f]);
+        }
+        r.send(false, &frame(HEADERS, END_HEADERS | END_STREAM, 1, &b), 2);
+        assert!(r.done.is_empty());
+        assert_eq!(r.notices, [Notice::Limit(Limit::H2HeaderFields), Notice::Http2(H2Error::Undecodable)]);
+    }
+
+    #[test]
+    fn open_streams_are_capped_oldest_dropped() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        r.send(true, PREFACE, 0);
+        let ids: Vec<u32> = (0..H2_MAX_STREAMS as u32 + 10).map(|i| 2 * i + 1).collect();
+        for &id in &ids {
+            r.send(true, &request(&mut c, id, "GET", "/x", true), 1);
+        }
+        assert_eq!(limits(&r), [Limit::H2Streams; 10]);
+        // Answers to dropped streams are not errors (already counted); the rest are recorded.
+        for &id in &ids {
+            r.send(false, &response(&mut s, id, "200", true), 2);
+        }
+        assert_eq!(r.done.len(), H2_MAX_STREAMS);
+        assert_eq!(r.notices.len(), 10);
+    }
+
+    #[test]
+    fn frames_not_read_are_skipped_whatever_their_size() {
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(request(&mut Peer::new(), 1, "GET", "/x", true));
+        // A PING and an unknown frame type of 10 MiB, mostly uncaptured.
+        out.extend(frame(6, 0, 0, &[0; 8]));
+        let mut unknown = frame(0x42, 0, 0, &[]);
+        unknown[0..3].copy_from_slice(&[0xa0, 0x00, 0x00]);
+        out.extend(unknown);
+        r.send(true, &out, 1);
+        r.h2.data(true, &[], 0xa0_0000, 2, &mut r.done, &mut r.notices);
+        r.send(false, &response(&mut Peer::new(), 1, "204", true), 3);
+        assert_eq!((r.done.len(), r.notices.len()), (1, 0));
+        assert!(r.h2.held() < H2_MAX_FRAME);
     }
 }

@@ -3,7 +3,10 @@
 
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
-use crate::metrics::{Metrics, PYWATS_BUCKETS};
+use crate::{
+    metrics::{Metrics, PYWATS_BUCKETS},
+    net::limits::Limit,
+};
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -20,6 +23,9 @@ pub struct HttpMetrics {
     pub open_connections: IntGauge,
     pub skipped_bytes: IntCounterVec,
     pub requests_lost: IntCounterVec,
+    pub buffered_bytes: IntGauge,
+    /// The agent's shared `pywats_agent_limit_hits_total`.
+    pub limit_hits: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -104,10 +110,22 @@ impl HttpMetrics {
             ),
             requests_lost: counter(
                 "pywats_agent_requests_lost_total",
-                "Requests seen to start whose outcome or end fell into lost events: not recorded, not guessed.",
+                "Requests seen to start whose outcome or end fell into lost events, or into a connection the \
+                 agent stopped tracking (evicted): not recorded, not guessed.",
                 &["target", "protocol"],
             ),
+            buffered_bytes: IntGauge::new(
+                "pywats_agent_connections_buffered_bytes",
+                "Bytes the tracked connections hold (partial heads and frames, HPACK tables, waiting requests); \
+                 bounded by --max-buffered-mib.",
+            )
+            .expect("valid metric definition"),
+            limit_hits: registry.limit_hits.clone(),
         };
+        // Zero from the start, so dashboards and alerts can take their rate.
+        for limit in Limit::ALL {
+            m.limit_hits.with_label_values(&[limit.name()]);
+        }
         registry.register(Box::new(m.requests.clone()));
         registry.register(Box::new(m.duration.clone()));
         registry.register(Box::new(m.retries.clone()));
@@ -121,6 +139,7 @@ impl HttpMetrics {
         registry.register(Box::new(m.open_connections.clone()));
         registry.register(Box::new(m.skipped_bytes.clone()));
         registry.register(Box::new(m.requests_lost.clone()));
+        registry.register(Box::new(m.buffered_bytes.clone()));
         m
     }
 }

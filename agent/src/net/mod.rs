@@ -1,17 +1,23 @@
-//! Requests from socket events: connections, HTTP/1 framing, endpoint
-//! templating, and the metrics they feed.
+//! Requests from socket events: connections, HTTP/1 and HTTP/2 framing,
+//! endpoint templating, and the metrics they feed. Everything a peer can
+//! make grow is capped (`limits`), and what a cap refused is counted.
 
 pub mod conn;
 pub mod endpoint;
+pub mod hpack;
 pub mod http1;
+pub mod http1_conn;
 pub mod http2;
+pub mod labels;
+pub mod limits;
 pub mod metrics;
 pub mod recent;
+pub mod report;
 pub mod retry;
 pub mod seed;
+pub mod table;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, RwLock},
 };
@@ -21,13 +27,18 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
+    clock::monotonic_ns,
     net::{
-        conn::{Connection, Exchange, Notice, Outcome, Protocol, Role},
+        conn::{Connection, Role},
         endpoint::Endpoints,
         http1::Chunk,
+        labels::OTHER,
+        limits::{ConnLimits, Limit},
         metrics::HttpMetrics,
         recent::{Recent, RecentRequest},
+        report::{Exchange, Notice, Outcome, Protocol},
         retry::Retries,
+        table::{ConnTable, Key, Tracked},
     },
     proc::Targets,
 };
@@ -52,13 +63,6 @@ fn connect_error(errno: i64) -> &'static str {
         101 | 113 => "unreachable",
         _ => "connect_error",
     }
-}
-
-struct Tracked {
-    target: String,
-    conn: Connection,
-    /// Stream offset expected next, [egress, ingress]; `None` when unknown.
-    next_seq: [Option<u64>; 2],
 }
 
 /// Bytes lost before an event at offset `seq` of `len` bytes (events the
@@ -86,7 +90,7 @@ pub struct ConnSummary {
 }
 
 pub struct NetPipeline {
-    conns: HashMap<(u32, u64), Tracked>,
+    conns: ConnTable,
     endpoints: Endpoints,
     retries: Retries,
     metrics: HttpMetrics,
@@ -113,9 +117,10 @@ impl NetPipeline {
         metrics: HttpMetrics,
         recent: Arc<Mutex<Recent>>,
         targets: Arc<RwLock<Targets>>,
+        limits: ConnLimits,
     ) -> NetPipeline {
         NetPipeline {
-            conns: HashMap::new(),
+            conns: ConnTable::new(limits),
             endpoints,
             retries: Retries::default(),
             metrics,
@@ -132,20 +137,35 @@ impl NetPipeline {
         targets.name_of(tgid).unwrap_or("unknown").to_string()
     }
 
-    fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection) {
+    fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection, ts_ns: u64) {
         let target = self.target_of(tgid);
         // Zero from the start, so dashboards and alerts can take its rate.
         for protocol in [Protocol::Http1, Protocol::Http2] {
             self.metrics.requests_lost.with_label_values(&[&target, protocol.name()]);
         }
-        // The kernel counts offsets from the first bytes it reports on a connection.
-        self.conns.insert((tgid, conn_id), Tracked { target, conn, next_seq: [Some(0); 2] });
-        self.metrics.open_connections.set(self.conns.len() as i64);
+        if let Some(evicted) = self.conns.insert((tgid, conn_id), target, conn, ts_ns) {
+            self.evict(evicted);
+        }
+        self.gauges();
+    }
+
+    fn gauges(&self) {
+        self.metrics.open_connections.set(self.conns.count() as i64);
+        self.metrics.buffered_bytes.set(self.conns.held() as i64);
+    }
+
+    /// The agent stops tracking a connection to stay within a cap: counted,
+    /// and its waiting requests are counted as lost.
+    fn evict(&mut self, (mut t, limit): (Tracked, Limit)) {
+        self.metrics.limit_hits.with_label_values(&[limit.name()]).inc();
+        tracing::debug!(target_name = %t.target, "stopped tracking a {} connection: {}", t.conn.protocol().name(), limit.name());
+        t.conn.abandon(&mut self.notices);
+        self.flush(&t.target, t.conn.role, t.conn.remote);
     }
 
     /// A connection that existed before the agent attached.
     pub fn seed(&mut self, tgid: u32, conn_id: u64, role: Role, remote: SocketAddr) {
-        self.open(tgid, conn_id, Connection::joined_midway(role, Some(remote)));
+        self.open(tgid, conn_id, Connection::joined_midway(role, Some(remote)), monotonic_ns());
     }
 
     pub fn on_conn(&mut self, kind: EventKind, ev: &ConnEvent) {
@@ -153,8 +173,9 @@ impl NetPipeline {
         let ret = ev.header.ret;
         match kind {
             EventKind::SockConnect if ret == 0 || ret == -EINPROGRESS => {
-                if !self.conns.contains_key(&key) {
-                    self.open(key.0, key.1, Connection::new(Role::Client, socket_addr(&ev.addr)));
+                if !self.conns.contains(&key) {
+                    let conn = Connection::new(Role::Client, socket_addr(&ev.addr));
+                    self.open(key.0, key.1, conn, ev.header.ts_ns);
                 }
             }
             EventKind::SockConnect => {
@@ -162,12 +183,14 @@ impl NetPipeline {
                     Some(t) => t.target,
                     None => self.target_of(key.0),
                 };
-                self.metrics.open_connections.set(self.conns.len() as i64);
+                self.gauges();
                 self.metrics.errors.with_label_values(&[&target, connect_error(-ret), "connect"]).inc();
                 let remote = socket_addr(&ev.addr).map(|a| a.to_string()).unwrap_or_default();
                 tracing::debug!(target_name = %target, %remote, "connect failed: errno {}", -ret);
             }
-            EventKind::SockAccept => self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr))),
+            EventKind::SockAccept => {
+                self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr)), ev.header.ts_ns)
+            }
             EventKind::SockClose | EventKind::TlsClose => self.close(key, ev.header.ts_ns, false),
             EventKind::ProcFork
             | EventKind::ProcExec
@@ -180,13 +203,13 @@ impl NetPipeline {
         }
     }
 
-    fn close(&mut self, key: (u32, u64), ts_ns: u64, reset: bool) {
+    fn close(&mut self, key: Key, ts_ns: u64, reset: bool) {
         let Some(mut t) = self.conns.remove(&key) else {
             return;
         };
-        self.metrics.open_connections.set(self.conns.len() as i64);
+        self.gauges();
         t.conn.finish(ts_ns, reset, &mut self.done, &mut self.notices);
-        self.metrics.connections.with_label_values(&[t.conn.protocol.name()]).inc();
+        self.metrics.connections.with_label_values(&[t.conn.protocol().name()]).inc();
         let skipped = t.conn.skipped();
         if skipped > 0 {
             self.metrics.skipped_bytes.with_label_values(&["unsynced"]).inc_by(skipped);
@@ -198,22 +221,23 @@ impl NetPipeline {
     /// of no use (TLS ciphertext, not HTTP), so the kernel can stop copying them.
     pub fn on_data(&mut self, kind: EventKind, ev: &DataEvent, prefix: &[u8], suffix: &[u8]) -> bool {
         let key = (ev.header.tgid, ev.conn_id);
-        if !self.conns.contains_key(&key) {
-            // Connect event lost, or a socket seeded in the kernel only: join mid-way.
+        let ts = ev.header.ts_ns;
+        if !self.conns.contains(&key) {
+            // Connect event lost, a socket seeded in the kernel only, or a
+            // connection evicted: join mid-way.
             let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
             let conn =
                 if kind == EventKind::TlsData { Connection::tls(role) } else { Connection::joined_midway(role, None) };
-            self.open(key.0, key.1, conn);
+            self.open(key.0, key.1, conn, ts);
         }
-        let ts = ev.header.ts_ns;
         let egress = ev.direction as u32 == direction::EGRESS;
         let ret = ev.header.ret;
         if ret < 0 {
             self.close(key, ts, true);
             return false;
         }
-        let Some(t) = self.conns.get_mut(&key) else { return false };
-        let was_unknown = t.conn.protocol == Protocol::Unknown;
+        let Some(t) = self.conns.touch(&key, ts) else { return false };
+        let was_unknown = t.conn.protocol() == Protocol::Unknown;
         if ret == 0 {
             t.conn.peer_eof(ts, &mut self.done, &mut self.notices);
         } else {
@@ -222,20 +246,23 @@ impl NetPipeline {
             // everything else from when its call returned.
             let ts_ns = if egress && t.conn.role == Role::Client { ev.call_start_ns } else { ts };
             let lost = lost_before(&mut t.next_seq[usize::from(!egress)], ev.seq, ret as u64);
-            if lost > 0 && t.conn.protocol.is_useful() {
+            if lost > 0 && t.conn.protocol().is_useful() {
                 self.metrics.skipped_bytes.with_label_values(&["lost"]).inc_by(lost);
                 t.conn.lost(egress, lost, &mut self.done, &mut self.notices);
             }
             let chunk = Chunk { prefix, suffix, len: ret as u64, ts_ns };
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
-        let useless = was_unknown && !t.conn.protocol.is_useful();
+        let useless = was_unknown && !t.conn.protocol().is_useful();
         // Most reads and writes finish nothing: no per-event copies then.
-        if self.done.is_empty() && self.notices.is_empty() {
-            return useless;
+        if !self.done.is_empty() || !self.notices.is_empty() {
+            let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
+            self.flush(&target, role, remote);
         }
-        let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
-        self.flush(&target, role, remote);
+        for evicted in self.conns.account(&key) {
+            self.evict(evicted);
+        }
+        self.gauges();
         useless
     }
 
@@ -246,19 +273,32 @@ impl NetPipeline {
     /// events in the next drain of the socket ring, so it waits for the end of
     /// the first drain pass that started after it ([`NetPipeline::drained`]).
     pub fn process_exited(&mut self, tgid: u32, ts_ns: u64) {
-        let keys = self.conns.keys().filter(|k| k.0 == tgid).copied();
-        self.exits.queued.extend(keys.map(|key| (key, ts_ns)));
+        let keys = self.conns.keys_of(tgid);
+        self.exits.queued.extend(keys.into_iter().map(|key| (key, ts_ns)));
     }
 
     /// A drain pass of the socket ring ended: exits queued before it began
-    /// are applied, those queued during it wait for the next pass.
+    /// are applied, those queued during it wait for the next pass; idle
+    /// connections are evicted.
     pub fn drained(&mut self) {
         for (key, ts_ns) in std::mem::take(&mut self.exits.ready) {
-            if self.conns.contains_key(&key) {
+            if self.conns.contains(&key) {
                 self.close(key, ts_ns, false);
             }
         }
         self.exits.ready = std::mem::take(&mut self.exits.queued);
+        self.expire_idle(monotonic_ns());
+    }
+
+    /// Evicts connections without events for longer than the idle limit.
+    pub fn expire_idle(&mut self, now_ns: u64) {
+        let expired = self.conns.expire(now_ns);
+        if !expired.is_empty() {
+            for evicted in expired {
+                self.evict(evicted);
+            }
+            self.gauges();
+        }
     }
 
     pub fn connections(&self) -> Vec<ConnSummary> {
@@ -273,7 +313,7 @@ impl NetPipeline {
                     Role::Client => "client",
                     Role::Server => "server",
                 },
-                protocol: t.conn.protocol.name(),
+                protocol: t.conn.protocol().name(),
                 remote: t.conn.remote.map(|a| a.to_string()),
                 requests: t.conn.exchanges,
             })
@@ -282,16 +322,19 @@ impl NetPipeline {
 
     fn flush(&mut self, target: &str, role: Role, remote: Option<SocketAddr>) {
         for n in self.notices.drain(..) {
-            if let Notice::RequestLost(protocol) = n {
-                self.metrics.requests_lost.with_label_values(&[target, protocol.name()]).inc();
-                continue;
-            }
             let (protocol, reason) = match n {
                 Notice::Parse(e) => ("http1", e.name()),
                 Notice::UnmatchedResponse => ("http1", "unmatched_response"),
                 Notice::NotHttp => ("http1", "not_http"),
                 Notice::Http2(e) => ("http2", e.name()),
-                Notice::RequestLost(_) => continue,
+                Notice::RequestLost(protocol) => {
+                    self.metrics.requests_lost.with_label_values(&[target, protocol.name()]).inc();
+                    continue;
+                }
+                Notice::Limit(limit) => {
+                    self.metrics.limit_hits.with_label_values(&[limit.name()]).inc();
+                    continue;
+                }
             };
             self.metrics.parse_errors.with_label_values(&[protocol, reason]).inc();
         }
@@ -303,17 +346,33 @@ impl NetPipeline {
         self.done.clear();
     }
 
+    fn limit(&self, limit: Limit) {
+        self.metrics.limit_hits.with_label_values(&[limit.name()]).inc();
+    }
+
+    /// The `code` label: a registered status code, else `other`.
+    fn code_label(&self, code: u16) -> String {
+        labels::code(code).unwrap_or_else(|| {
+            self.limit(Limit::StatusCode);
+            OTHER.to_string()
+        })
+    }
+
     fn record(&mut self, target: &str, role: Role, remote: Option<SocketAddr>, x: &Exchange) {
-        let endpoint = self.endpoints.label(&x.path);
-        let method = if x.method.len() <= 16 && x.method.bytes().all(|b| b.is_ascii_uppercase()) {
-            x.method.as_str()
-        } else {
-            "OTHER"
-        };
+        let endpoint = self.endpoints.label(target, role, &x.path).unwrap_or_else(|limit| {
+            self.limit(limit);
+            OTHER.to_string()
+        });
+        let method = labels::method(&x.method).unwrap_or_else(|| {
+            self.limit(Limit::Method);
+            OTHER
+        });
+        // Status and error type come from the code itself, so a code that
+        // becomes `other` still counts as the success or error it was.
         let (code, error_type, outcome) = match x.outcome {
-            Outcome::Response(c) if c >= 500 => (c.to_string(), Some("http_5xx"), "response"),
-            Outcome::Response(c) if c >= 400 => (c.to_string(), Some("http_4xx"), "response"),
-            Outcome::Response(c) => (c.to_string(), None, "response"),
+            Outcome::Response(c) if c >= 500 => (self.code_label(c), Some("http_5xx"), "response"),
+            Outcome::Response(c) if c >= 400 => (self.code_label(c), Some("http_4xx"), "response"),
+            Outcome::Response(c) => (self.code_label(c), None, "response"),
             Outcome::Abandoned => ("none".to_string(), Some("timeout"), "abandoned"),
             Outcome::PeerClosed => ("none".to_string(), Some("connection_closed"), "peer_closed"),
             Outcome::Reset => ("none".to_string(), Some("connection_reset"), "reset"),
@@ -321,28 +380,34 @@ impl NetPipeline {
         };
         let status = if error_type.is_some() { "error" } else { "success" };
         let seconds = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
-        let labels = [target, method, endpoint.as_str()];
+        let series = [target, method, endpoint.as_str()];
         let retry = match role {
             Role::Client => {
                 self.metrics.requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.duration.with_label_values(&labels).observe(seconds);
-                self.metrics.request_size.with_label_values(&labels).observe(x.request_bytes as f64);
+                self.metrics.duration.with_label_values(&series).observe(seconds);
+                self.metrics.request_size.with_label_values(&series).observe(x.request_bytes as f64);
                 if matches!(x.outcome, Outcome::Response(_)) {
-                    self.metrics.response_size.with_label_values(&labels).observe(x.response_bytes as f64);
+                    self.metrics.response_size.with_label_values(&series).observe(x.response_bytes as f64);
                 }
                 if let Some(e) = error_type {
                     self.metrics.errors.with_label_values(&[target, e, &format!("{method} {endpoint}")]).inc();
                 }
                 let key = (target.to_string(), method.to_string(), endpoint.clone(), x.body_digest);
-                let retry = self.retries.record(key, x.start_ns, x.end_ns, error_type.is_some());
-                if retry {
-                    self.metrics.retries.with_label_values(&labels).inc();
+                let recorded = self.retries.record(key, x.start_ns, x.end_ns, error_type.is_some());
+                if recorded.forgotten > 0 {
+                    self.metrics
+                        .limit_hits
+                        .with_label_values(&[Limit::RetryKeys.name()])
+                        .inc_by(recorded.forgotten as u64);
                 }
-                retry
+                if recorded.retry {
+                    self.metrics.retries.with_label_values(&series).inc();
+                }
+                recorded.retry
             }
             Role::Server => {
                 self.metrics.server_requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.server_duration.with_label_values(&labels).observe(seconds);
+                self.metrics.server_duration.with_label_values(&series).observe(seconds);
                 false
             }
         };
@@ -364,23 +429,4 @@ impl NetPipeline {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn offsets_reveal_exactly_what_was_lost() {
-        let mut next = Some(0);
-        assert_eq!(lost_before(&mut next, 0, 100), 0);
-        assert_eq!(lost_before(&mut next, 100, 50), 0);
-        // Events for bytes 150..400 never arrived.
-        assert_eq!(lost_before(&mut next, 400, 10), 250);
-        assert_eq!(next, Some(410));
-        // The kernel's entry restarted: re-base, nothing lost.
-        assert_eq!(lost_before(&mut next, 0, 5), 0);
-        assert_eq!(next, Some(5));
-        // Unknown offsets claim nothing and leave the next one unchecked.
-        assert_eq!(lost_before(&mut next, SEQ_UNKNOWN, 5), 0);
-        assert_eq!(lost_before(&mut next, 900, 5), 0);
-        assert_eq!(next, Some(905));
-    }
-}
+mod tests;

@@ -1,0 +1,162 @@
+//! What the protocol framers report to the pipeline: finished exchanges, and
+//! notices of what is counted (parse errors, limits hit, requests lost).
+//! Shared by the HTTP/1 and HTTP/2 framers and the connection that drives
+//! them, so that neither framer imports the connection.
+
+use crate::net::limits::{Limit, MAX_METHOD, MAX_PATH};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// No bytes seen yet.
+    Unknown,
+    Http1,
+    Http2,
+    /// TLS records (the libssl probes see the plaintext); ignored here.
+    Tls,
+    /// Neither: ignored after one parse error.
+    Other,
+}
+
+impl Protocol {
+    /// Whether its bytes are of use: not TLS ciphertext (the libssl probes
+    /// report the plaintext) and not a protocol other than HTTP.
+    pub fn is_useful(self) -> bool {
+        !matches!(self, Protocol::Tls | Protocol::Other)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Unknown => "unknown",
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Tls => "tls",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// How an exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Response(u16),
+    /// The target closed the connection while waiting (a client timeout, usually).
+    Abandoned,
+    /// The peer closed the connection before a complete response.
+    PeerClosed,
+    /// ECONNRESET or EPIPE.
+    Reset,
+    /// An HTTP/2 stream reset (RST_STREAM) by either side.
+    StreamReset,
+}
+
+/// A request and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub method: String,
+    /// Query string dropped, at most [`MAX_PATH`] + 1 bytes (see [`kept_path`]).
+    pub path: String,
+    pub outcome: Outcome,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub request_id: Option<String>,
+    pub body_digest: u64,
+}
+
+/// The part of a request target kept for templating: the query string and
+/// fragment go at once (never needed, possibly secret), and at most
+/// `MAX_PATH + 1` bytes stay, so a longer path is still seen to be too long.
+pub fn kept_path(target: &[u8]) -> String {
+    let end = target.iter().position(|&b| b == b'?' || b == b'#').unwrap_or(target.len());
+    let path = &target[..end.min(MAX_PATH + 1)];
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// A method as kept: one longer than any standard method is cut (it is `other`).
+pub fn kept_method(method: &[u8]) -> String {
+    String::from_utf8_lossy(&method[..method.len().min(MAX_METHOD + 1)]).into_owned()
+}
+
+/// Why HTTP/1 bytes could not be framed. Each is counted under its [`name`](ParseError::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Not an HTTP message head.
+    Invalid,
+    /// A head that fell into bytes not captured.
+    HeadTruncated,
+    /// A malformed chunk-size line.
+    BadChunk,
+    /// Content-Length that is not a number (or conflicting values).
+    BadLength,
+    /// A head fell into bytes the kernel could not deliver (a full ring).
+    Lost,
+}
+
+impl ParseError {
+    pub fn name(self) -> &'static str {
+        match self {
+            ParseError::Invalid => "invalid",
+            ParseError::HeadTruncated => "head_truncated",
+            ParseError::BadChunk => "bad_chunk",
+            ParseError::BadLength => "bad_length",
+            ParseError::Lost => "lost",
+        }
+    }
+}
+
+/// Why HTTP/2 bytes could not be used. Counted under [`name`](H2Error::name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum H2Error {
+    /// A frame header fell into uncaptured bytes, or a frame was malformed.
+    Desync,
+    /// A header block HPACK could not decode (or that could not be trusted).
+    Undecodable,
+    /// Frames for a stream the agent never saw open.
+    UnknownStream,
+    /// A frame header was among bytes the kernel could not deliver.
+    Lost,
+}
+
+impl H2Error {
+    pub fn name(self) -> &'static str {
+        match self {
+            H2Error::Desync => "desync",
+            H2Error::Undecodable => "undecodable_headers",
+            H2Error::UnknownStream => "unknown_stream",
+            H2Error::Lost => "lost",
+        }
+    }
+}
+
+/// Things a connection noticed that are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Parse(ParseError),
+    /// A response with no request waiting for it.
+    UnmatchedResponse,
+    /// The first bytes were not HTTP (nor TLS).
+    NotHttp,
+    Http2(H2Error),
+    /// A request seen to start whose outcome fell into events the kernel
+    /// could not deliver, or into a connection the agent stopped tracking:
+    /// not recorded, rather than recorded with a guess.
+    RequestLost(Protocol),
+    /// A cap refused something.
+    Limit(Limit),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_paths_drop_the_query_and_stay_bounded() {
+        assert_eq!(kept_path(b"/api/x?token=secret#f"), "/api/x");
+        assert_eq!(kept_path(b"/a#frag"), "/a");
+        let long = format!("/{}", "a".repeat(10_000));
+        assert_eq!(kept_path(long.as_bytes()).len(), MAX_PATH + 1);
+        assert_eq!(kept_method(b"GET"), "GET");
+        assert_eq!(kept_method(&[b'X'; 100]).len(), MAX_METHOD + 1);
+    }
+}
