@@ -1,0 +1,156 @@
+//! The watched client's scenarios (tests/py/bench_client.py): keep-alive
+//! HTTP, HTTPS, HTTP/2 over TLS, a service-queue item and a persistent-queue
+//! item, each with the agent off, on, with in-process instrumentation instead,
+//! and on with program statistics.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use pywats_agent_tests::{free_port, prom::Samples, tls};
+use serde_json::Value;
+
+use super::{
+    measure::{once, Client, Runs},
+    procs::{python, Proc, Quiet},
+    report::Table,
+    rounds::{order, Mode},
+    Ctx,
+};
+
+pub struct Scenario {
+    pub name: &'static str,
+    title: &'static str,
+    /// The queue the agent watches (queue scenarios), else HTTP requests.
+    queue: Option<&'static str>,
+}
+
+pub const SCENARIOS: [Scenario; 5] = [
+    Scenario { name: "http", title: "HTTP/1.1 keep-alive: GET 1 kB / POST 20 kB", queue: None },
+    Scenario { name: "https", title: "HTTPS (HTTP/1.1 over TLS): GET 1 kB / POST 20 kB", queue: None },
+    Scenario { name: "h2", title: "HTTP/2 over TLS (httpx): GET 1 kB / POST 20 kB", queue: None },
+    Scenario { name: "squeue", title: "service-queue item, 20 kB (fsync + 3 renames)", queue: Some("squeue") },
+    Scenario {
+        name: "pqueue",
+        title: "persistent-queue item, 20 kB (4 atomic writes + 4 renames)",
+        queue: Some("pqueue"),
+    },
+];
+
+/// The agent counted exactly what the client did: requests by method (all
+/// answered 200), or queue items completed.
+fn check(s: &Scenario, m: &Samples, done: &Value) -> anyhow::Result<()> {
+    let wanted: Vec<(String, f64)> = done
+        .as_object()
+        .context("close answer")?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap_or(f64::NAN)))
+        .collect();
+    for (what, n) in wanted {
+        let counted = match s.queue {
+            Some(q) => m
+                .get("pywats_queue_items_processed_total", &[("queue_name", q), ("outcome", "completed")])
+                .unwrap_or(0.0),
+            None => m
+                .series("pywats_http_requests_total")
+                .iter()
+                .filter(|(l, _)| l.get("method") == Some(&what) && l.get("code").map(String::as_str) == Some("200"))
+                .map(|(_, v)| v)
+                .sum(),
+        };
+        if counted != n {
+            bail!("MISCOUNT in {}: the agent counted {counted} of the client's {n} {what}", s.name);
+        }
+    }
+    Ok(())
+}
+
+/// hypercorn serving h2_app.py over TLS (HTTP/2 by ALPN).
+fn hypercorn(ctx: &Ctx, port: u16) -> anyhow::Result<Quiet> {
+    let mut cmd = std::process::Command::new(pywats_agent_tests::py::python());
+    cmd.args(["-m", "hypercorn", "--certfile"])
+        .arg(&ctx.cert)
+        .arg("--keyfile")
+        .arg(&ctx.key)
+        .args(["--bind", &format!("127.0.0.1:{port}"), "h2_app:app"])
+        .current_dir(pywats_agent_tests::py::script(""));
+    let server = Quiet::spawn("hypercorn", &mut cmd, &ctx.work.join("logs/hypercorn.log"))?;
+    let start = std::time::Instant::now();
+    while tls::try_get(port, "/__counts").is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("hypercorn did not serve within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(server)
+}
+
+pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> {
+    let (http_port, https_port, h2_port) = (free_port(), free_port(), free_port());
+    let (cert, key) = (ctx.cert.to_string_lossy().into_owned(), ctx.key.to_string_lossy().into_owned());
+    let _plain = Proc::start("HTTP server", python("http_server.py").arg(http_port.to_string()))?;
+    let _tls =
+        Proc::start("HTTPS server", python("http_server.py").args([&https_port.to_string(), "--tls", &cert, &key]))?;
+    let _h2 = hypercorn(ctx, h2_port)?;
+    let workdir = ctx.work.join("client");
+    let mut proc = Proc::start(
+        "bench client",
+        python("bench_client.py")
+            .args([&http_port.to_string(), &https_port.to_string(), &h2_port.to_string()])
+            .arg(&workdir),
+    )?;
+    let pid = proc.pid().to_string();
+    let dir = |q: &str| workdir.join(q).display().to_string();
+    let agent_args: Vec<String> = ["--pid", &pid, "--target-name", "bench", "--no-discover"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--queue".into(), format!("squeue={}:service", dir("squeue"))])
+        .chain(["--queue".into(), format!("pqueue={}:persistent", dir("pqueue"))])
+        .collect();
+    // Imports, caches, the TLS session cache: warm before anything counts.
+    for s in selected {
+        proc.ask(&format!("open {} plain {}", s.name, ctx.plan.warmup))?;
+        proc.ask(&format!("timed {}", ctx.plan.warmup))?;
+        proc.ask("close")?;
+    }
+    let mut modes = vec![Mode::Off, Mode::On, Mode::InProcess];
+    if ctx.agents.stats_flag {
+        modes.push(Mode::Kernel);
+    }
+    let mut runs: Vec<Runs> = selected.iter().map(|_| Runs::default()).collect();
+    for round in 0..ctx.plan.rounds {
+        for (s, r) in selected.iter().zip(runs.iter_mut()) {
+            let check = |m: &Samples, done: &Value| check(s, m, done);
+            // Every setting of a scenario runs with the same client process.
+            let mut client = Client {
+                proc: &mut proc,
+                agent_args: agent_args.clone(),
+                tls: true,
+                warmup: ctx.plan.warmup,
+                check: &check,
+            };
+            for mode in order(&modes, round) {
+                let m = once(ctx, &mut client, mode, &format!("open {}", s.name), ctx.plan.ops)?;
+                r.push(mode, m);
+            }
+        }
+        println!("bench: scenarios, round {}/{} done", round + 1, ctx.plan.rounds);
+    }
+
+    let mut client = Table::new(
+        "Watched client: its CPU per operation",
+        &["scenario", "agent off", "agent on", "Δ on", "in-process instead", "Δ in-process"],
+    );
+    let mut agent = Table::new(
+        "The agent's cost per operation of the watched client",
+        &["scenario", "agent CPU", "in-kernel programs", "program runs", "counted", "events lost"],
+    );
+    let ops = ctx.plan.ops + ctx.plan.warmup;
+    let watched_runs = ctx.plan.rounds * if ctx.agents.stats_flag { 2 } else { 1 };
+    for (s, r) in selected.iter().zip(&runs) {
+        client.row([vec![s.title.to_string()], r.client_cells()].concat());
+        let mut cells = r.agent_cells();
+        cells.insert(3, format!("{ops} of {ops} in each of {watched_runs} runs"));
+        agent.row([vec![s.title.to_string()], cells].concat());
+    }
+    Ok(vec![client, agent])
+}
