@@ -13,16 +13,17 @@ Usage: bench_pywats.py TOKEN. Prints "ready", then answers one JSON line per com
                     api.report.submit_report: {"ops": N, "cpu_ns": ..., "wall_ns": ...};
                     cpu_ns is time.process_time_ns(), all threads (the sync class
                     makes its requests from an event-loop thread of its own)
-  close             closes the client: {"POST": submissions since open}
+  close             closes the client: {"POST": submissions since open,
+                    "versions": {HTTP version: responses} of the timed submissions}
   exit
 Reports are UUT reports with numeric steps, about 20 kB of WSJF JSON, like a
 real test's. Against wats_server.py: --tls gives HTTPS with HTTP/1.1, --tls --h2
-HTTP/2 (pyWATS' httpx client offers h2 by ALPN; the bench checks which one
-the agent saw).
+HTTP/2 (pyWATS' httpx client offers h2 by ALPN).
 """
 import json
 import sys
 import time
+from collections import Counter
 
 from pywats import CompOp, pyWATS
 from pywats.core.metrics import MetricsCollector
@@ -65,6 +66,15 @@ class Session:
         self.steps = steps_for_size(self.api)
         self.posted = 0
         self.serial = 0
+        self.versions = Counter()
+
+    def record_versions(self):
+        """Counts the HTTP version of every response from now on, through an
+        httpx response hook on the client pyWATS made (it exists once a request was made)."""
+        async def hook(response):
+            self.versions[response.http_version] += 1
+
+        self.api._http_client._client.event_hooks["response"].append(hook)
 
     def reports(self, n):
         made = []
@@ -83,7 +93,7 @@ class Session:
         self.api.close()
         if self.metrics:
             self.metrics.stop()
-        return {"POST": self.posted}
+        return {"POST": self.posted, "versions": self.versions}
 
 
 def main():
@@ -97,6 +107,7 @@ def main():
         if cmd[0] == "open":
             session = Session(cmd[1], cmd[2])
             session.submit(session.reports(int(cmd[3])))
+            session.record_versions()
             answer = {"open": cmd[1]}
         elif cmd[0] == "timed":
             reports = session.reports(int(cmd[1]))

@@ -57,6 +57,8 @@ pub struct Job {
     pub seconds: f64,
     /// Requests per second for this connection; 0: as fast as it can.
     pub rate: f64,
+    /// Distinct paths to ask for, over all connections; 0: all of them.
+    pub endpoints: usize,
 }
 
 /// Keep-alive connections, each driven by a thread of its own.
@@ -102,7 +104,8 @@ impl Generator {
         let start = Instant::now();
         for (i, tx) in self.jobs.iter().enumerate() {
             let share = job.requests.map(|r| r / n + u64::from((i as u64) < r % n));
-            let _ = tx.send(Job { requests: share, rate: job.rate / n as f64, ..job });
+            let endpoints = job.endpoints.div_ceil(n as usize);
+            let _ = tx.send(Job { requests: share, rate: job.rate / n as f64, endpoints, ..job });
         }
         let made = (0..n).map(|_| self.done.recv().unwrap_or(0)).sum();
         (made, start.elapsed())
@@ -115,6 +118,7 @@ fn drive(stream: &mut TcpStream, requests: &[Vec<u8>], job: Job) -> std::io::Res
     let limit = Duration::from_secs_f64(job.seconds);
     let mut answer = [0u8; RESPONSE.len()];
     let mut made = 0u64;
+    let paths = if job.endpoints == 0 { requests.len() } else { job.endpoints.min(requests.len()) };
     while job.requests.is_none_or(|r| made < r) && start.elapsed() < limit {
         if job.rate > 0.0 {
             // Sleep only when well ahead: short sleeps overshoot by their slack.
@@ -124,7 +128,7 @@ fn drive(stream: &mut TcpStream, requests: &[Vec<u8>], job: Job) -> std::io::Res
                 thread::sleep(due - now);
             }
         }
-        stream.write_all(&requests[made as usize % requests.len()])?;
+        stream.write_all(&requests[made as usize % paths])?;
         stream.read_exact(&mut answer)?;
         made += 1;
     }

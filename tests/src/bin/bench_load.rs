@@ -5,7 +5,8 @@
 //!   bench_load client PORT CONNS ENDPOINTS   opens CONNS connections, prints "ready",
 //!                                            then answers each line of stdin:
 //!     run SECONDS RATE    requests for SECONDS at RATE per second in all (0: as fast as it can)
-//!     count N RATE        N requests at RATE per second in all (0: as fast as it can)
+//!     count N RATE [E]    N requests at RATE per second in all (0: as fast as it can),
+//!                         over the first E paths only (default: all)
 //!   with one JSON line: {"requests": completed, "seconds": wall time}.
 
 use std::{
@@ -36,13 +37,19 @@ fn main() {
                 let line = line.expect("read stdin");
                 let words: Vec<String> = line.split_whitespace().map(String::from).collect();
                 let job = match words.first().map(String::as_str) {
-                    Some("run") => {
-                        Job { requests: None, seconds: arg(&words, 1, "seconds"), rate: arg(&words, 2, "rate") }
-                    }
+                    Some("run") => Job {
+                        requests: None,
+                        seconds: arg(&words, 1, "seconds"),
+                        rate: arg(&words, 2, "rate"),
+                        endpoints: 0,
+                    },
                     // A time limit far above what any count here needs, so a stuck run ends.
-                    Some("count") => {
-                        Job { requests: Some(arg(&words, 1, "requests")), seconds: 600.0, rate: arg(&words, 2, "rate") }
-                    }
+                    Some("count") => Job {
+                        requests: Some(arg(&words, 1, "requests")),
+                        seconds: 600.0,
+                        rate: arg(&words, 2, "rate"),
+                        endpoints: if words.len() > 3 { arg(&words, 3, "endpoints") } else { 0 },
+                    },
                     _ => break,
                 };
                 let (requests, took) = generator.run(job);
