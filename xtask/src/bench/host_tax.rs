@@ -12,7 +12,7 @@ use super::{
     procs::{python, Proc},
     report::Table,
     rounds::order,
-    stats::{change, num, times, Spread},
+    stats::{change, differences, show, signed, times},
     Ctx,
 };
 
@@ -56,7 +56,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
                 None
             };
             dd[on as usize].push(dd_ns_per_syscall(ctx.plan.dd_bytes)?);
-            tls[on as usize].push(tls_ns_per_iteration(ctx)?);
+            tls[on as usize].push(tls_ns_per_iteration(ctx)? / 1e3);
         }
         println!("bench: host tax, round {}/{} done", round + 1, ctx.plan.rounds);
     }
@@ -64,32 +64,21 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
         "Host tax: processes the agent does not watch",
         &["unwatched process", "agent off", "agent on", "difference", "Δ"],
     );
-    let diff = |off: &[f64], on: &[f64], unit: &str| {
-        let d: Vec<f64> = off.iter().zip(on).map(|(a, b)| b - a).collect();
-        Spread::of(&d)
-            .map(|s| format!("{}{}{unit}", if s.median >= 0.0 { "+" } else { "" }, num(s.median)))
-            .unwrap_or_default()
-    };
-    let show = |v: &[f64], scale: f64, unit: &str| {
-        let v: Vec<f64> = v.iter().map(|x| x / scale).collect();
-        Spread::of(&v).map(|s| s.show(unit)).unwrap_or_default()
-    };
     t.row(vec![
         format!("`dd bs=1`, {} read + write syscalls: CPU per syscall", ctx.plan.dd_bytes * 2),
-        show(&dd[0], 1.0, " ns"),
-        show(&dd[1], 1.0, " ns"),
-        diff(&dd[0], &dd[1], " ns"),
+        show(&dd[0], " ns"),
+        show(&dd[1], " ns"),
+        signed(&differences(&dd[0], &dd[1]), " ns"),
         change(&dd[0], &dd[1]),
     ]);
-    let tls_us = |v: &[f64]| v.iter().map(|x| x / 1e3).collect::<Vec<f64>>();
     t.row(vec![
         format!(
             "TLS through the system libssl, {} × (SSL_write + SSL_read) of 64 B: CPU per pair",
             ctx.plan.tls_iterations
         ),
-        show(&tls[0], 1e3, " µs"),
-        show(&tls[1], 1e3, " µs"),
-        diff(&tls_us(&tls[0]), &tls_us(&tls[1]), " µs"),
+        show(&tls[0], " µs"),
+        show(&tls[1], " µs"),
+        signed(&differences(&tls[0], &tls[1]), " µs"),
         format!("{} ({})", change(&tls[0], &tls[1]), times(&tls[0], &tls[1])),
     ]);
     t.note(

@@ -12,7 +12,7 @@ use super::{
     agent::{sum, Agent},
     procs::Proc,
     rounds::Mode,
-    stats::{change, Spread},
+    stats::{change, differences, show, signed},
     Ctx,
 };
 
@@ -93,26 +93,40 @@ impl Runs {
         self.0.get(&mode).map(|v| v.iter().filter_map(f).collect()).unwrap_or_default()
     }
 
+    fn client_us(&self, mode: Mode) -> Vec<f64> {
+        self.values(mode, |m| Some(m.client / 1e3))
+    }
+
+    fn agent_us(&self) -> Vec<f64> {
+        self.values(Mode::On, |m| m.agent.map(|ns| ns / 1e3))
+    }
+
     /// Client CPU per operation in µs: agent off, on, Δ, in-process, Δ.
     pub fn client_cells(&self) -> Vec<String> {
-        let us = |mode| self.values(mode, |m| Some(m.client / 1e3));
-        let (off, on, inproc) = (us(Mode::Off), us(Mode::On), us(Mode::InProcess));
-        let show = |v: &[f64]| Spread::of(v).map(|s| s.show(" µs")).unwrap_or_else(|| "–".into());
-        vec![show(&off), show(&on), change(&off, &on), show(&inproc), change(&off, &inproc)]
+        let (off, on, inproc) = (self.client_us(Mode::Off), self.client_us(Mode::On), self.client_us(Mode::InProcess));
+        vec![show(&off, " µs"), show(&on, " µs"), change(&off, &on), show(&inproc, " µs"), change(&off, &inproc)]
+    }
+
+    /// CPU added per operation, per round: watched (the client's increase
+    /// plus the agent's own CPU) and in-process (the client's increase).
+    pub fn added_cells(&self) -> Vec<String> {
+        let off = self.client_us(Mode::Off);
+        let client = differences(&off, &self.client_us(Mode::On));
+        let watched: Vec<f64> = client.iter().zip(self.agent_us()).map(|(c, a)| c + a).collect();
+        vec![signed(&watched, " µs"), signed(&differences(&off, &self.client_us(Mode::InProcess)), " µs")]
     }
 
     /// The agent's CPU per operation (µs), in-kernel program time per
     /// operation (µs) and program runs per operation, events lost.
     pub fn agent_cells(&self) -> Vec<String> {
-        let show = |v: Vec<f64>, unit: &str| Spread::of(&v).map(|s| s.show(unit)).unwrap_or_else(|| "–".into());
         // Statistics come from Kernel runs when the agent has --program-stats,
         // else from On runs (older agents keep them on all the time).
         let kernel_mode = if self.0.contains_key(&Mode::Kernel) { Mode::Kernel } else { Mode::On };
         let lost: f64 = self.0.values().flatten().map(|m| m.lost).sum();
         vec![
-            show(self.values(Mode::On, |m| m.agent.map(|ns| ns / 1e3)), " µs"),
-            show(self.values(kernel_mode, |m| m.kernel.map(|(ns, _)| ns / 1e3)), " µs"),
-            show(self.values(kernel_mode, |m| m.kernel.map(|(_, runs)| runs)), ""),
+            show(&self.agent_us(), " µs"),
+            show(&self.values(kernel_mode, |m| m.kernel.map(|(ns, _)| ns / 1e3)), " µs"),
+            show(&self.values(kernel_mode, |m| m.kernel.map(|(_, runs)| runs)), ""),
             format!("{lost}"),
         ]
     }

@@ -66,8 +66,14 @@ pub fn run(ctx: &mut Ctx, rate: Option<f64>) -> anyhow::Result<Table> {
     let idle = Proc::start("idle watched process", &mut python("bench_idle.py"))?;
     let mut agent = ctx.agents.start(&["--pid".into(), idle.pid().to_string()], false)?;
     agent.ready(true)?;
+    let (cpu, at) = (agent.cpu_ns()?, Instant::now());
     std::thread::sleep(std::time::Duration::from_secs(5));
+    let idle_cpu = (agent.cpu_ns()? - cpu) as f64 / at.elapsed().as_secs_f64() / 1e6;
     t.row(vec!["RSS, idle: one idle target, default flags, after 5 s".into(), mib(agent.rss_kib()?)]);
+    t.row(vec![
+        "agent CPU while idle (its timers: ring drains, samplers)".into(),
+        format!("{} ms per s", num(idle_cpu)),
+    ]);
     drop(agent);
     drop(idle);
 

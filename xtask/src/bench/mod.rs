@@ -119,8 +119,11 @@ fn other_agents(own: &str) -> Vec<u32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .is_ok_and(|exe| exe.file_name().is_some_and(|n| n == "pywats-agent") && exe.to_string_lossy() != own)
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                // A replaced binary reads "pywats-agent (deleted)".
+                exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("pywats-agent"))
+                    && exe.to_string_lossy() != own
+            })
         })
         .collect()
 }
@@ -154,6 +157,33 @@ fn method(ctx: &Ctx) -> String {
     )
 }
 
+/// Runs the parts asked for, in order: the client scenarios, the real
+/// pyWATS client, the host tax, capacity, then memory (which paces its load
+/// by the capacity found, when capacity ran).
+fn parts(ctx: &mut Ctx, wants: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<report::Table>> {
+    let mut tables = Vec::new();
+    let selected: Vec<&scenarios::Scenario> = scenarios::SCENARIOS.iter().filter(|s| wants(s.name)).collect();
+    if !selected.is_empty() {
+        tables.extend(scenarios::run(ctx, &selected)?);
+    }
+    if wants("pywats") {
+        tables.push(pywats::run(ctx)?);
+    }
+    if wants("host") {
+        tables.push(host_tax::run(ctx)?);
+    }
+    let mut lossless = None;
+    if wants("capacity") {
+        let c = capacity::run(ctx)?;
+        lossless = c.zero_loss;
+        tables.push(c.table);
+    }
+    if wants("memory") {
+        tables.push(memory::run(ctx, lossless)?);
+    }
+    Ok(tables)
+}
+
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let env = setup::setup()?;
@@ -174,26 +204,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     let others_before = other_agents(&agent_bin.to_string_lossy());
 
-    let mut tables = Vec::new();
-    let selected: Vec<&scenarios::Scenario> = scenarios::SCENARIOS.iter().filter(|s| wants(s.name)).collect();
-    if !selected.is_empty() {
-        tables.extend(scenarios::run(&mut ctx, &selected)?);
+    let tables = parts(&mut ctx, &wants);
+    // The certificate's directory (tls::cert makes one per process) goes, whatever happened.
+    if let Some(dir) = ctx.cert.parent() {
+        let _ = std::fs::remove_dir_all(dir);
     }
-    if wants("pywats") {
-        tables.push(pywats::run(&mut ctx)?);
-    }
-    if wants("host") {
-        tables.push(host_tax::run(&mut ctx)?);
-    }
-    let mut lossless = None;
-    if wants("capacity") {
-        let c = capacity::run(&mut ctx)?;
-        lossless = c.zero_loss;
-        tables.push(c.table);
-    }
-    if wants("memory") {
-        tables.push(memory::run(&mut ctx, lossless)?);
-    }
+    let tables = tables?;
 
     let took = Duration::from_secs(started.elapsed().as_secs());
     let mut out = format!("## Measured overhead (`cargo xtask bench`)\n\n{}\n\n", method(&ctx));

@@ -79,12 +79,23 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
             "pyWATS metrics module instead",
             "Δ in-process",
             "agent CPU",
+            "CPU added, watched (client Δ + agent)",
+            "CPU added, in-process",
             "events lost",
         ],
     );
     for ((title, _, _), r) in protocols.iter().zip(&runs) {
         let agent = r.agent_cells();
-        t.row([vec![title.to_string()], r.client_cells(), vec![agent[0].clone(), agent[3].clone()]].concat());
+        t.row(
+            [
+                vec![title.to_string()],
+                r.client_cells(),
+                vec![agent[0].clone()],
+                r.added_cells(),
+                vec![agent[3].clone()],
+            ]
+            .concat(),
+        );
     }
     let n = ops + ctx.plan.pywats_warmup;
     t.note(format!(

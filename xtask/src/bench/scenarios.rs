@@ -142,14 +142,26 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
     );
     let mut agent = Table::new(
         "The agent's cost per operation of the watched client",
-        &["scenario", "agent CPU", "in-kernel programs", "program runs", "counted", "events lost"],
+        &[
+            "scenario",
+            "agent CPU",
+            "in-kernel programs",
+            "program runs",
+            "CPU added, watched (client Δ + agent)",
+            "CPU added, in-process",
+            "counted",
+            "events lost",
+        ],
     );
     let ops = ctx.plan.ops + ctx.plan.warmup;
     let watched_runs = ctx.plan.rounds * if ctx.agents.stats_flag { 2 } else { 1 };
     for (s, r) in selected.iter().zip(&runs) {
         client.row([vec![s.title.to_string()], r.client_cells()].concat());
         let mut cells = r.agent_cells();
-        cells.insert(3, format!("{ops} of {ops} in each of {watched_runs} runs"));
+        let lost = cells.pop().unwrap_or_default();
+        cells.extend(r.added_cells());
+        cells.push(format!("{ops} of {ops} in each of {watched_runs} runs"));
+        cells.push(lost);
         agent.row([vec![s.title.to_string()], cells].concat());
     }
     Ok(vec![client, agent])

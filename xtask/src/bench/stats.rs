@@ -30,6 +30,26 @@ impl Spread {
     }
 }
 
+/// The median and range of `values` with `unit`, "–" for none.
+pub fn show(values: &[f64], unit: &str) -> String {
+    Spread::of(values).map_or_else(|| "–".into(), |s| s.show(unit))
+}
+
+/// The median and range of `values` with their signs: "+350 ns (+300…+420)".
+pub fn signed(values: &[f64], unit: &str) -> String {
+    let sign = |x: f64| format!("{}{}", if x >= 0.0 { "+" } else { "" }, num(x));
+    match Spread::of(values) {
+        None => "–".into(),
+        Some(s) if s.min == s.max => format!("{}{unit}", sign(s.median)),
+        Some(s) => format!("{}{unit} ({}…{})", sign(s.median), sign(s.min), sign(s.max)),
+    }
+}
+
+/// Per-round differences `with[i] - without[i]`.
+pub fn differences(without: &[f64], with: &[f64]) -> Vec<f64> {
+    without.iter().zip(with).map(|(a, b)| b - a).collect()
+}
+
 /// "118", "11.8", "1.18": three significant digits, no exponent.
 pub fn num(x: f64) -> String {
     let a = x.abs();
@@ -45,7 +65,7 @@ pub fn num(x: f64) -> String {
 }
 
 /// Per-round ratios `with[i] / without[i] - 1` (rounds pair up, so drift over
-/// the run cancels), as "+3.1% (−1.0…+6.2)".
+/// the run cancels), as "+3.1% (-1.0%…+6.2%)".
 pub fn change(without: &[f64], with: &[f64]) -> String {
     let ratios: Vec<f64> = without.iter().zip(with).map(|(a, b)| (b / a - 1.0) * 100.0).collect();
     match Spread::of(&ratios) {
@@ -75,8 +95,10 @@ mod tests {
         assert_eq!((s.median, s.min, s.max), (2.5, 1.0, 10.0));
         assert_eq!(s.show(" µs"), "2.50 µs (1.00–10.0)");
         assert!(Spread::of(&[]).is_none());
-        assert_eq!(change(&[100.0, 200.0, 100.0], &[103.0, 202.0, 110.0]), "+3.0% (+1.0…+10.0)");
+        assert_eq!(change(&[100.0, 200.0, 100.0], &[103.0, 202.0, 110.0]), "+3.0% (+1.0%…+10.0%)");
         assert_eq!(times(&[2.0], &[9.2]), "4.60×");
         assert_eq!(num(1234.4), "1234");
+        assert_eq!(signed(&differences(&[200.0, 210.0], &[550.0, 520.0]), " ns"), "+330 ns (+310…+350)");
+        assert_eq!(show(&[], " µs"), "–");
     }
 }
