@@ -66,8 +66,14 @@ fn check(s: &Scenario, m: &Samples, done: &Value) -> anyhow::Result<()> {
 
 /// hypercorn serving h2_app.py over TLS (HTTP/2 by ALPN).
 fn hypercorn(ctx: &Ctx, port: u16) -> anyhow::Result<Quiet> {
+    // By default hypercorn ends a connection (GOAWAY) after 1000 requests;
+    // a run's requests share one connection.
+    let config = ctx.work.join("hypercorn.toml");
+    std::fs::write(&config, "keep_alive_max_requests = 1000000000\n")?;
     let mut cmd = std::process::Command::new(pywats_agent_tests::py::python());
-    cmd.args(["-m", "hypercorn", "--certfile"])
+    cmd.args(["-m", "hypercorn", "--config"])
+        .arg(&config)
+        .arg("--certfile")
         .arg(&ctx.cert)
         .arg("--keyfile")
         .arg(&ctx.key)
