@@ -1,6 +1,6 @@
 //! The real agent binary as the bench runs it: as deployed (default log
 //! level, its output in a log file), on a loopback port of its own, and
-//! stopped with SIGTERM however the bench ends.
+//! stopped however the bench ends.
 
 use std::{
     path::{Path, PathBuf},
@@ -141,11 +141,13 @@ impl Agent {
     /// Returns once the agent's event count stops changing: with the workload
     /// done, what it caused has been drained from the rings (every 10 ms, in
     /// batches) and applied. Asks `/health/details`, which is cheaper for the
-    /// agent than a scrape, so settling adds little to its measured CPU.
+    /// agent than a scrape, and waits no longer than a few drains, so settling
+    /// adds little to the agent's measured CPU.
     pub fn settle(&mut self) -> anyhow::Result<()> {
         let mut last = self.events_seen()?;
+        // Five drains apart, each reading (`wait` polls every 50 ms).
+        std::thread::sleep(Duration::from_millis(50));
         self.wait("settle", Duration::from_secs(60), |a| {
-            std::thread::sleep(Duration::from_millis(100));
             let now = a.events_seen()?;
             let still = now == last;
             last = now;
@@ -171,12 +173,9 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // SAFETY: signalling our own child; SIGTERM lets it detach its programs.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // SIGKILL, not SIGTERM: the kernel detaches every program when the
+        // process's fds close, at once, while this agent takes about 2 s to
+        // exit after SIGTERM; and the next run must not start before it is gone.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

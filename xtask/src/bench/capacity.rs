@@ -163,5 +163,6 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Capacity> {
          `/health/ready` answered {ready_during}, after it {ready_after}.",
         2.0 * secs,
     ));
+    ctx.progress("capacity done");
     Ok(Capacity { table: t, zero_loss })
 }

@@ -58,7 +58,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
             dd[on as usize].push(dd_ns_per_syscall(ctx.plan.dd_bytes)?);
             tls[on as usize].push(tls_ns_per_iteration(ctx)? / 1e3);
         }
-        println!("bench: host tax, round {}/{} done", round + 1, ctx.plan.rounds);
+        ctx.progress(&format!("host tax, round {}/{} done", round + 1, ctx.plan.rounds));
     }
     let mut t = Table::new(
         "Host tax: processes the agent does not watch",

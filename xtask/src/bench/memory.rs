@@ -113,5 +113,6 @@ pub fn run(ctx: &mut Ctx, rate: Option<f64>) -> anyhow::Result<Table> {
          first 100 of them. Scrape latency is wall time from connect to the last byte \
          (`Connection: close`), as Prometheus would see it.",
     );
+    ctx.progress("memory done");
     Ok(t)
 }

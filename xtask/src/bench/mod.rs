@@ -100,6 +100,22 @@ pub struct Ctx {
     pub key: PathBuf,
     /// The load generator and server (tests/src/bin/bench_load.rs), release build.
     pub load_bin: PathBuf,
+    started: Instant,
+}
+
+impl Ctx {
+    /// A progress line, with the time since the bench started.
+    pub fn progress(&self, what: &str) {
+        println!("bench: {what} ({} s)", self.started.elapsed().as_secs());
+    }
+}
+
+/// The 1-minute load average: how busy the machine was besides the bench.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Release build of the load generator.
@@ -200,7 +216,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(work.join("logs")).context("creating target/bench")?;
     let (cert, key) = tls::cert();
     let agents = agent::Launcher::new(&agent_bin, &work.join("logs"))?;
-    let mut ctx = Ctx { plan, agents, work, cert, key, load_bin };
+    let load_before = load_average();
+    let mut ctx = Ctx { plan, agents, work, cert, key, load_bin, started };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     let others_before = other_agents(&agent_bin.to_string_lossy());
 
@@ -223,9 +240,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     others.dedup();
     let kernel = cmd::output(Command::new("uname").arg("-r")).unwrap_or_default();
     out.push_str(&format!(
-        "Machine: {} CPUs, kernel {}; the whole bench took {took:?}.{}\n",
+        "Machine: {} CPUs, kernel {}, load average {load_before} at the start and {} at the end; \
+         the whole bench took {took:?}.{}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim(),
+        load_average(),
         if others.is_empty() {
             String::new()
         } else {

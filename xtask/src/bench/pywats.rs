@@ -67,7 +67,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
                 r.push(mode, once(ctx, &mut client, mode, &format!("open https://127.0.0.1:{port}"), ops)?);
             }
         }
-        println!("bench: real pyWATS client, round {}/{} done", round + 1, ctx.plan.rounds);
+        ctx.progress(&format!("real pyWATS client, round {}/{} done", round + 1, ctx.plan.rounds));
     }
     let mut t = Table::new(
         "The real pyWATS client: CPU per report submitted (`submit_report`, ~20 kB WSJF)",

@@ -139,7 +139,7 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
                 r.push(mode, m);
             }
         }
-        println!("bench: scenarios, round {}/{} done", round + 1, ctx.plan.rounds);
+        ctx.progress(&format!("scenarios, round {}/{} done", round + 1, ctx.plan.rounds));
     }
 
     let mut client = Table::new(
