@@ -3,7 +3,6 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
 
@@ -81,25 +80,15 @@ impl Drop for Proc {
     }
 }
 
-/// A process that only has to run (a server that says nothing useful), killed on drop.
-pub struct Quiet(Child);
-
-impl Quiet {
-    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> anyhow::Result<Quiet> {
-        let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok(Quiet(child))
+/// Waits until something listens on 127.0.0.1:`port` (servers that say
+/// "ready" a moment before they bind).
+pub fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            bail!("nothing listens on 127.0.0.1:{port} after 20 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    Ok(())
 }

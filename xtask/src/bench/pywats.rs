@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     measure::{once, Client, Runs},
-    procs::{python, Proc},
+    procs::{python, wait_for_port, Proc},
     report::Table,
     rounds::{order, Mode},
     Ctx,
@@ -41,6 +41,8 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
         "WATS-like server (HTTP/2)",
         python("wats_server.py").args([&h2, TOKEN, "--tls", &cert, &key, "--h2"]),
     )?;
+    // It says "ready" when its app starts, a moment before hypercorn binds.
+    wait_for_port(h2.parse()?)?;
     let mut proc = Proc::start("pyWATS client", python("bench_pywats.py").arg(TOKEN))?;
     let agent_args: Vec<String> =
         ["--pid", &proc.pid().to_string(), "--target-name", "bench", "--no-discover"].map(String::from).to_vec();

@@ -3,15 +3,13 @@
 //! item, each with the agent off, on, with in-process instrumentation instead,
 //! and on with program statistics.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context as _};
-use pywats_agent_tests::{free_port, prom::Samples, tls};
+use pywats_agent_tests::{free_port, prom::Samples};
 use serde_json::Value;
 
 use super::{
     measure::{once, Client, Runs},
-    procs::{python, Proc, Quiet},
+    procs::{python, wait_for_port, Proc},
     report::Table,
     rounds::{order, Mode},
     Ctx,
@@ -64,30 +62,25 @@ fn check(s: &Scenario, m: &Samples, done: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// hypercorn serving h2_app.py over TLS (HTTP/2 by ALPN).
-fn hypercorn(ctx: &Ctx, port: u16) -> anyhow::Result<Quiet> {
-    // By default hypercorn ends a connection (GOAWAY) after 1000 requests;
-    // a run's requests share one connection.
-    let config = ctx.work.join("hypercorn.toml");
-    std::fs::write(&config, "keep_alive_max_requests = 1000000000\n")?;
-    let mut cmd = std::process::Command::new(pywats_agent_tests::py::python());
-    cmd.args(["-m", "hypercorn", "--config"])
-        .arg(&config)
-        .arg("--certfile")
-        .arg(&ctx.cert)
-        .arg("--keyfile")
-        .arg(&ctx.key)
-        .args(["--bind", &format!("127.0.0.1:{port}"), "h2_app:app"])
-        .current_dir(pywats_agent_tests::py::script(""));
-    let server = Quiet::spawn("hypercorn", &mut cmd, &ctx.work.join("logs/hypercorn.log"))?;
-    let start = std::time::Instant::now();
-    while tls::try_get(port, "/__counts").is_err() {
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!("hypercorn did not serve within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+/// The queue scenarios' directories, on tmpfs: their fsyncs then wait for no
+/// disk, so other disk traffic on the machine cannot stretch the runs (on a
+/// busy disk an fsync took up to 25 ms here). The client's syscalls, and so
+/// the agent's work, are the same as on disk; only the client's CPU per item
+/// is that of a fast disk, which makes the relative costs an upper bound.
+struct ShmDir(std::path::PathBuf);
+
+impl ShmDir {
+    fn new() -> anyhow::Result<ShmDir> {
+        let dir = std::path::PathBuf::from(format!("/dev/shm/pywats-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(ShmDir(dir))
     }
-    Ok(server)
+}
+
+impl Drop for ShmDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> {
@@ -96,13 +89,15 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
     let _plain = Proc::start("HTTP server", python("http_server.py").arg(http_port.to_string()))?;
     let _tls =
         Proc::start("HTTPS server", python("http_server.py").args([&https_port.to_string(), "--tls", &cert, &key]))?;
-    let _h2 = hypercorn(ctx, h2_port)?;
-    let workdir = ctx.work.join("client");
+    let _h2 = Proc::start("HTTP/2 server", python("bench_h2_server.py").args([&h2_port.to_string(), &cert, &key]))?;
+    wait_for_port(h2_port)?;
+    let workdir = ShmDir::new()?;
+    let workdir = &workdir.0;
     let mut proc = Proc::start(
         "bench client",
         python("bench_client.py")
             .args([&http_port.to_string(), &https_port.to_string(), &h2_port.to_string()])
-            .arg(&workdir),
+            .arg(workdir),
     )?;
     let pid = proc.pid().to_string();
     let dir = |q: &str| workdir.join(q).display().to_string();
