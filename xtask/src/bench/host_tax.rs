@@ -46,7 +46,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
     let idle = Proc::start("idle watched process", &mut python("bench_idle.py"))?;
     let args = vec!["--pid".to_string(), idle.pid().to_string()];
     let (mut dd, mut tls) = ([vec![], vec![]], [vec![], vec![]]);
-    for round in 0..ctx.plan.rounds {
+    for round in 0..ctx.plan.host_rounds {
         for on in order(&[false, true], round) {
             let _agent = if on {
                 let mut a = ctx.agents.start(&args, false)?;
@@ -58,7 +58,7 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
             dd[on as usize].push(dd_ns_per_syscall(ctx.plan.dd_bytes)?);
             tls[on as usize].push(tls_ns_per_iteration(ctx)? / 1e3);
         }
-        ctx.progress(&format!("host tax, round {}/{} done", round + 1, ctx.plan.rounds));
+        ctx.progress(&format!("host tax, round {}/{} done", round + 1, ctx.plan.host_rounds));
     }
     let mut t = Table::new(
         "Host tax: processes the agent does not watch",
@@ -81,10 +81,11 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
         signed(&differences(&tls[0], &tls[1]), " µs"),
         format!("{} ({})", change(&tls[0], &tls[1]), times(&tls[0], &tls[1])),
     ]);
-    t.note(
-        "The agent watches one idle Python process that maps the same libssl; `dd` and the TLS loop are \
-         not watched. CPU is user + system time: dd's from its rusage, the TLS loop's from its own \
-         process clock around the loop (handshake excluded).",
-    );
+    t.note(format!(
+        "{} rounds. The agent watches one idle Python process that maps the same libssl; `dd` and the \
+         TLS loop are not watched. CPU is user + system time: dd's from its rusage, the TLS loop's \
+         from its own process clock around the loop (handshake excluded).",
+        ctx.plan.host_rounds
+    ));
     Ok(t)
 }

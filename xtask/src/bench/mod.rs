@@ -58,6 +58,9 @@ pub struct Plan {
     pub warmup: usize,
     pub pywats_ops: usize,
     pub pywats_warmup: usize,
+    /// Rounds of the host tax: three times as many, as they are cheap and
+    /// other processes' work on the machine shows most in them.
+    pub host_rounds: usize,
     /// `dd bs=1 count=…` of the host tax (two syscalls per byte).
     pub dd_bytes: u64,
     pub tls_iterations: u64,
@@ -81,6 +84,7 @@ impl Plan {
             warmup: if q { 20 } else { 50 },
             pywats_ops: ops / 8,
             pywats_warmup: 5,
+            host_rounds: 3 * rounds,
             dd_bytes: if q { 200_000 } else { 1_000_000 },
             tls_iterations: if q { 50_000 } else { 200_000 },
             step_secs: if q { 1.0 } else { 3.0 },
@@ -217,6 +221,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let (cert, key) = tls::cert();
     let agents = agent::Launcher::new(&agent_bin, &work.join("logs"))?;
     let load_before = load_average();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if load_before.parse::<f64>().is_ok_and(|l| l > cpus as f64) {
+        println!("bench: load average {load_before} on {cpus} CPUs: other work will make the numbers noisy");
+    }
     let mut ctx = Ctx { plan, agents, work, cert, key, load_bin, started };
     let wants = |part: &str| args.only.is_empty() || args.only.iter().any(|o| o == part);
     let others_before = other_agents(&agent_bin.to_string_lossy());
@@ -242,7 +250,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     out.push_str(&format!(
         "Machine: {} CPUs, kernel {}, load average {load_before} at the start and {} at the end; \
          the whole bench took {took:?}.{}\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpus,
         kernel.trim(),
         load_average(),
         if others.is_empty() {
