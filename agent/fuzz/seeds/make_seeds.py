@@ -121,8 +121,9 @@ def main():
             data = data[255:]
         return out
 
+    # The failed POST twice: the second is a retry.
     ops = [0x00]
-    for egress, data in h1:
+    for egress, data in h1[:2] + h1:
         ops += io(0x03 if egress else 0x04, data)
     ops += [0x02]
     ops += io(0x25, PREFACE)
