@@ -6,8 +6,12 @@ process may have files open.
 Usage: sink_server.py PORT WORKERS. Prints "ready" once every worker listens.
 """
 import asyncio
+import ctypes
 import os
+import signal
 import sys
+
+PR_SET_PDEATHSIG = 1
 
 
 async def sink(reader, writer):
@@ -30,18 +34,16 @@ def main():
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            # The test ends the server with SIGKILL: the workers must go with it.
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             asyncio.run(serve(port, ready_w))
             os._exit(0)
         pids.append(pid)
     for _ in range(workers):
         os.read(ready_r, 1)
     print("ready", flush=True)
-    # Ends with its workers (the test kills the group leader: the workers see stdin close).
-    try:
-        sys.stdin.read()
-    finally:
-        for pid in pids:
-            os.kill(pid, 9)
+    for pid in pids:
+        os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

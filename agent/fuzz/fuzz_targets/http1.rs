@@ -1,5 +1,6 @@
 //! Bytes a process wrote or read, cut into syscalls with gaps and losses, through the
-//! HTTP/1 connection parser in both roles. It must never panic.
+//! HTTP/1 connection parser in both roles. It must never panic, and what it
+//! holds stays within the caps whatever the peer sends.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -7,6 +8,11 @@ use pywats_agent::net::{
     conn::{Connection, Role},
     http1::Chunk,
 };
+
+/// Per-connection bound implied by the HTTP/1 caps: a 16 KiB head per
+/// direction (and a trailer, as long), 32 waiting requests of at most ~2 KiB
+/// of path each.
+const HELD_BOUND: usize = 256 << 10;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else { return };
@@ -33,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
                 Chunk::whole(piece, ts)
             };
             conn.data(egress, &chunk, &mut done, &mut notices);
+            assert!(conn.held() <= HELD_BOUND, "{} bytes held", conn.held());
             if step == 0 {
                 conn.peer_eof(ts, &mut done, &mut notices);
             }

@@ -309,7 +309,9 @@ impl H2 {
                     continue;
                 }
                 let (len, kind, flags, stream) = header(&dir.frame);
-                if !reads(kind) || len > H2_MAX_FRAME {
+                // The rest of a header block over the caps is not read either.
+                let dropped_block = kind == CONTINUATION && dir.block.as_ref().is_some_and(|b| b.oversized);
+                if !reads(kind) || len > H2_MAX_FRAME || dropped_block {
                     dir.frame.clear();
                     self.skip_frame(d, len, kind, flags, stream, ts, out);
                     if self.dirs[d].desynced {

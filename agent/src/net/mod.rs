@@ -157,7 +157,7 @@ impl NetPipeline {
     /// The agent stops tracking a connection to stay within a cap: counted,
     /// and its waiting requests are counted as lost.
     fn evict(&mut self, (mut t, limit): (Tracked, Limit)) {
-        self.metrics.limit_hits.with_label_values(&[limit.name()]).inc();
+        self.limit(limit);
         tracing::debug!(target_name = %t.target, "stopped tracking a {} connection: {}", t.conn.protocol().name(), limit.name());
         t.conn.abandon(&mut self.notices);
         self.flush(&t.target, t.conn.role, t.conn.remote);
