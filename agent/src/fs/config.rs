@@ -168,7 +168,12 @@ pub fn parse_converter_flag(s: &str) -> Result<ConverterEntry, String> {
 
 pub fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config {}: {e}", path.display()))
+    parse_file(&text).map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// The TOML text of a `--config` file.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
