@@ -400,9 +400,10 @@ impl FsPipeline {
     }
 
     /// The first half of a periodic re-read, under the lock: what to read,
-    /// and through which root (a watch whose target has none now is left
-    /// out). From here on, events note what they change, so that the
-    /// listings (older than those events) do not undo it.
+    /// and through which root (a queue whose target has none now is left
+    /// out; a converter is not: its executions still expire). From here on,
+    /// events note what they change, so that the listings (older than those
+    /// events) do not undo it.
     pub fn scan_plan(&mut self) -> ScanPlan {
         let mut queues = Vec::new();
         for index in 0..self.queues.len() {
@@ -414,7 +415,7 @@ impl FsPipeline {
         }
         let mut converters = Vec::new();
         for index in 0..self.converters.len() {
-            let Some(root) = self.root_of(&self.converters[index].target.clone()) else { continue };
+            let root = self.root_of(&self.converters[index].target.clone());
             converters.push(ConverterRead { index, root, running: self.converters[index].conv.running_files() });
         }
         ScanPlan { queues, converters }

@@ -37,7 +37,10 @@ pub(super) struct QueueRead {
 
 pub(super) struct ConverterRead {
     pub index: usize,
-    pub root: TargetRoot,
+    /// `None`: the target's files are out of reach (a container that
+    /// exited): none of its files is known to be gone, but its executions
+    /// in progress still end by age (`Converter::reconcile`).
+    pub root: Option<TargetRoot>,
     pub running: Vec<PathBuf>,
 }
 
@@ -53,7 +56,11 @@ impl ScanPlan {
     pub fn read(self) -> Scanned {
         let queues =
             self.queues.into_iter().map(|q| (q.index, list_queue(&q.root, &q.dir, &q.preset, q.cap))).collect();
-        let converters = self.converters.into_iter().map(|c| (c.index, gone(&c.root, c.running))).collect();
+        let converters = self
+            .converters
+            .into_iter()
+            .map(|c| (c.index, c.root.map(|r| gone(&r, c.running)).unwrap_or_default()))
+            .collect();
         Scanned { queues, converters }
     }
 }
@@ -149,5 +156,27 @@ mod tests {
         assert_eq!((files.len(), more), (4, 2));
         assert_eq!(gone(&root, vec![dir.join("x.tmp"), dir.join("nope")]), vec![dir.join("nope")]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A target in a container: its folders are read inside its root, and its
+    /// files are named as it sees them (its events carry those names).
+    #[test]
+    fn reads_inside_the_targets_root() {
+        let proc = std::env::temp_dir().join(format!("pywats-scan-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&proc);
+        let inside = proc.join("7/root/q");
+        std::fs::create_dir_all(&inside).unwrap();
+        for f in ["a.queued", "b.txt"] {
+            std::fs::write(inside.join(f), "").unwrap();
+        }
+        let (root, dir) = (TargetRoot::of(&proc, 7), Path::new("/q"));
+        let l = list_queue(&root, dir, &Preset::service(), 10).unwrap();
+        assert_eq!(l.items.len(), 1);
+        assert_eq!(l.items["a"], (State::Queued, None));
+        let (mut files, more) = list_files(&root, dir, 10);
+        files.sort();
+        assert_eq!((files, more), (vec![dir.join("a.queued"), dir.join("b.txt")], 0));
+        assert_eq!(gone(&root, vec![dir.join("b.txt"), dir.join("nope")]), vec![dir.join("nope")]);
+        std::fs::remove_dir_all(&proc).unwrap();
     }
 }
