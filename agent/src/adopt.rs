@@ -38,12 +38,13 @@ pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
     if args.matches.iter().any(|p| p.trim().is_empty()) {
         return Err(AgentError::Config("--match needs a non-empty pattern".into()));
     }
-    let resolved = args.pids.iter().map(|&pid| tree::resolve(&args.proc_root, pid)).collect::<Result<Vec<_>, _>>()?;
+    let resolved =
+        args.pids.iter().map(|&pid| tree::resolve_target(&args.proc_root, pid)).collect::<Result<Vec<_>, _>>()?;
     let names = name_targets(&resolved, &args.target_names)?;
     let mut targets = Targets::new(&resolved, &names);
     targets.set_patterns(args.matches.clone());
     for (pattern, p) in new_matches(args, &targets) {
-        let name = targets.add_matched(&p, &pattern, &p.comm);
+        let name = targets.add_matched(&p, &pattern, p.default_name());
         tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
     }
     for p in targets.patterns().iter().filter(|p| !targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p))) {
@@ -59,7 +60,7 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
     for pattern in &args.matches {
         let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
         for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
-            if let Ok(p) = tree::resolve(&args.proc_root, pid) {
+            if let Ok(p) = tree::resolve_target(&args.proc_root, pid) {
                 out.push((pattern.clone(), p));
             }
         }
@@ -77,7 +78,7 @@ fn adopt_matches(args: &Args, h: &Handler) {
             tracing::warn!("{e}");
             None
         });
-        let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.comm.clone());
+        let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
         let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
         let mut map = h.kernel_targets.lock().expect("target map lock");
         let mut tgids = vec![p.pid];
@@ -102,11 +103,15 @@ fn adopt_matches(args: &Args, h: &Handler) {
             tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
         }
         drop((net, sockets));
+        let mut fs = h.fs.lock().expect("fs lock");
         if let Some(c) = config {
             let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
             let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
-            h.fs.lock().expect("fs lock").extend(queues, converters);
+            fs.extend(queues, converters);
         }
+        // Watches from the flags and the TOML file meant for every client.
+        fs.adopt(&name);
+        drop(fs);
         tracing::info!(target_name = %name, "pid {} ({}) matches {pattern:?}: watching it", p.pid, p.exe);
     }
 }

@@ -61,7 +61,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let routes: Vec<String> = args.routes.iter().cloned().chain(std::mem::take(&mut file.route)).collect();
     let endpoints = Endpoints::new(&routes, args.max_endpoints).map_err(AgentError::InvalidRoute)?;
     let mut fs_spec = discover(&args, &mut targets)?;
-    let configured = watches(&args, file, &targets)?;
+    let (configured, templates) = watches(&args, file, &targets)?;
     fs_spec.queues.extend(configured.queues);
     fs_spec.converters.extend(configured.converters);
     ebpf::privileges::check(&args.proc_root)?;
@@ -102,7 +102,19 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         .collect();
     seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |tgid| target_map.exec_gen(tgid))?;
     let net = Arc::new(Mutex::new(net));
-    let fs = FsPipeline::new(fs_spec.queues, fs_spec.converters, FsMetrics::new(&metrics), args.proc_root.clone());
+    let mut fs = FsPipeline::new(
+        fs_spec.queues,
+        fs_spec.converters,
+        templates,
+        FsMetrics::new(&metrics),
+        args.proc_root.clone(),
+        targets.clone(),
+    );
+    let matched: Vec<String> =
+        targets.read().expect("targets lock").iter().filter(|t| t.pattern.is_some()).map(|t| t.name.clone()).collect();
+    for name in matched {
+        fs.adopt(&name);
+    }
     let fs = Arc::new(Mutex::new(fs));
 
     let lost = Arc::new(LostEvents::new(lost));
@@ -118,6 +130,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     let status = Arc::new(AgentStatus {
         started,
         kernel_release: kernel_release(&args.proc_root),
+        node: args.node_name.clone().unwrap_or_default(),
         programs_expected: loader::all_programs().count(),
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),

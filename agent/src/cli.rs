@@ -24,6 +24,11 @@ pub struct Args {
     #[arg(long, value_name = "ADDR", env = "PYWATS_AGENT_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,
 
+    /// The node this agent runs on, shown in `/health/details` (a DaemonSet
+    /// passes it from the downward API).
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+
     /// Stable name of a target, the `target` label (repeatable: the n-th name goes with the
     /// n-th --pid). Defaults to the process name.
     #[arg(long = "target-name", value_name = "NAME", env = "PYWATS_AGENT_TARGET_NAME", value_delimiter = ',')]

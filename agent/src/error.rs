@@ -26,7 +26,7 @@ pub enum AgentError {
 
     #[error(
         "insufficient privileges: pywats-agent must run as root or with CAP_BPF and CAP_PERFMON \
-         (and CAP_SYS_ADMIN to mount tracefs){0}"
+         (and CAP_SYS_ADMIN for the libssl uprobes, i.e. HTTPS, and to mount tracefs){0}"
     )]
     Privileges(String),
 

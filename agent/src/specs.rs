@@ -7,7 +7,7 @@ use crate::{
     fs::{
         config::{self as fs_config, FileConfig},
         converter::ConverterSpec,
-        discover,
+        discover, Templates,
     },
     proc::Targets,
 };
@@ -57,17 +57,24 @@ pub fn client_config(args: &Args, pid: u32) -> Result<Option<discover::Discovere
 }
 
 /// Queues and converters from the config file and the flags, each with the
-/// name of the target it belongs to.
-pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<FsPipelineSpec, AgentError> {
-    let first = targets.iter().next().map(|t| t.name.clone()).unwrap_or_default();
-    let owner = |t: Option<String>| -> Result<String, AgentError> {
-        match t {
-            Some(t) if targets.iter().any(|x| x.name == t) => Ok(t),
-            Some(t) => Err(AgentError::Config(format!("no target named {t:?}"))),
-            None => Ok(first.clone()),
+/// name of the target it belongs to: the one it names, else the first `--pid`
+/// target. Without `--pid` targets they are templates: every `--match`
+/// target found (or the one named) gets its own, read through its own root.
+pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<(FsPipelineSpec, Templates), AgentError> {
+    let first = targets.iter().find(|t| t.pattern.is_none()).map(|t| t.name.clone());
+    let matching = !args.matches.is_empty();
+    // Ok(Ok(name)): that target's now; Ok(Err(filter)): a template.
+    let owner = |t: Option<String>| -> Result<Result<String, Option<String>>, AgentError> {
+        match (t, &first) {
+            (Some(t), _) if targets.iter().any(|x| x.name == t) => Ok(Ok(t)),
+            (Some(t), _) if matching => Ok(Err(Some(t))),
+            (Some(t), _) => Err(AgentError::Config(format!("no target named {t:?}"))),
+            (None, Some(first)) => Ok(Ok(first.clone())),
+            (None, None) => Ok(Err(None)),
         }
     };
-    let mut queues = Vec::new();
+    let (mut spec, mut templates) =
+        (FsPipelineSpec { queues: Vec::new(), converters: Vec::new() }, Templates::default());
     let flags = args
         .queues
         .iter()
@@ -75,11 +82,12 @@ pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<FsPip
         .collect::<Result<Vec<_>, _>>()
         .map_err(AgentError::Config)?;
     for q in file.queue.into_iter().chain(flags) {
-        let spec = q.spec().map_err(AgentError::Config)?;
-        let target = owner(spec.target.clone())?;
-        queues.push((spec, target));
+        let queue = q.spec().map_err(AgentError::Config)?;
+        match owner(queue.target.clone())? {
+            Ok(target) => spec.queues.push((queue, target)),
+            Err(filter) => templates.queues.push((queue, filter)),
+        }
     }
-    let mut converters = Vec::new();
     let flags = args
         .converters
         .iter()
@@ -87,10 +95,13 @@ pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<FsPip
         .collect::<Result<Vec<_>, _>>()
         .map_err(AgentError::Config)?;
     for c in file.converter.into_iter().chain(flags) {
-        let (spec, target) = c.spec().map_err(AgentError::Config)?;
-        converters.push((spec, owner(target)?));
+        let (converter, target) = c.spec().map_err(AgentError::Config)?;
+        match owner(target)? {
+            Ok(target) => spec.converters.push((converter, target)),
+            Err(filter) => templates.converters.push((converter, filter)),
+        }
     }
-    Ok(FsPipelineSpec { queues, converters })
+    Ok((spec, templates))
 }
 
 /// Queues and converters, each with the name of its target.

@@ -307,13 +307,18 @@ fn target_pids(agent: &Agent) -> Vec<(String, u32)> {
 
 /// `--match`: a client started after the agent is found; restarted, it is
 /// found again under the same name and its requests keep adding up exactly.
+/// Without a client the agent is ready (a DaemonSet runs on nodes without
+/// one): idle, and a client that exited is counted as exited.
 #[test]
 fn match_finds_a_client_and_refinds_it_after_a_restart() {
     let token = format!("match-token-{}", std::process::id());
     let agent = Agent::start(&["--match", &token, "--no-discover"]);
-    let ready = agent.get("/health/ready");
-    assert_eq!(ready.status, 503);
-    assert!(ready.body.contains(&format!("no process matches {token:?}")), "{}", ready.body);
+    assert_eq!(agent.get("/health/ready").status, 200, "nothing to watch is not an error");
+    let d = agent.details();
+    assert_eq!((d["watching"].as_str(), d["idle_patterns"].clone()), (Some("idle"), serde_json::json!([token])));
+    let m = agent.scrape();
+    assert_eq!(m.get("pywats_agent_match_idle", &[]), Some(1.0));
+    assert_eq!(m.get("pywats_agent_targets", &[("state", "watched")]), Some(0.0));
     assert!(target_pids(&agent).is_empty(), "the agent, or what started it, matched its own pattern");
 
     let port = pywats_agent_tests::free_port().to_string();
@@ -331,6 +336,10 @@ fn match_finds_a_client_and_refinds_it_after_a_restart() {
             assert_eq!(found.0, name, "a restarted client keeps its target name");
         }
         assert_eq!(agent.get("/health/ready").status, 200);
+        let m = agent.scrape();
+        assert_eq!(m.get("pywats_agent_match_idle", &[]), Some(0.0));
+        assert_eq!(m.get("pywats_agent_targets", &[("state", "watched")]), Some(1.0));
+        assert_eq!(agent.details()["watching"], "watching");
         client.ask(&format!("load {n}"));
         let want = if round == 1 { 20.0 } else { 50.0 };
         wait_for(SETTLE, "the requests", || {
@@ -339,7 +348,12 @@ fn match_finds_a_client_and_refinds_it_after_a_restart() {
             (got == Some(want)).then_some(())
         });
         client.kill();
-        wait_for(SETTLE, "ready to turn 503", || (agent.get("/health/ready").status == 503).then_some(()));
+        // A client down is a metric (and an alert), not an unready agent.
+        wait_for(SETTLE, "the client to be seen exited", || {
+            (agent.scrape().get("pywats_agent_targets", &[("state", "exited")]) == Some(1.0)).then_some(())
+        });
+        assert_eq!(agent.get("/health/ready").status, 200);
+        assert_eq!(agent.scrape().get("pywats_agent_match_idle", &[]), Some(1.0));
     }
     assert_eq!(agent.settled().get("pywats_http_requests_total", &[endpoint[0], endpoint[1]]), Some(50.0));
 }

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod http;
+pub mod image;
 pub mod load;
 pub mod proc;
 pub mod prom;

@@ -36,14 +36,15 @@ impl Py {
 
     /// As [`Py::spawn`], with extra environment variables.
     pub fn spawn_env(script_name: &str, args: &[&str], env: &[(&str, &str)]) -> (Py, String) {
-        let mut child = Command::new(python())
-            .arg(script(script_name))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn python");
+        let mut cmd = Command::new(python());
+        cmd.arg(script(script_name)).args(args).envs(env.iter().copied());
+        Py::spawn_command(cmd)
+    }
+
+    /// A command that ends up running a script of the line protocol (e.g.
+    /// through `unshare` and `sh`); returns its first line.
+    pub fn spawn_command(mut cmd: Command) -> (Py, String) {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn python");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut py = Py { child, stdin, stdout };

@@ -1,9 +1,10 @@
-//! Developer commands: `cargo xtask setup | build | run | demo | test | bench`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | bench | image`.
 
 mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod image;
 mod run;
 mod setup;
 mod test;
@@ -31,6 +32,8 @@ enum Command {
     Test(test::TestArgs),
     /// What watching costs: the same workload with and without the agent, side by side.
     Bench(bench::BenchArgs),
+    /// The container image localhost/pywats-agent:<version> (static agent on scratch, built with buildah).
+    Image,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::test(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Image => image::image(),
     }
 }

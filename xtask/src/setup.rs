@@ -116,8 +116,9 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Debian packages the tests use, by the command each provides: `openssl`
-/// makes the TLS tests' certificate.
-const DEBIAN_PACKAGES: [(&str, &str); 1] = [("openssl", "openssl")];
+/// makes the TLS tests' certificate; `buildah` builds and runs the container
+/// image (`cargo xtask image`, the image test) without a daemon.
+const DEBIAN_PACKAGES: [(&str, &str); 2] = [("openssl", "openssl"), ("buildah", "buildah")];
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
@@ -130,7 +131,12 @@ fn debian_packages() -> anyhow::Result<()> {
     }
     println!("xtask: installing Debian packages: {}", missing.join(" "));
     cmd::run(Command::new("apt-get").arg("update"))?;
-    cmd::run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends"]).args(&missing))
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// The Python virtualenv of the tests, rebuilt when its requirements change.

@@ -5,7 +5,10 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{build, cmd, setup};
+use crate::{build, cmd, image, setup};
+
+/// Tests that run the container image (tests/e2e/deploy.rs).
+const IMAGE_TEST: &str = "deploy::the_image_watches_a_client_in_its_own_mount_namespace";
 
 #[derive(clap::Args)]
 pub struct TestArgs {
@@ -19,6 +22,11 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         bail!("the integration tests load eBPF programs and need root: run `sudo -E cargo xtask test`");
     }
     let agent = build::agent(&env)?;
+    // The image takes a minute to build: only when its test is selected.
+    let image = match &args.filter {
+        Some(f) if !IMAGE_TEST.contains(f.as_str()) => None,
+        _ => Some(image::build()?),
+    };
     let mut cargo = Command::new("cargo");
     cargo
         .current_dir(cmd::root())
@@ -27,6 +35,9 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         .arg("--test-threads=1")
         .env("PYWATS_AGENT_BIN", &agent)
         .env("PYWATS_AGENT_PYTHON", &env.python);
+    if let Some(tag) = &image {
+        cargo.env("PYWATS_AGENT_IMAGE", tag);
+    }
     if let Some(f) = &args.filter {
         cargo.arg(f);
     }

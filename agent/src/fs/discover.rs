@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fs::{config::QueueSpec, converter::ConverterSpec, preset::Preset};
+use crate::fs::{config::QueueSpec, converter::ConverterSpec, preset::Preset, root::TargetRoot};
 
 /// Where the client keeps its config on Linux (`get_default_config_path`).
 pub const CONFIG_DIR: &str = "/var/lib/pywats";
@@ -45,12 +45,6 @@ pub struct Discovered {
     pub converters: Vec<ConverterSpec>,
 }
 
-/// `path` as the target sees it, made readable from here.
-fn through_root(proc_root: &Path, pid: u32, path: &Path) -> PathBuf {
-    let root = proc_root.join(pid.to_string()).join("root");
-    root.join(path.strip_prefix("/").unwrap_or(path))
-}
-
 /// The client's config file: `explicit` if given, else `config_default.json`,
 /// `config.json`, or the only `config_*.json` in /var/lib/pywats.
 pub fn find(proc_root: &Path, pid: u32, explicit: Option<&Path>) -> Option<PathBuf> {
@@ -58,12 +52,13 @@ pub fn find(proc_root: &Path, pid: u32, explicit: Option<&Path>) -> Option<PathB
         return Some(p.to_path_buf());
     }
     let dir = Path::new(CONFIG_DIR);
+    let root = TargetRoot::of(proc_root, pid);
     for name in ["config_default.json", "config.json"] {
-        if through_root(proc_root, pid, &dir.join(name)).is_file() {
+        if root.is_file(&dir.join(name)) {
             return Some(dir.join(name));
         }
     }
-    let entries = std::fs::read_dir(through_root(proc_root, pid, dir)).ok()?;
+    let entries = root.read_dir(dir).ok()?;
     let mut found: Vec<PathBuf> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
@@ -85,7 +80,8 @@ fn folder(base: &Path, value: &str) -> Option<PathBuf> {
 
 /// Reads the config at `config` (a path in the target's view).
 pub fn read(proc_root: &Path, pid: u32, config: &Path) -> Result<Discovered, String> {
-    let text = std::fs::read_to_string(through_root(proc_root, pid, config))
+    let text = TargetRoot::of(proc_root, pid)
+        .read_to_string(config)
         .map_err(|e| format!("cannot read pyWATS config {}: {e}", config.display()))?;
     parse(&text, config)
 }

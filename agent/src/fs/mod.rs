@@ -7,9 +7,14 @@ pub mod metrics;
 pub mod preset;
 pub mod queue;
 pub mod resolve;
+pub mod root;
 pub mod scan;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+};
 
 use pywats_agent_ebpf::abi::{EventKind, FsEvent};
 
@@ -21,8 +26,10 @@ use crate::{
         metrics::{ConverterSeries, FsMetrics, QueueSeries},
         preset::State,
         queue::{Change, Items, Reconciled},
+        root::TargetRoot,
         scan::{ConverterRead, QueueRead, ScanPlan, Scanned},
     },
+    proc::Targets,
 };
 
 const O_ACCMODE: u32 = 0o3;
@@ -43,11 +50,35 @@ struct WatchedConverter {
     series: ConverterSeries,
 }
 
+/// Watches from the flags or the TOML file that wait for `--match` targets:
+/// each target found gets its own (`None`: every target; else the one of that name).
+#[derive(Default)]
+pub struct Templates {
+    pub queues: Vec<(QueueSpec, Option<String>)>,
+    pub converters: Vec<(ConverterSpec, Option<String>)>,
+}
+
 pub struct FsPipeline {
     queues: Vec<WatchedQueue>,
     converters: Vec<WatchedConverter>,
+    templates: Templates,
     metrics: FsMetrics,
     proc_root: PathBuf,
+    targets: Arc<RwLock<Targets>>,
+    /// Per target name: the agent's or pid 1's root when its last live
+    /// process shared it (a bare station), so its folders can still be read
+    /// after it exited.
+    host_roots: HashMap<String, Option<TargetRoot>>,
+}
+
+/// The target whose watches an event may touch; `None`: any.
+#[derive(Clone, Copy)]
+struct Scope<'a>(Option<&'a str>);
+
+impl Scope<'_> {
+    fn covers(self, target: &str) -> bool {
+        self.0.is_none_or(|t| t == target)
+    }
 }
 
 /// Summary for `/health/details`.
@@ -121,45 +152,60 @@ impl WatchedConverter {
 }
 
 impl FsPipeline {
+    /// Folders are paths as their target sees them, read through its root.
     pub fn new(
         queues: Vec<(QueueSpec, String)>,
         converters: Vec<(ConverterSpec, String)>,
+        templates: Templates,
         metrics: FsMetrics,
         proc_root: PathBuf,
+        targets: Arc<RwLock<Targets>>,
     ) -> FsPipeline {
-        let mut p = FsPipeline { queues: Vec::new(), converters: Vec::new(), metrics, proc_root };
+        let mut p = FsPipeline {
+            queues: Vec::new(),
+            converters: Vec::new(),
+            templates,
+            metrics,
+            proc_root,
+            targets,
+            host_roots: HashMap::new(),
+        };
         p.extend(queues, converters);
         p
     }
 
     /// Adds watches (a target found later brings its client's queues); one
-    /// already watched (same name and directory) is not added twice. New
-    /// folders are read at once (with the lock held: once per watch).
+    /// already watched (same target, name and directory) is not added twice.
+    /// New folders are read at once (with the lock held: once per watch).
     pub fn extend(&mut self, queues: Vec<(QueueSpec, String)>, converters: Vec<(ConverterSpec, String)>) {
         for (spec, target) in queues {
-            if self.queues.iter().any(|q| q.spec.name == spec.name && q.spec.dir == spec.dir) {
+            if self.queues.iter().any(|q| q.target == target && q.spec.name == spec.name && q.spec.dir == spec.dir) {
                 continue;
             }
-            if !spec.dir.is_dir() {
-                tracing::warn!(queue = %spec.name, "queue directory {} does not exist (yet): watching it anyway", spec.dir.display());
+            let root = self.root_of(&target);
+            if !root.as_ref().is_some_and(|r| r.is_dir(&spec.dir)) {
+                tracing::warn!(queue = %spec.name, target_name = %target, "queue directory {} does not exist (yet): watching it anyway", spec.dir.display());
             }
             let series = self.metrics.queue(&target, &spec.name, &spec.preset.item_type);
             let mut q = WatchedQueue { spec, target, items: Items::default(), series };
             q.items.begin_scan();
-            let listing = scan::list_queue(&q.spec.dir, &q.spec.preset, queue::MAX_ITEMS);
+            let listing = root.and_then(|r| scan::list_queue(&r, &q.spec.dir, &q.spec.preset, queue::MAX_ITEMS));
             let r = q.items.reconcile(listing, true);
             q.reconciled(r);
             self.queues.push(q);
         }
         for (spec, target) in converters {
-            if self.converters.iter().any(|c| c.conv.spec.name == spec.name && c.conv.spec.watch == spec.watch) {
+            let same = |c: &WatchedConverter| c.conv.spec.name == spec.name && c.conv.spec.watch == spec.watch;
+            if self.converters.iter().any(|c| c.target == target && same(c)) {
                 continue;
             }
-            if !spec.watch.is_dir() {
-                tracing::warn!(converter = %spec.name, "watch folder {} does not exist (yet): watching it anyway", spec.watch.display());
+            let root = self.root_of(&target);
+            if !root.as_ref().is_some_and(|r| r.is_dir(&spec.watch)) {
+                tracing::warn!(converter = %spec.name, target_name = %target, "watch folder {} does not exist (yet): watching it anyway", spec.watch.display());
             }
             let series = self.metrics.converter(&target, &spec.name);
-            let (files, more) = scan::list_files(&spec.watch, converter::MAX_FILES);
+            let (files, more) =
+                root.map(|r| scan::list_files(&r, &spec.watch, converter::MAX_FILES)).unwrap_or_default();
             let mut conv = Converter::new(spec);
             series.untracked.inc_by((more + conv.waiting(files)) as u64);
             let c = WatchedConverter { conv, target, series };
@@ -168,28 +214,98 @@ impl FsPipeline {
         }
     }
 
+    /// A `--match` target was found: it gets its own copy of the templates
+    /// meant for it, its folders read through its own root.
+    pub fn adopt(&mut self, target: &str) {
+        let mine = |t: &Option<String>| t.as_deref().is_none_or(|t| t == target);
+        let queues = self
+            .templates
+            .queues
+            .iter()
+            .filter(|(_, t)| mine(t))
+            .map(|(q, _)| (q.clone(), target.to_string()))
+            .collect();
+        let converters = self
+            .templates
+            .converters
+            .iter()
+            .filter(|(_, t)| mine(t))
+            .map(|(c, _)| (c.clone(), target.to_string()))
+            .collect();
+        self.extend(queues, converters);
+    }
+
+    /// Where `target`'s folders are read: through its process's root while
+    /// it lives; after it exited, through the agent's or pid 1's root when it
+    /// shared that (a bare station: its queue still fills), else nowhere (a
+    /// container's files went with it).
+    fn root_of(&mut self, target: &str) -> Option<TargetRoot> {
+        let live =
+            self.targets.read().expect("targets lock").iter().find(|t| t.name == target && t.alive).map(|t| t.pid);
+        let Some(pid) = live else { return self.host_roots.get(target).cloned().flatten() };
+        let root = TargetRoot::of(&self.proc_root, pid);
+        let id = root.identity();
+        let host = [TargetRoot::own(), TargetRoot::of(&self.proc_root, 1)]
+            .into_iter()
+            .find(|h| id.is_some() && h.identity() == id);
+        self.host_roots.insert(target.to_string(), host);
+        Some(root)
+    }
+
+    /// The target a process belongs to: itself or an ancestor is one (or a
+    /// child of it lately exited). `None` for a process gone before its fork
+    /// event was applied.
+    fn owner_of(&self, tgid: u32) -> Option<String> {
+        let targets = self.targets.read().expect("targets lock");
+        let mut pid = tgid;
+        // A child forked moments ago may not have joined its target yet (the
+        // fork arrives through another ring): its ancestors tell.
+        for _ in 0..16 {
+            if let Some(name) = targets.name_of(pid) {
+                return Some(name.to_string());
+            }
+            let stat = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("stat")).ok()?;
+            pid = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            if pid <= 1 {
+                return None;
+            }
+        }
+        None
+    }
+
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty() && self.converters.is_empty()
     }
 
-    pub fn watches(&self) -> Vec<WatchSummary> {
-        let queues = self.queues.iter().map(|q| WatchSummary {
-            kind: "queue",
-            name: q.spec.name.clone(),
-            target: q.target.clone(),
-            dir: q.spec.dir.display().to_string(),
-            exists: q.spec.dir.is_dir(),
-            items: q.items.len(),
-        });
-        let converters = self.converters.iter().map(|c| WatchSummary {
-            kind: "converter",
-            name: c.conv.spec.name.clone(),
-            target: c.target.clone(),
-            dir: c.conv.spec.watch.display().to_string(),
-            exists: c.conv.spec.watch.is_dir(),
-            items: c.conv.in_progress(),
-        });
-        queues.chain(converters).collect()
+    pub fn watches(&mut self) -> Vec<WatchSummary> {
+        let mut out = Vec::new();
+        for i in 0..self.queues.len() {
+            let (target, dir) = (self.queues[i].target.clone(), self.queues[i].spec.dir.clone());
+            let exists = self.root_of(&target).is_some_and(|r| r.is_dir(&dir));
+            let q = &self.queues[i];
+            out.push(WatchSummary {
+                kind: "queue",
+                name: q.spec.name.clone(),
+                target,
+                dir: dir.display().to_string(),
+                exists,
+                items: q.items.len(),
+            });
+        }
+        for j in 0..self.converters.len() {
+            let (target, dir) = (self.converters[j].target.clone(), self.converters[j].conv.spec.watch.clone());
+            let exists = self.root_of(&target).is_some_and(|r| r.is_dir(&dir));
+            let c = &self.converters[j];
+            out.push(WatchSummary {
+                kind: "converter",
+                name: c.conv.spec.name.clone(),
+                target,
+                dir: dir.display().to_string(),
+                exists,
+                items: c.conv.in_progress(),
+            });
+        }
+        out
     }
 
     fn path(&self, tgid: u32, dirfd: i32, bytes: &[u8]) -> Option<PathBuf> {
@@ -210,21 +326,26 @@ impl FsPipeline {
         }
         let (tgid, ts) = (ev.header.tgid, ev.header.ts_ns);
         let Some(p1) = self.path(tgid, ev.header.fd, path1) else { return };
+        // Clients in different pods may use the same paths: an event counts
+        // for its own target's watches only (for every watch when its process
+        // is gone too soon to tell).
+        let owner = self.owner_of(tgid);
+        let by = Scope(owner.as_deref());
         match kind {
-            EventKind::FsOpen => self.opened(&p1, ev.flags, ts),
+            EventKind::FsOpen => self.opened(by, &p1, ev.flags, ts),
             EventKind::FsRename => {
                 if let Some(p2) = self.path(tgid, ev.dirfd2, path2) {
-                    self.renamed(&p1, &p2, ts);
+                    self.renamed(by, &p1, &p2, ts);
                 }
             }
-            EventKind::FsUnlink if ev.flags & AT_REMOVEDIR == 0 => self.deleted(&p1, ts),
+            EventKind::FsUnlink if ev.flags & AT_REMOVEDIR == 0 => self.deleted(by, &p1, ts),
             _ => {}
         }
     }
 
-    fn opened(&mut self, path: &Path, flags: u32, ts: u64) {
+    fn opened(&mut self, by: Scope, path: &Path, flags: u32, ts: u64) {
         if flags & O_ACCMODE == O_RDONLY && flags & O_CREAT == 0 {
-            for c in &mut self.converters {
+            for c in self.converters.iter_mut().filter(|c| by.covers(&c.target)) {
                 match c.conv.opened(path, ts) {
                     Some(Pickup::Started) => c.finished(None),
                     Some(Pickup::Untracked) => c.series.untracked.inc(),
@@ -232,7 +353,7 @@ impl FsPipeline {
                 }
             }
         } else if flags & O_CREAT != 0 {
-            for q in &mut self.queues {
+            for q in self.queues.iter_mut().filter(|q| by.covers(&q.target)) {
                 if let Some((id, st)) = q.classify(path) {
                     let change = q.items.set(id, st, ts);
                     q.apply(change);
@@ -241,8 +362,8 @@ impl FsPipeline {
         }
     }
 
-    fn renamed(&mut self, from: &Path, to: &Path, ts: u64) {
-        for q in &mut self.queues {
+    fn renamed(&mut self, by: Scope, from: &Path, to: &Path, ts: u64) {
+        for q in self.queues.iter_mut().filter(|q| by.covers(&q.target)) {
             let change = match (q.classify(from), q.classify(to)) {
                 (f, Some((id, st))) => {
                     if let Some((fid, fst)) = f.filter(|(fid, _)| *fid != id) {
@@ -258,45 +379,45 @@ impl FsPipeline {
             };
             q.apply(change);
         }
-        for c in &mut self.converters {
+        for c in self.converters.iter_mut().filter(|c| by.covers(&c.target)) {
             let f = c.conv.renamed(from, to, ts);
             c.finished(f);
         }
     }
 
-    fn deleted(&mut self, path: &Path, ts: u64) {
-        for q in &mut self.queues {
+    fn deleted(&mut self, by: Scope, path: &Path, ts: u64) {
+        for q in self.queues.iter_mut().filter(|q| by.covers(&q.target)) {
             if let Some((id, st)) = q.classify(path) {
                 let change = q.items.delete(id, st, ts);
                 q.apply(change);
             }
         }
-        for c in &mut self.converters {
+        for c in self.converters.iter_mut().filter(|c| by.covers(&c.target)) {
             if let Some(f) = c.conv.deleted(path, ts) {
                 c.finished(Some(f));
             }
         }
     }
 
-    /// The first half of a periodic re-read, under the lock: what to read.
-    /// From here on, events note what they change, so that the listings
-    /// (older than those events) do not undo it.
+    /// The first half of a periodic re-read, under the lock: what to read,
+    /// and through which root (a queue whose target has none now is left
+    /// out; a converter is not: its executions still expire). From here on,
+    /// events note what they change, so that the listings (older than those
+    /// events) do not undo it.
     pub fn scan_plan(&mut self) -> ScanPlan {
-        let queues = self
-            .queues
-            .iter_mut()
-            .enumerate()
-            .map(|(index, q)| {
-                q.items.begin_scan();
-                QueueRead { index, dir: q.spec.dir.clone(), preset: q.spec.preset.clone(), cap: queue::MAX_ITEMS }
-            })
-            .collect();
-        let converters = self
-            .converters
-            .iter()
-            .enumerate()
-            .map(|(index, c)| ConverterRead { index, running: c.conv.running_files() })
-            .collect();
+        let mut queues = Vec::new();
+        for index in 0..self.queues.len() {
+            let Some(root) = self.root_of(&self.queues[index].target.clone()) else { continue };
+            let q = &mut self.queues[index];
+            q.items.begin_scan();
+            let (dir, preset) = (q.spec.dir.clone(), q.spec.preset.clone());
+            queues.push(QueueRead { index, root, dir, preset, cap: queue::MAX_ITEMS });
+        }
+        let mut converters = Vec::new();
+        for index in 0..self.converters.len() {
+            let root = self.root_of(&self.converters[index].target.clone());
+            converters.push(ConverterRead { index, root, running: self.converters[index].conv.running_files() });
+        }
         ScanPlan { queues, converters }
     }
 

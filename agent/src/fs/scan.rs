@@ -3,7 +3,7 @@
 //! (a copy of a few settings, and the converters' files in progress), the
 //! folders are read without it, and the result is applied under it again.
 //! Events applied in between are newer than the listing and win over it
-//! (`Items::begin_scan`).
+//! (`Items::begin_scan`). Folders are read inside their target's root.
 
 use std::{
     collections::HashMap,
@@ -17,6 +17,7 @@ use crate::{
     fs::{
         preset::{Preset, State},
         queue::Listing,
+        root::TargetRoot,
     },
 };
 
@@ -28,6 +29,7 @@ pub struct ScanPlan {
 
 pub(super) struct QueueRead {
     pub index: usize,
+    pub root: TargetRoot,
     pub dir: PathBuf,
     pub preset: Preset,
     pub cap: usize,
@@ -35,6 +37,10 @@ pub(super) struct QueueRead {
 
 pub(super) struct ConverterRead {
     pub index: usize,
+    /// `None`: the target's files are out of reach (a container that
+    /// exited): none of its files is known to be gone, but its executions
+    /// in progress still end by age (`Converter::reconcile`).
+    pub root: Option<TargetRoot>,
     pub running: Vec<PathBuf>,
 }
 
@@ -48,8 +54,13 @@ pub struct Scanned {
 impl ScanPlan {
     /// Reads the folders; call it without holding the pipeline's lock.
     pub fn read(self) -> Scanned {
-        let queues = self.queues.into_iter().map(|q| (q.index, list_queue(&q.dir, &q.preset, q.cap))).collect();
-        let converters = self.converters.into_iter().map(|c| (c.index, gone(c.running))).collect();
+        let queues =
+            self.queues.into_iter().map(|q| (q.index, list_queue(&q.root, &q.dir, &q.preset, q.cap))).collect();
+        let converters = self
+            .converters
+            .into_iter()
+            .map(|c| (c.index, c.root.map(|r| gone(&r, c.running)).unwrap_or_default()))
+            .collect();
         Scanned { queues, converters }
     }
 }
@@ -66,9 +77,9 @@ fn since_monotonic(meta: &std::fs::Metadata, now_mono: u64, now_wall: SystemTime
 /// The items in a queue directory, at most `cap` of them; `None` when the
 /// directory cannot be read. Only processing files are stat'ed (their ctime
 /// is when processing started); the rest costs one `getdents` per batch.
-pub fn list_queue(dir: &Path, preset: &Preset, cap: usize) -> Option<Listing> {
+pub fn list_queue(root: &TargetRoot, dir: &Path, preset: &Preset, cap: usize) -> Option<Listing> {
     let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
-    let entries = std::fs::read_dir(dir).ok()?;
+    let entries = root.read_dir(dir).ok()?;
     let mut items: HashMap<Box<str>, (State, Option<u64>)> = HashMap::new();
     let mut complete = true;
     for entry in entries.flatten() {
@@ -92,14 +103,14 @@ pub fn list_queue(dir: &Path, preset: &Preset, cap: usize) -> Option<Listing> {
     Some(Listing { items, complete })
 }
 
-/// The files of a converter's watch folder, at most `cap` of them, and how
-/// many more there were.
-pub fn list_files(dir: &Path, cap: usize) -> (Vec<PathBuf>, usize) {
+/// The files of a converter's watch folder (paths as the target sees them),
+/// at most `cap` of them, and how many more there were.
+pub fn list_files(root: &TargetRoot, dir: &Path, cap: usize) -> (Vec<PathBuf>, usize) {
     let (mut files, mut more) = (Vec::new(), 0);
-    let Ok(entries) = std::fs::read_dir(dir) else { return (files, more) };
+    let Ok(entries) = root.read_dir(dir) else { return (files, more) };
     for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| !t.is_dir())) {
         if files.len() < cap {
-            files.push(e.path());
+            files.push(dir.join(e.file_name()));
         } else {
             more += 1;
         }
@@ -108,8 +119,10 @@ pub fn list_files(dir: &Path, cap: usize) -> (Vec<PathBuf>, usize) {
 }
 
 /// Which of `files` no longer exist.
-fn gone(files: Vec<PathBuf>) -> Vec<PathBuf> {
-    files.into_iter().filter(|f| std::fs::symlink_metadata(f).is_err_and(|e| e.kind() == ErrorKind::NotFound)).collect()
+fn gone(root: &TargetRoot, files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let missing =
+        |f: &PathBuf| root.open(f, libc::O_PATH | libc::O_NOFOLLOW).is_err_and(|e| e.kind() == ErrorKind::NotFound);
+    files.into_iter().filter(missing).collect()
 }
 
 #[cfg(test)]
@@ -124,21 +137,46 @@ mod tests {
         for f in ["a.queued", "a.processing", "b.processing", "b.error.info", "c.completed", "x.tmp"] {
             std::fs::write(dir.join(f), "").unwrap();
         }
-        let l = list_queue(&dir, &Preset::service(), 10).unwrap();
+        let root = TargetRoot::own();
+        let l = list_queue(&root, &dir, &Preset::service(), 10).unwrap();
         assert!(l.complete);
         assert_eq!(l.items.len(), 3);
         let (a, b) = (l.items["a"], l.items["b"]);
         assert_eq!(a.0, State::Processing);
         assert!(a.1.is_some() && b.1.is_some(), "processing files carry their ctime");
         assert_eq!(l.items["c"], (State::Completed, None));
-        let l = list_queue(&dir, &Preset::service(), 2).unwrap();
+        let l = list_queue(&root, &dir, &Preset::service(), 2).unwrap();
         assert!(!l.complete);
         assert_eq!(l.items.len(), 2);
-        assert!(list_queue(&dir.join("missing"), &Preset::service(), 10).is_none());
-        assert_eq!(list_files(&dir, 100).0.len(), 6);
-        let (files, more) = list_files(&dir, 4);
+        assert!(list_queue(&root, &dir.join("missing"), &Preset::service(), 10).is_none());
+        let (all, _) = list_files(&root, &dir, 100);
+        assert_eq!(all.len(), 6);
+        assert!(all.iter().all(|f| f.parent() == Some(dir.as_path())), "paths in the target's view: {all:?}");
+        let (files, more) = list_files(&root, &dir, 4);
         assert_eq!((files.len(), more), (4, 2));
-        assert_eq!(gone(vec![dir.join("x.tmp"), dir.join("nope")]), vec![dir.join("nope")]);
+        assert_eq!(gone(&root, vec![dir.join("x.tmp"), dir.join("nope")]), vec![dir.join("nope")]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A target in a container: its folders are read inside its root, and its
+    /// files are named as it sees them (its events carry those names).
+    #[test]
+    fn reads_inside_the_targets_root() {
+        let proc = std::env::temp_dir().join(format!("pywats-scan-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&proc);
+        let inside = proc.join("7/root/q");
+        std::fs::create_dir_all(&inside).unwrap();
+        for f in ["a.queued", "b.txt"] {
+            std::fs::write(inside.join(f), "").unwrap();
+        }
+        let (root, dir) = (TargetRoot::of(&proc, 7), Path::new("/q"));
+        let l = list_queue(&root, dir, &Preset::service(), 10).unwrap();
+        assert_eq!(l.items.len(), 1);
+        assert_eq!(l.items["a"], (State::Queued, None));
+        let (mut files, more) = list_files(&root, dir, 10);
+        files.sort();
+        assert_eq!((files, more), (vec![dir.join("a.queued"), dir.join("b.txt")], 0));
+        assert_eq!(gone(&root, vec![dir.join("b.txt"), dir.join("nope")]), vec![dir.join("nope")]);
+        std::fs::remove_dir_all(&proc).unwrap();
     }
 }

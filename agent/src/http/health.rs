@@ -1,5 +1,8 @@
-//! Health endpoints. Ready means: every program attached, every `--pid` target
-//! alive, and a live process for every `--match` pattern.
+//! Health endpoints. Ready means: every program attached and every `--pid`
+//! target alive. A `--match` pattern without a live process is not a problem:
+//! on a node without a pyWATS client there is nothing to watch (a DaemonSet
+//! runs there too); `/health/details` says `idle`, and a client that was
+//! watched and exited shows as an exited target (`pywats_agent_targets`).
 
 use std::time::SystemTime;
 
@@ -54,21 +57,27 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
     let problems = problems(&s);
     let code = if problems.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let now = SystemTime::now();
-    let targets: Vec<Value> = s
-        .targets
-        .read_locked()
-        .iter()
-        .map(|t| {
-            json!({
-                "name": t.name,
-                "pid": t.pid,
-                "alive": t.alive,
-                "exe": t.exe,
-                "children": t.children.iter().collect::<Vec<_>>(),
-                "exited_at": t.exited_at.map(unix),
+    let (targets, watching, idle_patterns) = {
+        let all = s.targets.read_locked();
+        let list: Vec<Value> = all
+            .iter()
+            .map(|t| {
+                json!({
+                    "name": t.name,
+                    "pid": t.pid,
+                    "alive": t.alive,
+                    "exe": t.exe,
+                    "pattern": t.pattern,
+                    "pod": t.pod,
+                    "children": t.children.iter().collect::<Vec<_>>(),
+                    "exited_at": t.exited_at.map(unix),
+                })
             })
-        })
-        .collect();
+            .collect();
+        // `idle`: running fine with no live process to watch.
+        let watching = if all.iter().any(|t| t.alive) { "watching" } else { "idle" };
+        (list, watching, all.idle_patterns().iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    };
     let seen: serde_json::Map<String, Value> = EventKind::ALL
         .iter()
         .map(|k| (k.name().to_string(), json!(s.metrics.events.with_label_values(&[k.name()]).get())))
@@ -82,7 +91,10 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "start_time": unix(s.status.started),
         "uptime_seconds": now.duration_since(s.status.started).map(|d| d.as_secs_f64()).unwrap_or(0.0),
         "kernel_release": s.status.kernel_release,
+        "node": s.status.node,
         "targets": targets,
+        "watching": watching,
+        "idle_patterns": idle_patterns,
         "programs_attached": *s.status.programs_attached.read_locked(),
         "tls_libraries": *s.status.tls_libraries.read_locked(),
         "events": { "seen": seen, "lost": lost },

@@ -18,6 +18,8 @@ use crate::{
 pub struct AgentStatus {
     pub started: SystemTime,
     pub kernel_release: String,
+    /// `--node-name` (`NODE_NAME`), empty when not given.
+    pub node: String,
     pub programs_expected: usize,
     pub programs_attached: RwLock<Vec<&'static str>>,
     /// libssl files the TLS probes are attached to.

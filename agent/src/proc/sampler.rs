@@ -16,10 +16,13 @@ use procfs::process::Process;
 use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
-    CounterVec, GaugeVec, IntCounterVec, Opts,
+    CounterVec, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
-use crate::{metrics::RateLimitedLog, proc::Targets};
+use crate::{
+    metrics::RateLimitedLog,
+    proc::{k8s, Targets},
+};
 
 /// Samples closer together than this reuse the previous CPU percentage, so
 /// concurrent or rapid scrapes do not compute it over a window of a few ticks.
@@ -75,6 +78,10 @@ pub struct ProcSampler {
     start_time: GaugeVec,
     processes: GaugeVec,
     info: GaugeVec,
+    /// Targets by state (`watched`, `exited`, `removed`): an exited one is a client down.
+    target_states: IntGaugeVec,
+    /// `--match` patterns without a live process: nothing to watch, not an error.
+    match_idle: IntGauge,
     errors: IntCounterVec,
     error_log: RateLimitedLog,
     scrape: Mutex<()>,
@@ -103,13 +110,31 @@ impl ProcSampler {
             gauge("pywats_process_start_time_seconds", "Start time of the target process, seconds since the epoch.", t);
         let processes =
             gauge("pywats_target_processes", "Processes attributed to the target (itself and its descendants).", t);
-        let info =
-            gauge("pywats_target_info", "A live target: its process id and executable.", &["target", "pid", "exe"]);
+        let info = gauge(
+            "pywats_target_info",
+            "A live target: its process id, executable, and the container and Kubernetes pod it runs in.",
+            &["target", "pid", "exe", "k8s_namespace", "k8s_pod", "k8s_pod_uid", "container"],
+        );
+        let target_states = IntGaugeVec::new(
+            Opts::new(
+                "pywats_agent_targets",
+                "Targets by state: watched (alive), exited (its client is down), removed (its pod left the node).",
+            ),
+            &["state"],
+        )
+        .expect("valid metric definition");
+        let match_idle = IntGauge::new(
+            "pywats_agent_match_idle",
+            "--match patterns no live process matches (nothing to watch on this node: not an error).",
+        )
+        .expect("valid metric definition");
         let mut descs = Vec::new();
         for c in [&cpu_percent, &memory, &threads, &open_fds, &start_time, &processes, &info] {
             descs.extend(c.desc().into_iter().cloned());
         }
         descs.extend(cpu_seconds.desc().into_iter().cloned());
+        descs.extend(target_states.desc().into_iter().cloned());
+        descs.extend(match_idle.desc().into_iter().cloned());
         let boot_time = boot_time(&proc_root).unwrap_or(0) as f64;
         ProcSampler {
             targets,
@@ -125,6 +150,8 @@ impl ProcSampler {
             start_time,
             processes,
             info,
+            target_states,
+            match_idle,
             errors,
             error_log: RateLimitedLog::new(Duration::from_secs(60)),
             scrape: Mutex::new(()),
@@ -161,12 +188,30 @@ impl ProcSampler {
         [&self.cpu_percent, &self.memory, &self.threads, &self.open_fds, &self.start_time, &self.processes, &self.info]
     }
 
+    /// `pywats_agent_targets`: an exited target whose pod is gone from the
+    /// node was removed or moved on purpose, and is no client down.
+    fn count_states(&self, targets: &Targets) {
+        let exited: Vec<_> = targets.iter().filter(|t| !t.alive).collect();
+        let in_pods = exited.iter().any(|t| t.pod.as_ref().is_some_and(|p| !p.pod_uid.is_empty()));
+        let pods = if in_pods { k8s::pods_on_node(&self.proc_root) } else { Default::default() };
+        let removed = exited
+            .iter()
+            .filter(|t| t.pod.as_ref().is_some_and(|p| !p.pod_uid.is_empty() && !pods.contains(&p.pod_uid)))
+            .count();
+        let live = targets.iter().filter(|t| t.alive).count();
+        self.target_states.with_label_values(&["watched"]).set(live as i64);
+        self.target_states.with_label_values(&["exited"]).set((exited.len() - removed) as i64);
+        self.target_states.with_label_values(&["removed"]).set(removed as i64);
+    }
+
     fn sample(&self) {
         for v in self.gauges() {
             v.reset();
         }
         self.cpu_seconds.reset();
         let targets = self.targets.read().expect("targets lock");
+        self.count_states(&targets);
+        self.match_idle.set(targets.idle_patterns().len() as i64);
         let now = Instant::now();
         let mut live = Vec::new();
         for t in targets.iter().filter(|t| t.alive) {
@@ -188,7 +233,11 @@ impl ProcSampler {
             self.cpu_seconds.with_label_values(l).inc_by(r.cpu_ticks as f64 / self.ticks_per_second);
             self.start_time.with_label_values(l).set(self.boot_time + r.start_ticks as f64 / self.ticks_per_second);
             self.processes.with_label_values(l).set(1.0 + t.children.len() as f64);
-            self.info.with_label_values(&[t.name.as_str(), &t.pid.to_string(), t.exe.as_str()]).set(1.0);
+            let pod = t.pod.clone().unwrap_or_default();
+            let pid = t.pid.to_string();
+            self.info
+                .with_label_values(&[&t.name, &pid, &t.exe, &pod.namespace, &pod.pod, &pod.pod_uid, &pod.container])
+                .set(1.0);
         }
         self.baselines.lock().expect("baseline lock").retain(|pid, _| live.contains(pid));
     }
@@ -208,6 +257,8 @@ impl Collector for ProcSampler {
             out.extend(v.collect());
         }
         out.extend(self.cpu_seconds.collect());
+        out.extend(self.target_states.collect());
+        out.extend(self.match_idle.collect());
         out
     }
 }

@@ -6,7 +6,10 @@ use std::{
     time::SystemTime,
 };
 
-use crate::{error::AgentError, proc::tree::ResolvedPid};
+use crate::{
+    error::AgentError,
+    proc::{k8s::PodIdentity, tree::ResolvedPid},
+};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetState {
@@ -21,6 +24,8 @@ pub struct TargetState {
     pub exited_at: Option<SystemTime>,
     /// The `--match` pattern that found it; `None` for a `--pid` target.
     pub pattern: Option<String>,
+    /// The container and pod it runs in, if any.
+    pub pod: Option<PodIdentity>,
 }
 
 /// Children that exited, remembered for naming: the agent hears of an exit
@@ -77,7 +82,8 @@ pub fn name_targets(pids: &[ResolvedPid], names: &[String]) -> Result<Vec<String
                 n.clone()
             }
             None => {
-                let base = if p.comm.is_empty() { "target".to_string() } else { p.comm.clone() };
+                let base =
+                    if p.default_name().is_empty() { "target".to_string() } else { p.default_name().to_string() };
                 let mut candidate = base.clone();
                 let mut k = 2;
                 while out.contains(&candidate) || names.contains(&candidate) {
@@ -105,6 +111,7 @@ impl Targets {
                 children: BTreeSet::new(),
                 exited_at: None,
                 pattern: None,
+                pod: p.pod.clone(),
             })
             .collect();
         Targets { targets, patterns: Vec::new(), departed: VecDeque::new() }
@@ -144,6 +151,7 @@ impl Targets {
             children: BTreeSet::new(),
             exited_at: None,
             pattern: Some(pattern.to_string()),
+            pod: p.pod.clone(),
         };
         if let Some(t) = self.targets.iter_mut().find(|t| t.name == name && !t.alive) {
             *t = state(name.to_string());
@@ -178,20 +186,23 @@ impl Targets {
     }
 
     /// Why the target set is not what was asked for: `--pid` targets that
-    /// exited, patterns no live process matches.
+    /// exited. A `--match` pattern without a live process is not a problem
+    /// (a node without a client has nothing to watch): see [`Targets::idle_patterns`].
     pub fn problems(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .targets
+        self.targets
             .iter()
             .filter(|t| !t.alive && t.pattern.is_none())
             .map(|t| format!("target {} (pid {}) has exited", t.name, t.pid))
-            .collect();
-        for p in &self.patterns {
-            if !self.targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(p)) {
-                out.push(format!("no process matches {p:?}"));
-            }
-        }
-        out
+            .collect()
+    }
+
+    /// `--match` patterns no live process matches now.
+    pub fn idle_patterns(&self) -> Vec<&str> {
+        self.patterns
+            .iter()
+            .filter(|p| !self.targets.iter().any(|t| t.alive && t.pattern.as_ref() == Some(*p)))
+            .map(String::as_str)
+            .collect()
     }
 
     fn by_root(&mut self, root: u32) -> Option<&mut TargetState> {
@@ -249,7 +260,7 @@ mod tests {
     use super::*;
 
     fn pid(pid: u32, comm: &str) -> ResolvedPid {
-        ResolvedPid { pid, comm: comm.into(), exe: format!("/usr/bin/{comm}") }
+        ResolvedPid { pid, comm: comm.into(), exe: format!("/usr/bin/{comm}"), pod: None }
     }
 
     #[test]
@@ -259,6 +270,15 @@ mod tests {
         assert_eq!(name_targets(&pids, &["station".into()]).unwrap(), ["station", "python3", "svc"]);
         assert!(matches!(name_targets(&pids[..1], &["a".into(), "b".into()]), Err(AgentError::TooManyNames { .. })));
         assert!(matches!(name_targets(&pids[..2], &["a".into(), "a".into()]), Err(AgentError::DuplicateName(_))));
+    }
+
+    #[test]
+    fn a_pods_name_comes_before_the_process_name() {
+        let pod = PodIdentity { pod: "client-7d9f-x2x".into(), ..PodIdentity::default() };
+        let in_pod = ResolvedPid { pod: Some(pod), ..pid(4, "python3") };
+        // A container outside Kubernetes has no pod name.
+        let in_container = ResolvedPid { pod: Some(PodIdentity::default()), ..pid(5, "python3") };
+        assert_eq!(name_targets(&[in_pod, in_container], &[]).unwrap(), ["client-7d9f-x2x", "python3"]);
     }
 
     #[test]
@@ -278,14 +298,18 @@ mod tests {
     fn a_restarted_match_takes_the_place_of_the_exited_one() {
         let mut t = Targets::default();
         t.set_patterns(vec!["pywats_client".into()]);
-        assert_eq!(t.problems(), ["no process matches \"pywats_client\""]);
+        // Nothing to watch is not a problem, but it shows.
+        assert!(t.problems().is_empty());
+        assert_eq!(t.idle_patterns(), ["pywats_client"]);
         assert_eq!(t.add_matched(&pid(20, "python3"), "pywats_client", "station"), "station");
-        assert!(t.problems().is_empty() && t.knows(20));
+        assert!(t.idle_patterns().is_empty() && t.knows(20));
         assert_eq!(t.add_matched(&pid(21, "python3"), "pywats_client", "station"), "station-2");
         t.exited(20, 20);
         t.exited(21, 21);
-        assert_eq!(t.problems().len(), 1);
+        assert!(t.problems().is_empty());
+        assert_eq!(t.idle_patterns(), ["pywats_client"]);
         assert_eq!(t.add_matched(&pid(30, "python3"), "pywats_client", "station"), "station");
+        assert_eq!(t.iter().filter(|x| x.alive).count(), 1);
         assert_eq!(
             t.iter().filter(|x| x.name == "station").map(|x| (x.pid, x.alive)).collect::<Vec<_>>(),
             [(30, true)]

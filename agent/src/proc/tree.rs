@@ -8,7 +8,7 @@ use std::{
 
 use procfs::process::{all_processes_with_root, Process};
 
-use crate::error::AgentError;
+use crate::{error::AgentError, proc::k8s::PodIdentity};
 
 /// A configured target as found in procfs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,15 @@ pub struct ResolvedPid {
     pub comm: String,
     /// Executable path, empty when unreadable (e.g. a kernel thread).
     pub exe: String,
+    /// The container and pod it runs in, when it does ([`resolve_target`]).
+    pub pod: Option<PodIdentity>,
+}
+
+impl ResolvedPid {
+    /// A target's name when nothing better is configured: its pod's name, else the process name.
+    pub fn default_name(&self) -> &str {
+        self.pod.as_ref().map(|p| p.pod.as_str()).filter(|p| !p.is_empty()).unwrap_or(&self.comm)
+    }
 }
 
 /// Checks that `pid` is a live process (its main thread) and reads its identity.
@@ -30,7 +39,15 @@ pub fn resolve(proc_root: &Path, pid: u32) -> Result<ResolvedPid, AgentError> {
         return Err(AgentError::NoSuchPid(pid));
     }
     let exe = process.exe().map(|p| p.display().to_string()).unwrap_or_default();
-    Ok(ResolvedPid { pid, comm: stat.comm, exe })
+    Ok(ResolvedPid { pid, comm: stat.comm, exe, pod: None })
+}
+
+/// [`resolve`], plus the container and pod the process runs in: for a
+/// process about to become a target (not for liveness checks).
+pub fn resolve_target(proc_root: &Path, pid: u32) -> Result<ResolvedPid, AgentError> {
+    let mut p = resolve(proc_root, pid)?;
+    p.pod = PodIdentity::read(proc_root, pid);
+    Ok(p)
 }
 
 /// Executable path of `pid`, empty when unreadable.
