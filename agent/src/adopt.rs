@@ -4,6 +4,7 @@
 
 use std::{path::Path, time::Duration};
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
     cli::Args,
     clock::monotonic_ns,
@@ -72,20 +73,20 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 /// (re)started later. Its descendants, open sockets and (when discovery is
 /// on) its config's queues and converters come with it.
 fn adopt_matches(args: &Args, h: &Handler) {
-    let found = new_matches(args, &h.targets.read().expect("targets lock"));
+    let found = new_matches(args, &h.targets.read_locked());
     for (pattern, p) in found {
         let config = client_config(args, p.pid).unwrap_or_else(|e| {
             tracing::warn!("{e}");
             None
         });
         let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
-        let name = h.targets.write().expect("targets lock").add_matched(&p, &pattern, &wanted);
-        let mut map = h.kernel_targets.lock().expect("target map lock");
+        let name = h.targets.write_locked().add_matched(&p, &pattern, &wanted);
+        let mut map = h.kernel_targets.locked();
         let mut tgids = vec![p.pid];
         let mut ok = map.insert(p.pid, p.pid).is_ok();
         for child in tree::descendants(&args.proc_root, p.pid) {
             ok &= map.insert(child, p.pid).is_ok();
-            events::log(&h.targets.write().expect("targets lock").add_child(p.pid, child));
+            events::log(&h.targets.write_locked().add_child(p.pid, child));
             tgids.push(child);
         }
         drop(map);
@@ -96,14 +97,14 @@ fn adopt_matches(args: &Args, h: &Handler) {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
             tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
         }
-        let mut sockets = h.sockets.lock().expect("socket map lock");
-        let mut net = h.net.lock().expect("net lock");
+        let mut sockets = h.sockets.locked();
+        let mut net = h.net.locked();
         // Just inserted: no exec counted yet.
         if let Err(e) = seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |_| 0) {
             tracing::warn!(target_name = %name, "open sockets of pid {}: {e}", p.pid);
         }
         drop((net, sockets));
-        let mut fs = h.fs.lock().expect("fs lock");
+        let mut fs = h.fs.locked();
         if let Some(c) = config {
             let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
             let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
@@ -150,8 +151,8 @@ fn check_liveness(handler: &Handler) {
         .map(|t| t.pid)
         .collect();
     for pid in gone {
-        let change = handler.targets.write().expect("targets lock").exited(pid, pid);
-        handler.kernel_targets.lock().expect("target map lock").remove(pid);
+        let change = handler.targets.write_locked().exited(pid, pid);
+        handler.kernel_targets.locked().remove(pid);
         handler.process_gone(pid, monotonic_ns());
         events::log(&change);
     }

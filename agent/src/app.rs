@@ -111,7 +111,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         targets.clone(),
     );
     let matched: Vec<String> =
-        targets.read().expect("targets lock").iter().filter(|t| t.pattern.is_some()).map(|t| t.name.clone()).collect();
+        targets.read_locked().iter().filter(|t| t.pattern.is_some()).map(|t| t.name.clone()).collect();
     for name in matched {
         fs.adopt(&name);
     }
@@ -121,7 +121,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
     metrics.register(Box::new(MapInsertFailures::new(insert_failures)));
     let sampler = ProcSampler::new(targets.clone(), args.proc_root.clone(), metrics.collector_errors.clone());
-    for t in targets.read().expect("targets lock").iter() {
+    for t in targets.read_locked().iter() {
         sampler.prime(t.pid);
         tracing::info!(target_name = %t.name, "watching pid {} ({}) and {} child process(es)", t.pid, t.exe, t.children.len());
     }

@@ -8,6 +8,7 @@ use std::{
 
 use pywats_agent_ebpf::abi::{sock_state, DecodeError, Event, EventKind, SockInfo, SockKey, CLONE_VM};
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
     ebpf::{loader::SocketMap, tls::is_libssl, KernelTargets},
     fs::FsPipeline,
@@ -58,7 +59,7 @@ impl Handler {
         self.metrics.events.with_label_values(&[kind.name()]).inc();
         let tgid = ev.header.tgid;
         let change = {
-            let mut targets = self.targets.write().expect("targets lock");
+            let mut targets = self.targets.write_locked();
             match kind {
                 EventKind::ProcFork => targets.add_child(ev.root_tgid, ev.child_tgid),
                 EventKind::ProcExit => targets.exited(ev.root_tgid, tgid),
@@ -94,8 +95,8 @@ impl Handler {
     /// A process's sockets close without close(): end its connections and
     /// forget its entries in the kernel's socket map.
     pub fn process_gone(&self, tgid: u32, ts_ns: u64) {
-        self.net.lock().expect("net lock").process_exited(tgid, ts_ns);
-        let mut sockets = self.sockets.lock().expect("socket map lock");
+        self.net.locked().process_exited(tgid, ts_ns);
+        let mut sockets = self.sockets.locked();
         let stale: Vec<_> = sockets.keys().flatten().filter(|k| k.tgid == tgid).collect();
         for key in stale {
             let _ = sockets.remove(&key);
@@ -106,10 +107,10 @@ impl Handler {
     /// kernel now treats their map entries as stale): its connections end,
     /// and the sockets that survived are registered again.
     fn after_exec(&self, tgid: u32, ts_ns: u64) {
-        let mut net = self.net.lock().expect("net lock");
+        let mut net = self.net.locked();
         net.process_exited(tgid, ts_ns);
-        let exec_gen = self.kernel_targets.lock().expect("target map lock").exec_gen(tgid);
-        let mut sockets = self.sockets.lock().expect("socket map lock");
+        let exec_gen = self.kernel_targets.locked().exec_gen(tgid);
+        let mut sockets = self.sockets.locked();
         if let Err(e) = seed_sockets(&mut sockets, &mut net, &[tgid], &self.proc_root, |_| exec_gen) {
             self.metrics.collector_errors.with_label_values(&["socket_seed"]).inc();
             tracing::warn!("sockets of pid {tgid} after exec: {e}");
@@ -122,11 +123,11 @@ impl Handler {
         match event {
             Event::Conn(kind, ev) => {
                 self.metrics.events.with_label_values(&[kind.name()]).inc();
-                self.net.lock().expect("net lock").on_conn(kind, &ev);
+                self.net.locked().on_conn(kind, &ev);
             }
             Event::Data { kind, event, prefix, suffix } => {
                 self.metrics.events.with_label_values(&[kind.name()]).inc();
-                let useless = self.net.lock().expect("net lock").on_data(kind, &event, prefix, suffix);
+                let useless = self.net.locked().on_data(kind, &event, prefix, suffix);
                 if useless && kind == EventKind::SockData {
                     self.ignore_socket(event.header.tgid, event.header.fd, event.conn_id);
                 }
@@ -140,7 +141,7 @@ impl Handler {
     fn ignore_socket(&self, tgid: u32, fd: i32, conn_id: u64) {
         let Ok(fd) = u32::try_from(fd) else { return };
         let key = SockKey { tgid, fd };
-        let mut sockets = self.sockets.lock().expect("socket map lock");
+        let mut sockets = self.sockets.locked();
         if let Ok(info) = sockets.get(&key, 0) {
             if info.conn_id == conn_id && matches!(info.state, sock_state::CONNECTED | sock_state::CONNECTING) {
                 let _ = sockets.insert(key, SockInfo { state: sock_state::IGNORED, ..info }, 0);
@@ -162,7 +163,7 @@ impl Handler {
                 self.tls.send(TlsWork::Opened { pid, path: path.to_path_buf(), reported_ns });
             }
         }
-        self.fs.lock().expect("fs lock").on_event(kind, &event, path1, path2);
+        self.fs.locked().on_event(kind, &event, path1, path2);
     }
 }
 

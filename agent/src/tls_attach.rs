@@ -15,6 +15,7 @@ use std::{
 
 use aya::programs::uprobe::UProbeLink;
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
     clock::monotonic_ns,
     ebpf::{tls, Probes},
@@ -143,8 +144,8 @@ impl Worker {
                 TlsWork::Recheck(live) => self.recheck(&live),
             };
             if changed {
-                let probes = self.probes.lock().expect("probes lock");
-                *self.status.tls_libraries.write().expect("status lock") = probes.tls_libraries();
+                let probes = self.probes.locked();
+                *self.status.tls_libraries.write_locked() = probes.tls_libraries();
                 self.metrics.tls_processes.set(probes.tls_processes().len() as i64);
             }
         }
@@ -159,7 +160,7 @@ impl Worker {
     }
 
     fn detach(&self, pid: u32) -> bool {
-        let links = self.probes.lock().expect("probes lock").detach_tls(pid);
+        let links = self.probes.locked().detach_tls(pid);
         let any = !links.is_empty();
         // A full reaper queue means detaching here: slower, never lost.
         if let Err(TrySendError::Full(links) | TrySendError::Disconnected(links)) = self.reap.try_send(links) {
@@ -177,7 +178,7 @@ impl Worker {
     }
 
     fn attach_one(&self, pid: u32, lib: &Path) -> bool {
-        let result = self.probes.lock().expect("probes lock").attach_tls(pid, lib);
+        let result = self.probes.locked().attach_tls(pid, lib);
         self.busy.store(monotonic_ns(), Ordering::Relaxed);
         match result {
             Ok(attached) => attached,
@@ -193,7 +194,7 @@ impl Worker {
     /// place, an event dropped) and drops the probes of processes that left.
     fn recheck(&self, live: &[u32]) -> bool {
         let gone: Vec<u32> = {
-            let probes = self.probes.lock().expect("probes lock");
+            let probes = self.probes.locked();
             probes.tls_processes().into_iter().filter(|pid| !live.contains(pid)).collect()
         };
         let mut changed = false;

@@ -18,6 +18,7 @@ use std::{
 
 use pywats_agent_ebpf::abi::{EventKind, FsEvent};
 
+use crate::sync::ReadWrite;
 use crate::{
     clock::monotonic_ns,
     fs::{
@@ -240,8 +241,7 @@ impl FsPipeline {
     /// shared that (a bare station: its queue still fills), else nowhere (a
     /// container's files went with it).
     fn root_of(&mut self, target: &str) -> Option<TargetRoot> {
-        let live =
-            self.targets.read().expect("targets lock").iter().find(|t| t.name == target && t.alive).map(|t| t.pid);
+        let live = self.targets.read_locked().iter().find(|t| t.name == target && t.alive).map(|t| t.pid);
         let Some(pid) = live else { return self.host_roots.get(target).cloned().flatten() };
         let root = TargetRoot::of(&self.proc_root, pid);
         let id = root.identity();
@@ -256,7 +256,7 @@ impl FsPipeline {
     /// child of it lately exited). `None` for a process gone before its fork
     /// event was applied.
     fn owner_of(&self, tgid: u32) -> Option<String> {
-        let targets = self.targets.read().expect("targets lock");
+        let targets = self.targets.read_locked();
         let mut pid = tgid;
         // A child forked moments ago may not have joined its target yet (the
         // fork arrives through another ring): its ancestors tell.

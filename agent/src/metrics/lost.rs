@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::sync::Locked;
 use aya::maps::{MapData, PerCpuArray};
 use prometheus::{
     core::{Collector, Desc},
@@ -33,7 +34,7 @@ impl LostEvents {
 
     /// Lost events per kind, summed over CPUs.
     pub fn totals(&self) -> Vec<(EventKind, u64)> {
-        let map = self.map.lock().expect("lost map lock");
+        let map = self.map.locked();
         EventKind::ALL
             .iter()
             .map(|&kind| {
@@ -52,7 +53,7 @@ impl Collector for LostEvents {
     fn collect(&self) -> Vec<MetricFamily> {
         let totals = self.totals();
         // Same lock order as totals(): the map lock serialises reset-then-fill.
-        let _guard = self.map.lock().expect("lost map lock");
+        let _guard = self.map.locked();
         self.counter.reset();
         for (kind, n) in totals {
             self.counter.with_label_values(&[kind.name()]).inc_by(n);
@@ -90,7 +91,7 @@ impl Collector for MapInsertFailures {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let map = self.map.lock().expect("map failures lock");
+        let map = self.map.locked();
         self.counter.reset();
         for (slot, name) in map_slot::NAMES.iter().enumerate() {
             let n: u64 = map.get(&(slot as u32), 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0);

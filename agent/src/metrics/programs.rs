@@ -14,6 +14,7 @@ use prometheus::{
 };
 
 use crate::ebpf::Probes;
+use crate::sync::Locked;
 
 pub struct ProgramStats {
     probes: Arc<Mutex<Probes>>,
@@ -60,8 +61,8 @@ impl Collector for ProgramStats {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let stats = self.probes.lock().expect("probes lock").run_stats();
-        let _guard = self.scrape.lock().expect("scrape lock");
+        let stats = self.probes.locked().run_stats();
+        let _guard = self.scrape.locked();
         self.seconds.reset();
         self.runs.reset();
         for (program, time, runs) in stats {

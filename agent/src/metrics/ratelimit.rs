@@ -1,5 +1,6 @@
 //! A warning that repeats at most once per interval, with a count of what it held back.
 
+use crate::sync::Locked;
 use std::{
     fmt::Arguments,
     sync::Mutex,
@@ -17,7 +18,7 @@ impl RateLimitedLog {
     }
 
     pub fn warn(&self, message: Arguments<'_>) {
-        let mut state = self.state.lock().expect("log lock");
+        let mut state = self.state.locked();
         let now = Instant::now();
         match state.0 {
             Some(last) if now.duration_since(last) < self.every => state.1 += 1,

@@ -26,6 +26,7 @@ use pywats_agent_ebpf::abi::{
     direction, role, ConnEvent, DataEvent, EventKind, SockAddr, AF_INET, AF_INET6, EINPROGRESS, SEQ_UNKNOWN,
 };
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
     clock::monotonic_ns,
     net::{
@@ -133,7 +134,7 @@ impl NetPipeline {
     }
 
     fn target_of(&self, tgid: u32) -> String {
-        let targets = self.targets.read().expect("targets lock");
+        let targets = self.targets.read_locked();
         targets.name_of(tgid).unwrap_or("unknown").to_string()
     }
 
@@ -411,7 +412,7 @@ impl NetPipeline {
                 false
             }
         };
-        self.recent.lock().expect("recent lock").push(RecentRequest {
+        self.recent.locked().push(RecentRequest {
             target: target.to_string(),
             method: method.to_string(),
             endpoint,

@@ -19,6 +19,7 @@ use prometheus::{
     CounterVec, GaugeVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
     metrics::RateLimitedLog,
     proc::{k8s, Targets},
@@ -162,13 +163,13 @@ impl ProcSampler {
     /// Takes the CPU baseline of a new target.
     pub fn prime(&self, pid: u32) {
         if let Ok(r) = read(&self.proc_root, pid) {
-            let mut b = self.baselines.lock().expect("baseline lock");
+            let mut b = self.baselines.locked();
             b.insert(pid, CpuBaseline { ticks: r.cpu_ticks, at: Instant::now(), percent: 0.0 });
         }
     }
 
     fn cpu_percent(&self, pid: u32, ticks: u64, now: Instant) -> f64 {
-        let mut baselines = self.baselines.lock().expect("baseline lock");
+        let mut baselines = self.baselines.locked();
         let Some(prev) = baselines.get(&pid).copied() else {
             baselines.insert(pid, CpuBaseline { ticks, at: now, percent: 0.0 });
             return 0.0;
@@ -209,7 +210,7 @@ impl ProcSampler {
             v.reset();
         }
         self.cpu_seconds.reset();
-        let targets = self.targets.read().expect("targets lock");
+        let targets = self.targets.read_locked();
         self.count_states(&targets);
         self.match_idle.set(targets.idle_patterns().len() as i64);
         let now = Instant::now();
@@ -239,7 +240,7 @@ impl ProcSampler {
                 .with_label_values(&[&t.name, &pid, &t.exe, &pod.namespace, &pod.pod, &pod.pod_uid, &pod.container])
                 .set(1.0);
         }
-        self.baselines.lock().expect("baseline lock").retain(|pid, _| live.contains(pid));
+        self.baselines.locked().retain(|pid, _| live.contains(pid));
     }
 }
 
@@ -250,7 +251,7 @@ impl Collector for ProcSampler {
 
     fn collect(&self) -> Vec<MetricFamily> {
         // One scrape at a time: reset-then-fill must not interleave.
-        let _guard = self.scrape.lock().expect("scrape lock");
+        let _guard = self.scrape.locked();
         self.sample();
         let mut out = Vec::new();
         for v in self.gauges() {
