@@ -5,7 +5,11 @@
 //! after every step. It must never panic.
 #![no_main]
 
-use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, OnceLock, RwLock},
+};
 
 use libfuzzer_sys::fuzz_target;
 use pywats_agent::{
@@ -15,9 +19,10 @@ use pywats_agent::{
         metrics::FsMetrics,
         preset::{Preset, State},
         queue::{Items, Listing},
-        FsPipeline,
+        FsPipeline, Templates,
     },
     metrics::Metrics,
+    proc::{tree::ResolvedPid, Targets},
 };
 use pywats_agent_ebpf::abi::{EventKind, FsEvent, AT_FDCWD};
 
@@ -84,12 +89,17 @@ fn pipeline() -> FsPipeline {
     // One registry for all runs: building it is most of a run's cost otherwise.
     static METRICS: OnceLock<FsMetrics> = OnceLock::new();
     let metrics = METRICS.get_or_init(|| FsMetrics::new(&Metrics::new(std::time::SystemTime::now())));
+    // The events' process (tgid 1) is target "t", owner of every watch.
+    let me = ResolvedPid { pid: 1, comm: "t".into(), exe: String::new(), pod: None };
+    let targets = Arc::new(RwLock::new(Targets::new(&[me], &["t".to_string()])));
     // No such procfs: relative paths are unresolved (and counted), not read from this machine.
     FsPipeline::new(
         vec![q("q", "/fz/q", Preset::service()), q("p", "/fz/p", Preset::persistent())],
         vec![(conv, "t".to_string())],
+        Templates::default(),
         metrics.clone(),
         PathBuf::from("/nonexistent-proc"),
+        targets,
     )
 }
 
