@@ -40,6 +40,20 @@ fn assert_durations(m: &Samples, name: &str, labels: &[(&str, &str)], truth: &[f
     assert!((sum - want).abs() <= 0.005 * truth.len() as f64, "{name} {labels:?}: sum {sum} vs {want}");
 }
 
+/// A histogram's count equals the truth's and its sum lies within the sum of
+/// the truth's brackets (each observation's lowest and highest possible
+/// duration, `min`/`max`), give or take 5 ms per observation.
+fn assert_duration_brackets(m: &Samples, name: &str, labels: &[(&str, &str)], items: &Value, status: &[&str]) {
+    let chosen: Vec<&Value> =
+        items.as_array().unwrap().iter().filter(|i| status.contains(&i["status"].as_str().unwrap())).collect();
+    assert_eq!(get(m, &format!("{name}_count"), labels), chosen.len() as f64, "{name} {labels:?} count");
+    let sum = get(m, &format!("{name}_sum"), labels);
+    let low: f64 = chosen.iter().map(|i| i["min"].as_f64().unwrap()).sum();
+    let high: f64 = chosen.iter().map(|i| i["max"].as_f64().unwrap()).sum();
+    let tol = 0.005 * chosen.len() as f64;
+    assert!(low - tol <= sum && sum <= high + tol, "{name} {labels:?}: sum {sum} outside [{low}, {high}]");
+}
+
 /// How the client reaches the server.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -163,7 +177,7 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
         conv["done"].as_f64().unwrap()
     );
     assert_eq!(get(&m, "pywats_converter_in_progress", &c), 0.0);
-    assert_durations(&m, "pywats_converter_duration_seconds", &c, &durations(&conv["items"], &["done", "error"]));
+    assert_duration_brackets(&m, "pywats_converter_duration_seconds", &c, &conv["items"], &["done", "error"]);
 
     for (queue, t, item_type, left) in [("pq", pq, "wsjf", "pending"), ("reports", sq, "report", "queued")] {
         let q = [("target", TARGET), ("queue_name", queue)];

@@ -136,15 +136,20 @@ def persistent_queue(api, truth, q, rnd, items):
 class Renames:
     """Records (source, destination, time.monotonic()) right after each pathlib.Path.rename,
     which is how AsyncPendingQueue and AsyncConverterPool move their files; the hook only
-    observes, so the package's own code does every rename."""
+    observes, so the package's own code does every rename. `before` keeps the time right
+    before each rename, by (source, destination): with it a duration can be bracketed,
+    whatever the scheduler did between the syscall and the clock reading."""
 
     def __enter__(self):
         self.events = []
+        self.before = {}
         self.original = original = pathlib.Path.rename
 
         def rename(path, target):
+            before = now()
             result = original(path, target)
             self.events.append((pathlib.Path(path), pathlib.Path(target), now()))
+            self.before[(pathlib.Path(path), pathlib.Path(target))] = before
             return result
 
         pathlib.Path.rename = rename
@@ -234,10 +239,11 @@ async def pending_queue(wats, api, truth, d, rnd, result):
 # (pywats_client/converters/sandbox.py) would, and reports when it opened it.
 CHILD = """
 import json, sys, time
+before = time.monotonic()
 with open(sys.argv[1]) as f:
     opened = time.monotonic()
     text = f.read()
-print(json.dumps({"opened": opened, "text": text}))
+print(json.dumps({"before": before, "opened": opened, "text": text}))
 """
 
 
@@ -263,6 +269,7 @@ class CsvConverter(FileConverter):
         self.watch_path, self.archive_path, self.error_path = conv / "in", conv / "done", conv / "error"
         self.api = api
         self.opened = {}  # file name -> child's open time
+        self.before_open = {}  # file name -> child's time right before its open
 
     def matches_file(self, path):
         return path.parent == self.watch_path and path.suffix in self.supported_extensions
@@ -272,6 +279,7 @@ class CsvConverter(FileConverter):
                                capture_output=True, text=True)
         out = json.loads(child.stdout)
         self.opened[source.path.name] = out["opened"]
+        self.before_open[source.path.name] = out["before"]
         lines = out["text"].splitlines()
         if len(lines) != 2 or lines[0] != "serial,voltage":
             return ConverterResult.failed_result("not a serial,voltage CSV file")
@@ -313,7 +321,12 @@ async def converter_pool(wats, api, truth, conv, rnd, result):
     for src, dst, t in renames.moved(inputs):
         status = "done" if dst.parent == converter.archive_path else "error"
         result[status] += 1
-        result["items"].append({"name": src.name, "status": status, "duration": t - converter.opened[src.name]})
+        # The agent times the open's and the rename's syscalls: its duration lies between
+        # (rename began - open returned) and (rename returned - open began), however long
+        # a busy machine kept either process from reading its clock.
+        result["items"].append({"name": src.name, "status": status, "duration": t - converter.opened[src.name],
+                                "min": renames.before[(src, dst)] - converter.opened[src.name],
+                                "max": t - converter.before_open[src.name]})
 
 
 async def service_round(args, api, truth, workdir, rnd, service, conversions):
