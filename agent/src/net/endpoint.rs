@@ -99,10 +99,14 @@ impl Endpoints {
     /// The label value for a request target (`/path?query`, or an absolute
     /// URL) of `target_name` in `role`; `Err` names the cap that made it `other`.
     pub fn label(&mut self, target_name: &str, role: Role, target: &str) -> Result<String, Limit> {
-        let path = strip(target);
+        // Too long is judged before anything else about the path: the
+        // parsers keep a path cut after MAX_PATH bytes, and a cut path must
+        // get the same label as the whole one (whatever followed the cut).
+        let path = path_of(target);
         if path.len() > MAX_PATH {
             return Err(Limit::EndpointLength);
         }
+        let path = valid_or_root(path);
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
         if let Some(t) = self.templates.iter().find(|t| t.matches(&segs)) {
             return Ok(t.text.clone());
@@ -136,14 +140,18 @@ impl Endpoints {
     }
 }
 
-/// The path alone: no scheme/authority, query or fragment, and no control characters.
-fn strip(target: &str) -> &str {
+/// The path alone: no scheme/authority, query or fragment.
+fn path_of(target: &str) -> &str {
     let mut path = target;
     if let Some(rest) = path.strip_prefix("http://").or_else(|| path.strip_prefix("https://")) {
         path = rest.find('/').map_or("/", |i| &rest[i..]);
     }
     let end = path.find(['?', '#']).unwrap_or(path.len());
-    let path = &path[..end];
+    &path[..end]
+}
+
+/// `/` for what is not a path (empty, relative, control characters).
+fn valid_or_root(path: &str) -> &str {
     if path.is_empty() || path.chars().any(char::is_control) || !path.starts_with('/') {
         return "/";
     }
@@ -226,6 +234,19 @@ mod tests {
         assert_eq!(e.label(&format!("/t/{}", "a".repeat(500))), "/t/{id}");
         // Query strings do not count.
         assert_eq!(e.label(&format!("/q?{}", "a".repeat(5000))), "/q");
+    }
+
+    #[test]
+    fn a_long_path_is_judged_before_what_follows_the_cut() {
+        // Found by the `endpoint` fuzz target: a control character past the
+        // point where the parsers cut a path made the whole path `/` and
+        // the cut one `other`.
+        let mut e = e();
+        let path = format!("/{}\u{84}/raw", "a".repeat(MAX_PATH + 100));
+        let kept = crate::net::report::kept_path(path.as_bytes());
+        assert_eq!(e.0.label("t", Role::Client, &path), Err(Limit::EndpointLength));
+        assert_eq!(e.0.label("t", Role::Client, &kept), Err(Limit::EndpointLength));
+        assert_eq!(e.label("/a\u{84}b"), "/");
     }
 
     #[test]
