@@ -2,6 +2,7 @@
 //! processes, and reads ground truth from /proc.
 
 pub mod agent;
+pub mod docs;
 pub mod http;
 pub mod image;
 pub mod load;

@@ -64,9 +64,14 @@ impl Py {
 
     /// Sends one command and returns its one-line answer.
     pub fn ask(&mut self, command: &str) -> String {
+        self.send(command);
+        self.line()
+    }
+
+    /// Sends one command without waiting for its answer.
+    pub fn send(&mut self, command: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
         writeln!(stdin, "{command}").and_then(|_| stdin.flush()).expect("write python stdin");
-        self.line()
     }
 
     pub fn kill(&mut self) {

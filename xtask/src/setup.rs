@@ -117,8 +117,10 @@ fn bpf_linker() -> anyhow::Result<()> {
 
 /// Debian packages the tests use, by the command each provides: `openssl`
 /// makes the TLS tests' certificate; `buildah` builds and runs the container
-/// image (`cargo xtask image`, the image test) without a daemon.
-const DEBIAN_PACKAGES: [(&str, &str); 2] = [("openssl", "openssl"), ("buildah", "buildah")];
+/// image (`cargo xtask image`, the image test) without a daemon;
+/// `prometheus` (with `promtool`) scrapes the agent in the example's test.
+const DEBIAN_PACKAGES: [(&str, &str); 3] =
+    [("openssl", "openssl"), ("buildah", "buildah"), ("prometheus", "prometheus")];
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
