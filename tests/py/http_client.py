@@ -5,14 +5,14 @@ Usage: http_client.py PORT [--tls]. Prints "ready", then runs commands from stdi
 per line, answering each with one JSON line:
   plan            the mixed plan over http.client, urllib and httpx; answers
                   the list of requests made: client, method, path, code,
-                  request id, seconds measured by the client
+                  request id, [least, most] seconds by the client's clock
   refused PORT    connects to a closed port; answers the error
   garbage         writes random bytes to the server; answers "ok"
   open            opens a keep-alive http.client connection and makes one request
   more N          N requests on that connection
   load N          N small keep-alive GETs as fast as possible
   bulk N          N GETs of 2 MiB each on the connection "open" made; answers
-                  [request id, seconds] per request
+                  [request id, [least, most] seconds] per request
   tls_events      how many TLS data events the agent's probes must have sent
                   for this process's SSL reads and writes so far
 Every request carries Authorization: Basic <SECRET> and a unique X-Request-ID.
@@ -30,29 +30,38 @@ import httpx
 
 SECRET = "cHl3YXRzOnMzY3JldC10b2tlbi12YWx1ZQ=="
 
-# The client's own clock, read at its socket calls: from the first request
-# byte handed to the kernel to the return of the last read that got response
-# bytes. That is the definition the agent implements, measured in the client,
-# without connection set-up or Python's parsing after the last read.
-first_send = None
-last_recv = None
+# The client's own clock, read around its socket calls, as a bracket: the
+# agent's duration runs from the start of the call that writes the first
+# request byte to the return of the read that brings the last response byte,
+# so it lies between (start of that last read − return of the first write)
+# and (return of that last read − start of the first write). A busy machine
+# that delays the client between its clock and the kernel widens the bracket;
+# it never moves the agent out of it.
+first_send = first_send_ret = None
+last_recv = last_recv_start = None
 
 
 def _timed_send(method):
     def timed(self, data, *args):
-        global first_send
-        if first_send is None:
+        global first_send, first_send_ret
+        first = first_send is None
+        if first:
             first_send = time.perf_counter()
-        return method(self, data, *args)
+        n = method(self, data, *args)
+        if first:
+            first_send_ret = time.perf_counter()
+        return n
     return timed
 
 
 def _timed_recv(method):
     def timed(self, *args):
-        global last_recv
+        global last_recv, last_recv_start
+        t0 = time.perf_counter()
         n = method(self, *args)
-        if n:
-            last_recv = time.perf_counter()
+        # Also a read of 0 bytes: a response delimited by the connection's
+        # close ends with it.
+        last_recv, last_recv_start = time.perf_counter(), t0
         return n
     return timed
 
@@ -102,12 +111,16 @@ def warm_up_tls():
 
 
 def start():
-    global first_send, last_recv
-    first_send = last_recv = None
+    global first_send, first_send_ret, last_recv, last_recv_start
+    first_send = first_send_ret = last_recv = last_recv_start = None
 
 
-def elapsed():
-    return last_recv - first_send
+def elapsed(closed=False):
+    """[least, most] seconds the agent's duration can be. Over TLS a response
+    delimited by the connection's close ends when the connection does (libssl
+    reports no end-of-stream read): `closed` when the caller has just closed it."""
+    most_end = time.perf_counter() if closed else last_recv
+    return [max(0.0, last_recv_start - first_send_ret), most_end - first_send]
 AUTH = {"Authorization": "Basic " + SECRET}
 port = int(sys.argv[1])
 TLS = sys.argv[2:3] == ["--tls"]
@@ -123,8 +136,9 @@ def rid():
     return f"req-{os.getpid()}-{seq}"
 
 
-def record(client, method, path, code, rid_, seconds):
-    made.append({"client": client, "method": method, "path": path, "code": code, "id": rid_, "seconds": seconds})
+def record(client, method, path, code, rid_, bracket):
+    made.append({"client": client, "method": method, "path": path, "code": code, "id": rid_,
+                 "seconds": bracket})
 
 
 def plan_items():
@@ -163,9 +177,10 @@ def run_http_client(items):
         conn.request(method, path + "?token=q-secret", body=payload, headers={**AUTH, "X-Request-ID": i})
         resp = conn.getresponse()
         resp.read()
-        record("http.client", method, path, resp.status, i, elapsed())
         if mode == "close":
             conn.close()
+        record("http.client", method, path, resp.status, i, elapsed(mode == "close"))
+        if mode == "close":
             conn = new_conn()
     conn.close()
 
@@ -184,7 +199,7 @@ def run_urllib(items):
         except urllib.error.HTTPError as e:
             e.read()
             status = e.code
-        record("urllib", method, path, status, i, elapsed())
+        record("urllib", method, path, status, i, elapsed(mode == "close"))
 
 
 def run_httpx(items):
@@ -195,7 +210,8 @@ def run_httpx(items):
             start()
             r = c.request(method, path, content=b"h" * body if body else None, headers={**AUTH, "X-Request-ID": i})
             r.read()
-            record("httpx", method, path, r.status_code, i, elapsed())
+            r.close()
+            record("httpx", method, path, r.status_code, i, elapsed(mode == "close"))
 
 
 def main():
