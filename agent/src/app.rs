@@ -19,6 +19,7 @@ use crate::{
     fs::{
         config::{self as fs_config, FileConfig},
         metrics::FsMetrics,
+        worker_status::WorkerStatus,
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
@@ -133,6 +134,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         fs.adopt(&name);
     }
     let fs = Arc::new(Mutex::new(fs));
+    metrics.register(Box::new(WorkerStatus::new(fs.clone(), args.queue_stall_secs)));
 
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
