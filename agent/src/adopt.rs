@@ -11,6 +11,7 @@ use crate::{
     ebpf::KernelTargets,
     error::AgentError,
     events::{self, Handler},
+    net::dependency::service_addresses,
     proc::{targets::name_targets, tree, Targets},
     seeding::seed_sockets,
     specs::client_config,
@@ -81,6 +82,10 @@ fn adopt_matches(args: &Args, h: &Handler) {
         });
         let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
         let name = h.targets.write_locked().add_matched(&p, &pattern, &wanted);
+        // Resolved before any lock is taken: a name lookup may wait on DNS.
+        if let Some(addrs) = config.as_ref().and_then(|c| c.service.as_deref()).map(service_addresses) {
+            h.net.locked().set_service(&name, addrs);
+        }
         let mut map = h.kernel_targets.locked();
         let mut tgids = vec![p.pid];
         let mut ok = map.insert(p.pid, p.pid).is_ok();

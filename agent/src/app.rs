@@ -19,11 +19,18 @@ use crate::{
     fs::{
         config::{self as fs_config, FileConfig},
         metrics::FsMetrics,
+        worker_status::WorkerStatus,
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, LostEventsHandle, MapInsertFailures, Metrics, ProgramStats},
-    net::{endpoint::Endpoints, metrics::HttpMetrics, recent::Recent, NetPipeline},
+    net::{
+        dependency::{service_addresses, Dependencies, DependencyGauges},
+        endpoint::Endpoints,
+        metrics::HttpMetrics,
+        recent::Recent,
+        NetPipeline,
+    },
     proc::sampler::ProcSampler,
     seeding::seed_sockets,
     specs::{discover, watches},
@@ -92,8 +99,19 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     metrics.programs_attached.set(probes.attached().len() as i64);
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
-    let mut net =
-        NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone(), args.conn_limits());
+    let deps = Arc::new(Mutex::new(Dependencies::new(Duration::from_secs(args.dependency_window))));
+    for (target, address) in &fs_spec.services {
+        deps.locked().set_service(target, service_addresses(address));
+    }
+    metrics.register(Box::new(DependencyGauges::new(deps.clone())));
+    let mut net = NetPipeline::new(
+        endpoints,
+        HttpMetrics::new(&metrics),
+        recent.clone(),
+        targets.clone(),
+        args.conn_limits(),
+        deps.clone(),
+    );
     let tgids: Vec<u32> = targets
         .read()
         .expect("targets lock")
@@ -116,6 +134,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         fs.adopt(&name);
     }
     let fs = Arc::new(Mutex::new(fs));
+    metrics.register(Box::new(WorkerStatus::new(fs.clone(), args.queue_stall_secs)));
 
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
@@ -152,7 +171,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     for pid in live_processes(&handler) {
         handler.tls.send(TlsWork::Adopted(pid));
     }
-    let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone() };
+    let shared =
+        Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone(), deps };
 
     let stop = parts.stop_flag();
     {

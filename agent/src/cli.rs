@@ -92,6 +92,18 @@ pub struct Args {
     #[arg(long, env = "PYWATS_AGENT_NO_DISCOVER")]
     pub no_discover: bool,
 
+    /// A dependency (a server the client calls) without a call for this long
+    /// is stale (`pywats_dependency_stale`): no longer reported down.
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_DEPENDENCY_WINDOW", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dependency_window: u64,
+
+    /// A queue whose oldest item in processing has been there longer than
+    /// this is stalled (`pywats_queue_stalled`).
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_QUEUE_STALL_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_stall_secs: u64,
+
     /// Seconds between re-reads of the queue directories.
     #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_RECONCILE_INTERVAL", default_value_t = 10)]
     pub reconcile_interval: u64,

@@ -15,7 +15,7 @@ use crate::{
 /// Queues and converters the pyWATS client's own config names, per target.
 /// A target without `--target-name` takes the client's instance id as its name.
 pub fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, AgentError> {
-    let mut out = FsPipelineSpec { queues: Vec::new(), converters: Vec::new() };
+    let mut out = FsPipelineSpec { queues: Vec::new(), converters: Vec::new(), services: Vec::new() };
     let pids: Vec<(u32, usize)> = targets.iter().enumerate().map(|(i, t)| (t.pid, i)).collect();
     for (pid, index) in pids {
         let found = match client_config(args, pid) {
@@ -41,6 +41,7 @@ pub fn discover(args: &Args, targets: &mut Targets) -> Result<FsPipelineSpec, Ag
             found.queues.len(),
             found.converters.len()
         );
+        out.services.extend(found.service.map(|s| (name.clone(), s)));
         out.queues.extend(found.queues.into_iter().map(|q| (q, name.clone())));
         out.converters.extend(found.converters.into_iter().map(|c| (c, name.clone())));
     }
@@ -74,7 +75,7 @@ pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<(FsPi
         }
     };
     let (mut spec, mut templates) =
-        (FsPipelineSpec { queues: Vec::new(), converters: Vec::new() }, Templates::default());
+        (FsPipelineSpec { queues: Vec::new(), converters: Vec::new(), services: Vec::new() }, Templates::default());
     let flags = args
         .queues
         .iter()
@@ -104,8 +105,11 @@ pub fn watches(args: &Args, file: FileConfig, targets: &Targets) -> Result<(FsPi
     Ok((spec, templates))
 }
 
-/// Queues and converters, each with the name of its target.
+/// Queues and converters, each with the name of its target, and the WATS
+/// service address of the targets whose client config names one.
 pub struct FsPipelineSpec {
     pub queues: Vec<(fs_config::QueueSpec, String)>,
     pub converters: Vec<(ConverterSpec, String)>,
+    /// (target, the client's `service_address`).
+    pub services: Vec<(String, String)>,
 }

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, tls, wait_for};
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, tls, unix_now, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "ZTJlOnRva2Vu";
@@ -108,6 +108,7 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
             (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
         });
     }
+    let started = unix_now();
     let line = client.ask("go");
     let truth: Value =
         serde_json::from_str(line.strip_prefix("truth ").unwrap_or_else(|| panic!("workload said {line:?}"))).unwrap();
@@ -157,6 +158,21 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
         .map(|(_, v)| v)
         .sum();
     assert_eq!(errors, failed_posts);
+
+    // Dependency health: the client's one server, under its socket address
+    // whatever the transport (a TLS connection takes its thread's handshake's).
+    let server_label = format!("127.0.0.1:{port}");
+    let dep = [("target", TARGET), ("dependency", "http"), ("server", server_label.as_str())];
+    assert_eq!(m.series("pywats_dependency_up").len(), 1, "{:?}", m.series("pywats_dependency_up"));
+    let (up, failures) =
+        (get(&m, "pywats_dependency_up", &dep), get(&m, "pywats_dependency_consecutive_failures", &dep));
+    assert!(failures <= failed_posts && up == f64::from(failures == 0.0), "up {up}, {failures} failures");
+    if failed_posts == 0.0 {
+        assert_eq!(up, 1.0);
+    }
+    let last = get(&m, "pywats_dependency_last_success_timestamp_seconds", &dep);
+    assert!(started <= last && last <= unix_now(), "last success {last} outside the run");
+    assert_eq!(get(&m, "pywats_dependency_stale", &dep), 0.0);
 
     // Queues and the converter, against the workload's ground truth.
     let settle = |name: &str, labels: &[(&str, &str)], want: f64| {

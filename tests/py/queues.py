@@ -17,6 +17,8 @@ Usage: queues.py. Prints "ready", then answers one JSON line per command:
   late WATCH DONE      for an agent started after w1.csv and w2.csv were dropped:
                        w1 moved to done unread (its read came before the agent),
                        w2 read and moved, v1 dropped and read (left in progress)
+  enqueue DIR NAME     one service-queue item (tmp + fsync + rename to NAME.queued)
+  move DIR NAME A B    renames NAME<A> to NAME<B> (e.g. .queued .processing)
   load DIR N DONE      N service-queue items (tmp + rename to X.queued, no fsync:
                        the event rate is the point), then DONE of them through
                        processing to completed (every 10th to error); answers
@@ -244,6 +246,16 @@ def load(d, n, done):
     return on_disk
 
 
+def enqueue(d, name):
+    service_enqueue(d, name)
+    return "ok"
+
+
+def move(d, name, a, b):
+    mv(d, name, a, b)
+    return "ok"
+
+
 def main():
     print("ready", flush=True)
     for line in sys.stdin:
@@ -254,7 +266,7 @@ def main():
             break
         fn = {"service": service, "persistent": persistent, "prepare": prepare, "finish": finish,
               "convert": convert, "real_pq": real_pq, "late": late,
-              "load": load}[cmd[0]]
+              "load": load, "enqueue": enqueue, "move": move}[cmd[0]]
         print(json.dumps(fn(*cmd[1:])), flush=True)
 
 

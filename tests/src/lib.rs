@@ -8,6 +8,7 @@ pub mod image;
 pub mod load;
 pub mod proc;
 pub mod prom;
+pub mod promtool;
 pub mod py;
 pub mod tls;
 
@@ -36,4 +37,18 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 /// An unused loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of the kernel's event timestamps
+/// (`bpf_ktime_get_ns`), for bracketing what the agent measures.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The wall clock in seconds since the epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs_f64()
 }

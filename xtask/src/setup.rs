@@ -118,9 +118,10 @@ fn bpf_linker() -> anyhow::Result<()> {
 /// Debian packages the tests use, by the command each provides: `openssl`
 /// makes the TLS tests' certificate; `buildah` builds and runs the container
 /// image (`cargo xtask image`, the image test) without a daemon;
-/// `prometheus` (with `promtool`) scrapes the agent in the example's test.
-const DEBIAN_PACKAGES: [(&str, &str); 3] =
-    [("openssl", "openssl"), ("buildah", "buildah"), ("prometheus", "prometheus")];
+/// `prometheus` brings `promtool`, which checks the shipped scrape config and
+/// alert rules, runs their unit tests and lints the agent's exposition, and
+/// the server the example's test and the access tests scrape the agent with.
+const DEBIAN_PACKAGES: [(&str, &str); 3] = [("openssl", "openssl"), ("buildah", "buildah"), ("promtool", "prometheus")];
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
@@ -138,7 +139,35 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    if missing.contains(&"prometheus") {
+        stop_prometheus_service();
+    }
+    Ok(())
+}
+
+/// The `prometheus` package starts a Prometheus server on :9090 (the agent's
+/// default port too) and enables it at boot: the tests want only `promtool`,
+/// and start their own servers on ports they choose. Stopped and disabled,
+/// under systemd or a SysV init.
+fn stop_prometheus_service() {
+    let ran = |c: &mut Command| c.status().is_ok_and(|s| s.success());
+    let stopped = if Path::new("/run/systemd/system").is_dir() {
+        ran(Command::new("systemctl").args(["disable", "--now", "prometheus.service"]))
+    } else if Path::new("/etc/init.d/prometheus").is_file() {
+        // A service that did not start (no init running it) fails to stop: fine.
+        let _ = ran(Command::new("/etc/init.d/prometheus").arg("stop"));
+        ran(Command::new("update-rc.d").args(["prometheus", "disable"]))
+    } else {
+        true
+    };
+    if stopped {
+        println!(
+            "xtask: stopped and disabled the prometheus service the package started (the tests use promtool only)"
+        );
+    } else {
+        println!("xtask: warning: could not stop the prometheus service; it may hold port 9090");
+    }
 }
 
 /// The Python virtualenv of the tests, rebuilt when its requirements change.

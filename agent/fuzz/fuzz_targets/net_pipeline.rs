@@ -84,7 +84,7 @@ fuzz_target!(|data: &[u8]| {
     let registry = Metrics::new(SystemTime::UNIX_EPOCH);
     let m = HttpMetrics::new(&registry);
     let endpoints = Endpoints::new(&[], 3).expect("valid routes");
-    let net = NetPipeline::new(endpoints, m.clone(), Arc::default(), Arc::default(), LIMITS);
+    let net = NetPipeline::new(endpoints, m.clone(), Arc::default(), Arc::default(), LIMITS, Arc::default());
     let mut f = Feed { net, m, ts: 1_000, seq: [[0; 2]; 8], data };
     while let Some(op) = f.byte() {
         f.ts += 1_000;

@@ -14,6 +14,7 @@ pub const CONFIG_DIR: &str = "/var/lib/pywats";
 #[derive(Debug, Deserialize)]
 struct ClientConfig {
     instance_id: Option<String>,
+    service_address: Option<String>,
     reports_folder: Option<String>,
     #[serde(default)]
     converters: Vec<ClientConverter>,
@@ -41,6 +42,8 @@ struct ClientConverter {
 pub struct Discovered {
     pub config: PathBuf,
     pub instance: Option<String>,
+    /// The WATS server's URL (its calls are the `wats` dependency).
+    pub service: Option<String>,
     pub queues: Vec<QueueSpec>,
     pub converters: Vec<ConverterSpec>,
 }
@@ -112,7 +115,8 @@ pub fn parse(text: &str, config: &Path) -> Result<Discovered, String> {
             })
             .collect()
     };
-    Ok(Discovered { config: config.to_path_buf(), instance: c.instance_id, queues, converters })
+    let service = c.service_address.filter(|s| !s.trim().is_empty());
+    Ok(Discovered { config: config.to_path_buf(), instance: c.instance_id, service, queues, converters })
 }
 
 #[cfg(test)]
@@ -134,6 +138,7 @@ mod tests {
     fn reads_the_clients_config() {
         let d = parse(EXAMPLE, Path::new("/var/lib/pywats/config_default.json")).unwrap();
         assert_eq!(d.instance.as_deref(), Some("line-7"));
+        assert_eq!(d.service.as_deref(), Some("https://wats.example.com"));
         assert_eq!(d.queues.len(), 1);
         assert_eq!(d.queues[0].dir, PathBuf::from("/var/lib/pywats/reports"));
         assert_eq!(d.queues[0].preset, Preset::service());

@@ -9,6 +9,7 @@ pub mod queue;
 pub mod resolve;
 pub mod root;
 pub mod scan;
+pub mod worker_status;
 
 use std::{
     collections::HashMap,
@@ -29,6 +30,7 @@ use crate::{
         queue::{Change, Items, Reconciled},
         root::TargetRoot,
         scan::{ConverterRead, QueueRead, ScanPlan, Scanned},
+        worker_status::QueueAges,
     },
     proc::Targets,
 };
@@ -190,7 +192,8 @@ impl FsPipeline {
             let series = self.metrics.queue(&target, &spec.name, &spec.preset.item_type);
             let mut q = WatchedQueue { spec, target, items: Items::default(), series };
             q.items.begin_scan();
-            let listing = root.and_then(|r| scan::list_queue(&r, &q.spec.dir, &q.spec.preset, queue::MAX_ITEMS));
+            let first = scan::Since::FileTimes;
+            let listing = root.and_then(|r| scan::list_queue(&r, &q.spec.dir, &q.spec.preset, queue::MAX_ITEMS, first));
             let r = q.items.reconcile(listing, true);
             q.reconciled(r);
             self.queues.push(q);
@@ -275,6 +278,19 @@ impl FsPipeline {
 
     pub fn is_empty(&self) -> bool {
         self.queues.is_empty() && self.converters.is_empty()
+    }
+
+    /// Each queue's oldest queued and processing entry times: O(log n) per queue.
+    pub fn worker_status(&self) -> Vec<QueueAges> {
+        self.queues
+            .iter()
+            .map(|q| QueueAges {
+                target: q.target.clone(),
+                queue: q.spec.name.clone(),
+                oldest_queued_ns: q.items.oldest(State::Queued),
+                oldest_processing_ns: q.items.oldest(State::Processing),
+            })
+            .collect()
     }
 
     pub fn watches(&mut self) -> Vec<WatchSummary> {

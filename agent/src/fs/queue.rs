@@ -10,7 +10,7 @@ use std::{
     num::NonZeroU64,
 };
 
-use crate::fs::preset::State;
+use crate::fs::{preset::State, worker_status::Ages};
 
 /// Items tracked per queue. An item costs about 100 bytes (its id, state,
 /// time and hash-table slot), so the cap bounds a queue at about 100 MiB.
@@ -101,6 +101,8 @@ pub struct Items {
     /// Disagreements the last listing showed: id → the listing's state.
     suspects: HashMap<Box<str>, Option<State>>,
     touched: Touched,
+    /// Entry times of the queued and processing items (worker status).
+    ages: Ages,
 }
 
 impl Default for Items {
@@ -111,7 +113,14 @@ impl Default for Items {
 
 impl Items {
     pub fn with_cap(cap: usize) -> Items {
-        Items { items: HashMap::new(), counts: [0; 4], cap, suspects: HashMap::new(), touched: Touched::Idle }
+        Items {
+            items: HashMap::new(),
+            counts: [0; 4],
+            cap,
+            suspects: HashMap::new(),
+            touched: Touched::Idle,
+            ages: Ages::default(),
+        }
     }
 
     pub fn count(&self, state: State) -> usize {
@@ -131,10 +140,16 @@ impl Items {
         self.items.values().map(|i| i.state)
     }
 
+    /// When the item longest in `state` (queued or processing) entered it.
+    pub fn oldest(&self, state: State) -> Option<u64> {
+        self.ages.oldest(state)
+    }
+
     /// Stores `item` under `id`; false when `id` is new and the cap is reached.
     fn put(&mut self, id: &str, item: Item) -> bool {
         if let Some(slot) = self.items.get_mut(id) {
             self.counts[slot.state.index()] -= 1;
+            self.ages.remove(slot.state, slot.since_ns);
             *slot = item;
         } else if self.items.len() >= self.cap {
             return false;
@@ -142,12 +157,14 @@ impl Items {
             self.items.insert(id.into(), item);
         }
         self.counts[item.state.index()] += 1;
+        self.ages.add(item.state, item.since_ns);
         true
     }
 
     fn take(&mut self, id: &str) -> Option<Item> {
         let item = self.items.remove(id)?;
         self.counts[item.state.index()] -= 1;
+        self.ages.remove(item.state, item.since_ns);
         Some(item)
     }
 
@@ -452,6 +469,10 @@ mod tests {
                 assert!(q.len() <= cap, "seed {seed} step {step}: {} items over the cap {cap}", q.len());
                 let counts = State::ALL.map(|st| q.count(st));
                 assert_eq!(counts, recount(&q), "seed {seed} step {step}");
+                for st in [State::Queued, State::Processing] {
+                    let times = q.items.values().filter(|i| i.state == st).filter_map(|i| i.since_ns);
+                    assert_eq!(q.oldest(st), times.map(NonZeroU64::get).min(), "seed {seed} step {step} {st:?}");
+                }
             }
         }
     }

@@ -54,8 +54,8 @@ pub struct Scanned {
 impl ScanPlan {
     /// Reads the folders; call it without holding the pipeline's lock.
     pub fn read(self) -> Scanned {
-        let queues =
-            self.queues.into_iter().map(|q| (q.index, list_queue(&q.root, &q.dir, &q.preset, q.cap))).collect();
+        let read = |q: QueueRead| (q.index, list_queue(&q.root, &q.dir, &q.preset, q.cap, Since::ReadTime));
+        let queues = self.queues.into_iter().map(read).collect();
         let converters = self
             .converters
             .into_iter()
@@ -74,10 +74,23 @@ fn since_monotonic(meta: &std::fs::Metadata, now_mono: u64, now_wall: SystemTime
     now_mono.checked_sub(ago)
 }
 
+/// When the queued items of a listing entered their state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// Their files' ctime: a queue's first read, where every item is new to
+    /// the agent (one `stat` per queued file, once).
+    FileTimes,
+    /// The time of the read: a periodic re-read, where a queued item the agent
+    /// did not know of had its event missed (a lower bound of its age; the
+    /// re-reads stay one `getdents` per batch for queued files).
+    ReadTime,
+}
+
 /// The items in a queue directory, at most `cap` of them; `None` when the
-/// directory cannot be read. Only processing files are stat'ed (their ctime
-/// is when processing started); the rest costs one `getdents` per batch.
-pub fn list_queue(root: &TargetRoot, dir: &Path, preset: &Preset, cap: usize) -> Option<Listing> {
+/// directory cannot be read. Processing files are stat'ed (their ctime is
+/// when processing started), queued ones as `queued` says; completed and
+/// failed ones cost one `getdents` per batch.
+pub fn list_queue(root: &TargetRoot, dir: &Path, preset: &Preset, cap: usize, queued: Since) -> Option<Listing> {
     let (now_mono, now_wall) = (monotonic_ns(), SystemTime::now());
     let entries = root.read_dir(dir).ok()?;
     let mut items: HashMap<Box<str>, (State, Option<u64>)> = HashMap::new();
@@ -85,9 +98,12 @@ pub fn list_queue(root: &TargetRoot, dir: &Path, preset: &Preset, cap: usize) ->
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some((id, st)) = name.to_str().and_then(|n| preset.classify(n)) else { continue };
-        let since = || {
-            let meta = (st == State::Processing).then(|| entry.metadata().ok()).flatten();
-            meta.and_then(|m| since_monotonic(&m, now_mono, now_wall))
+        let since = || match (st, queued) {
+            (State::Processing, _) | (State::Queued, Since::FileTimes) => {
+                entry.metadata().ok().and_then(|m| since_monotonic(&m, now_mono, now_wall))
+            }
+            (State::Queued, Since::ReadTime) => Some(now_mono),
+            (State::Completed | State::Failed, _) => None,
         };
         let full = items.len() >= cap;
         match items.get_mut(id) {
@@ -138,17 +154,17 @@ mod tests {
             std::fs::write(dir.join(f), "").unwrap();
         }
         let root = TargetRoot::own();
-        let l = list_queue(&root, &dir, &Preset::service(), 10).unwrap();
+        let l = list_queue(&root, &dir, &Preset::service(), 10, Since::FileTimes).unwrap();
         assert!(l.complete);
         assert_eq!(l.items.len(), 3);
         let (a, b) = (l.items["a"], l.items["b"]);
         assert_eq!(a.0, State::Processing);
         assert!(a.1.is_some() && b.1.is_some(), "processing files carry their ctime");
         assert_eq!(l.items["c"], (State::Completed, None));
-        let l = list_queue(&root, &dir, &Preset::service(), 2).unwrap();
+        let l = list_queue(&root, &dir, &Preset::service(), 2, Since::ReadTime).unwrap();
         assert!(!l.complete);
         assert_eq!(l.items.len(), 2);
-        assert!(list_queue(&root, &dir.join("missing"), &Preset::service(), 10).is_none());
+        assert!(list_queue(&root, &dir.join("missing"), &Preset::service(), 10, Since::ReadTime).is_none());
         let (all, _) = list_files(&root, &dir, 100);
         assert_eq!(all.len(), 6);
         assert!(all.iter().all(|f| f.parent() == Some(dir.as_path())), "paths in the target's view: {all:?}");
@@ -170,9 +186,16 @@ mod tests {
             std::fs::write(inside.join(f), "").unwrap();
         }
         let (root, dir) = (TargetRoot::of(&proc, 7), Path::new("/q"));
-        let l = list_queue(&root, dir, &Preset::service(), 10).unwrap();
+        let before = monotonic_ns();
+        let l = list_queue(&root, dir, &Preset::service(), 10, Since::ReadTime).unwrap();
         assert_eq!(l.items.len(), 1);
-        assert_eq!(l.items["a"], (State::Queued, None));
+        // A re-read dates a queued item it finds by the read itself.
+        let (state, since) = l.items["a"];
+        assert_eq!(state, State::Queued);
+        assert!(since.is_some_and(|t| (before..=monotonic_ns()).contains(&t)), "{since:?}");
+        // A first read dates it by its file.
+        let l = list_queue(&root, dir, &Preset::service(), 10, Since::FileTimes).unwrap();
+        assert!(l.items["a"].1.is_some_and(|t| t <= before));
         let (mut files, more) = list_files(&root, dir, 10);
         files.sort();
         assert_eq!((files, more), (vec![dir.join("a.queued"), dir.join("b.txt")], 0));

@@ -11,6 +11,7 @@ use pywats_agent_ebpf::abi::EventKind;
 use serde_json::{json, Value};
 
 use crate::{
+    clock::monotonic_ns,
     http::state::Shared,
     sync::{Locked, ReadWrite},
 };
@@ -99,6 +100,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "tls_libraries": *s.status.tls_libraries.read_locked(),
         "events": { "seen": seen, "lost": lost },
         "connections": s.net.locked().connections(),
+        "dependencies": s.deps.locked().views(monotonic_ns(), now),
         "watches": s.fs.locked().watches(),
     });
     (code, Json(body))

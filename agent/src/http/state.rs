@@ -9,7 +9,7 @@ use std::{
 use crate::{
     fs::FsPipeline,
     metrics::{LostEvents, Metrics},
-    net::{recent::Recent, NetPipeline},
+    net::{dependency::Dependencies, recent::Recent, NetPipeline},
     proc::Targets,
     supervise::Stopped,
 };
@@ -38,4 +38,5 @@ pub struct Shared {
     pub recent: Arc<Mutex<Recent>>,
     pub net: Arc<Mutex<NetPipeline>>,
     pub fs: Arc<Mutex<FsPipeline>>,
+    pub deps: Arc<Mutex<Dependencies>>,
 }

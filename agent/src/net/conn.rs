@@ -39,6 +39,9 @@ pub struct Connection {
     pub role: Role,
     pub remote: Option<SocketAddr>,
     pub exchanges: u64,
+    /// A non-blocking connect under way: neither `SO_ERROR` nor a byte has
+    /// told whether it connected. Closed in this state, the client gave up.
+    pub connecting: bool,
     peer_closed: bool,
     framer: Framer,
 }
@@ -49,7 +52,7 @@ impl Connection {
     }
 
     fn with(role: Role, remote: Option<SocketAddr>, framer: Framer) -> Connection {
-        Connection { role, remote, exchanges: 0, peer_closed: false, framer }
+        Connection { role, remote, exchanges: 0, connecting: false, peer_closed: false, framer }
     }
 
     /// A TLS connection seen through libssl. Whether it is new or was open

@@ -96,10 +96,16 @@ pub enum Limit {
     Method,
     /// Retry bookkeeping past [`MAX_RETRY_KEYS`]: the oldest failures forgotten.
     RetryKeys,
+    /// A server past [`dependency::MAX_PER_TARGET`](crate::net::dependency::MAX_PER_TARGET):
+    /// a stale one evicted, or the new one not tracked.
+    Dependencies,
+    /// The threads remembered with their TLS handshake's socket, cleared past
+    /// `MAX_TLS_PEERS`: TLS connections opened next lack a server.
+    TlsPeers,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 17] = [
         Limit::Http1Head,
         Limit::Http1Pending,
         Limit::H2Frame,
@@ -115,6 +121,8 @@ impl Limit {
         Limit::StatusCode,
         Limit::Method,
         Limit::RetryKeys,
+        Limit::Dependencies,
+        Limit::TlsPeers,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +142,8 @@ impl Limit {
             Limit::StatusCode => "status_code",
             Limit::Method => "method",
             Limit::RetryKeys => "retry_keys",
+            Limit::Dependencies => "dependencies",
+            Limit::TlsPeers => "tls_peers",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! make grow is capped (`limits`), and what a cap refused is counted.
 
 pub mod conn;
+pub mod dependency;
 pub mod endpoint;
 pub mod hpack;
 pub mod http1;
@@ -18,6 +19,7 @@ pub mod seed;
 pub mod table;
 
 use std::{
+    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, RwLock},
 };
@@ -31,6 +33,7 @@ use crate::{
     clock::monotonic_ns,
     net::{
         conn::{Connection, Role},
+        dependency::{Dependencies, Failure},
         endpoint::Endpoints,
         http1::Chunk,
         labels::OTHER,
@@ -56,13 +59,20 @@ fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, a.port))
 }
 
-/// `errno` of a failed connect → `error_type`.
-fn connect_error(errno: i64) -> &'static str {
-    match errno {
-        111 => "connection_refused",
-        110 => "timeout",
-        101 | 113 => "unreachable",
-        _ => "connect_error",
+/// Threads remembered with the socket on which they began a TLS handshake
+/// (see `NetPipeline::tls_peers`); past it the memory is cleared and counted
+/// (`limit="tls_peers"`).
+const MAX_TLS_PEERS: usize = 4096;
+
+/// How an exchange ended, for dependency health.
+fn call_result(outcome: Outcome) -> Result<(), Failure> {
+    match outcome {
+        Outcome::Response(c) if c >= 500 => Err(Failure::Http5xx),
+        Outcome::Response(_) => Ok(()),
+        Outcome::Abandoned => Err(Failure::Timeout),
+        Outcome::PeerClosed => Err(Failure::Closed),
+        Outcome::Reset => Err(Failure::Reset),
+        Outcome::StreamReset => Err(Failure::StreamReset),
     }
 }
 
@@ -100,6 +110,14 @@ pub struct NetPipeline {
     done: Vec<Exchange>,
     notices: Vec<Notice>,
     exits: Exits,
+    deps: Arc<Mutex<Dependencies>>,
+    /// Per thread (tgid, tid): the socket (conn id, peer) on which it last
+    /// began a TLS handshake. libssl's probes see an `SSL *`, not a socket;
+    /// the thread that wrote a ClientHello is the one that uses that TLS
+    /// connection next, so its first plaintext event takes this peer. (Two
+    /// handshakes interleaved on one thread, as an event loop may do, can
+    /// swap peers between connections of the same thread.)
+    tls_peers: HashMap<(u32, u32), (u64, SocketAddr)>,
 }
 
 /// Connections of exited processes, waiting for the socket events made before
@@ -119,6 +137,7 @@ impl NetPipeline {
         recent: Arc<Mutex<Recent>>,
         targets: Arc<RwLock<Targets>>,
         limits: ConnLimits,
+        deps: Arc<Mutex<Dependencies>>,
     ) -> NetPipeline {
         NetPipeline {
             conns: ConnTable::new(limits),
@@ -130,6 +149,21 @@ impl NetPipeline {
             done: Vec::new(),
             notices: Vec::new(),
             exits: Exits::default(),
+            deps,
+            tls_peers: HashMap::new(),
+        }
+    }
+
+    /// The addresses of `target`'s WATS service, from its client config.
+    pub fn set_service(&self, target: &str, addrs: Vec<SocketAddr>) {
+        self.deps.locked().set_service(target, addrs);
+    }
+
+    /// A call of `target` to `server` ended: dependency health, with its cap counted.
+    fn call(&self, target: &str, server: Option<SocketAddr>, result: Result<(), Failure>, end_ns: u64) {
+        let Some(server) = server else { return };
+        if !self.deps.locked().record(target, server, result, end_ns) {
+            self.limit(Limit::Dependencies);
         }
     }
 
@@ -174,25 +208,39 @@ impl NetPipeline {
         let ret = ev.header.ret;
         match kind {
             EventKind::SockConnect if ret == 0 || ret == -EINPROGRESS => {
-                if !self.conns.contains(&key) {
-                    let conn = Connection::new(Role::Client, socket_addr(&ev.addr));
-                    self.open(key.0, key.1, conn, ev.header.ts_ns);
+                match self.conns.touch(&key, ev.header.ts_ns) {
+                    // SO_ERROR told the outcome of a non-blocking connect.
+                    Some(t) => t.conn.connecting = false,
+                    None => {
+                        let mut conn = Connection::new(Role::Client, socket_addr(&ev.addr));
+                        conn.connecting = ret == -EINPROGRESS;
+                        self.open(key.0, key.1, conn, ev.header.ts_ns);
+                    }
                 }
             }
             EventKind::SockConnect => {
-                let target = match self.conns.remove(&key) {
-                    Some(t) => t.target,
-                    None => self.target_of(key.0),
+                // A non-blocking connect's failure (from SO_ERROR) carries no
+                // address: the connection made at EINPROGRESS has it.
+                let (target, remote) = match self.conns.remove(&key) {
+                    Some(t) => (t.target, t.conn.remote),
+                    None => (self.target_of(key.0), socket_addr(&ev.addr)),
                 };
                 self.gauges();
-                self.metrics.errors.with_label_values(&[&target, connect_error(-ret), "connect"]).inc();
-                let remote = socket_addr(&ev.addr).map(|a| a.to_string()).unwrap_or_default();
-                tracing::debug!(target_name = %target, %remote, "connect failed: errno {}", -ret);
+                self.connect_failed(&target, remote, Failure::from_errno(-ret), ev.header.ts_ns);
+                tracing::debug!(target_name = %target, remote = ?remote, "connect failed: errno {}", -ret);
             }
             EventKind::SockAccept => {
                 self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr)), ev.header.ts_ns)
             }
-            EventKind::SockClose | EventKind::TlsClose => self.close(key, ev.header.ts_ns, false),
+            EventKind::SockClose => {
+                if let Some(&(conn_id, _)) = self.tls_peers.get(&(key.0, ev.header.tid)) {
+                    if conn_id == key.1 {
+                        self.tls_peers.remove(&(key.0, ev.header.tid));
+                    }
+                }
+                self.close(key, ev.header.ts_ns, false)
+            }
+            EventKind::TlsClose => self.close(key, ev.header.ts_ns, false),
             EventKind::ProcFork
             | EventKind::ProcExec
             | EventKind::ProcExit
@@ -204,11 +252,22 @@ impl NetPipeline {
         }
     }
 
+    /// A connect failed, or was given up before its outcome was known.
+    fn connect_failed(&self, target: &str, remote: Option<SocketAddr>, failure: Failure, ts_ns: u64) {
+        self.metrics.errors.with_label_values(&[target, failure.name(), "connect"]).inc();
+        self.call(target, remote, Err(failure), ts_ns);
+    }
+
     fn close(&mut self, key: Key, ts_ns: u64, reset: bool) {
         let Some(mut t) = self.conns.remove(&key) else {
             return;
         };
         self.gauges();
+        if t.conn.connecting {
+            // Closed before SO_ERROR or any byte told whether it connected:
+            // the client gave up waiting (its connect timeout).
+            self.connect_failed(&t.target, t.conn.remote, Failure::Timeout, ts_ns);
+        }
         t.conn.finish(ts_ns, reset, &mut self.done, &mut self.notices);
         self.metrics.connections.with_label_values(&[t.conn.protocol().name()]).inc();
         let skipped = t.conn.skipped();
@@ -227,8 +286,13 @@ impl NetPipeline {
             // Connect event lost, a socket seeded in the kernel only, or a
             // connection evicted: join mid-way.
             let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
-            let conn =
-                if kind == EventKind::TlsData { Connection::tls(role) } else { Connection::joined_midway(role, None) };
+            let conn = if kind == EventKind::TlsData {
+                let mut c = Connection::tls(role);
+                c.remote = self.tls_peers.remove(&(key.0, ev.header.tid)).map(|(_, peer)| peer);
+                c
+            } else {
+                Connection::joined_midway(role, None)
+            };
             self.open(key.0, key.1, conn, ts);
         }
         let egress = ev.direction as u32 == direction::EGRESS;
@@ -239,6 +303,9 @@ impl NetPipeline {
         }
         let Some(t) = self.conns.touch(&key, ts) else { return false };
         let was_unknown = t.conn.protocol() == Protocol::Unknown;
+        if ret > 0 {
+            t.conn.connecting = false;
+        }
         if ret == 0 {
             t.conn.peer_eof(ts, &mut self.done, &mut self.notices);
         } else {
@@ -255,10 +322,19 @@ impl NetPipeline {
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
         let useless = was_unknown && !t.conn.protocol().is_useful();
+        let handshake = was_unknown && egress && t.conn.protocol() == Protocol::Tls && t.conn.role == Role::Client;
+        let handshake_peer = t.conn.remote.filter(|_| handshake);
         // Most reads and writes finish nothing: no per-event copies then.
         if !self.done.is_empty() || !self.notices.is_empty() {
             let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
             self.flush(&target, role, remote);
+        }
+        if let Some(peer) = handshake_peer {
+            if self.tls_peers.len() >= MAX_TLS_PEERS {
+                self.tls_peers.clear();
+                self.limit(Limit::TlsPeers);
+            }
+            self.tls_peers.insert((key.0, ev.header.tid), (key.1, peer));
         }
         for evicted in self.conns.account(&key) {
             self.evict(evicted);
@@ -393,6 +469,7 @@ impl NetPipeline {
                 if let Some(e) = error_type {
                     self.metrics.errors.with_label_values(&[target, e, &format!("{method} {endpoint}")]).inc();
                 }
+                self.call(target, remote, call_result(x.outcome), x.end_ns);
                 let key = (target.to_string(), method.to_string(), endpoint.clone(), x.body_digest);
                 let recorded = self.retries.record(key, x.start_ns, x.end_ns, error_type.is_some());
                 if recorded.forgotten > 0 {

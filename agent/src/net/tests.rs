@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use pywats_agent_ebpf::abi::{EventHeader, EventKind as K};
+use pywats_agent_ebpf::abi::{EventHeader, EventKind as K, TLS_CONN};
 
 use super::*;
 use crate::{
@@ -30,6 +30,7 @@ fn offsets_reveal_exactly_what_was_lost() {
 struct Run {
     net: NetPipeline,
     m: HttpMetrics,
+    deps: Arc<Mutex<Dependencies>>,
     ts: u64,
 }
 
@@ -39,8 +40,9 @@ impl Run {
     fn new(limits: ConnLimits, max_endpoints: usize) -> Run {
         let m = HttpMetrics::new(&Metrics::new(SystemTime::UNIX_EPOCH));
         let endpoints = Endpoints::new(&[], max_endpoints).unwrap();
-        let net = NetPipeline::new(endpoints, m.clone(), Arc::default(), Arc::default(), limits);
-        Run { net, m, ts: 1 }
+        let deps = Arc::new(Mutex::new(Dependencies::default()));
+        let net = NetPipeline::new(endpoints, m.clone(), Arc::default(), Arc::default(), limits, deps.clone());
+        Run { net, m, deps, ts: 1 }
     }
 
     fn connect(&mut self, conn: u64) {
@@ -55,11 +57,22 @@ impl Run {
         self.net.on_conn(K::SockClose, &ConnEvent { header, conn_id: conn, ..Default::default() });
     }
 
+    /// A connect (`ret` 0, -EINPROGRESS or -errno) or close of `conn` to `addr`.
+    fn conn_event(&mut self, kind: K, conn: u64, ret: i64, addr: SockAddr) {
+        self.ts += 1;
+        let header = EventHeader { kind: kind as u32, tgid: 7, ts_ns: self.ts, ret, ..Default::default() };
+        self.net.on_conn(kind, &ConnEvent { header, conn_id: conn, addr });
+    }
+
     /// One write (`egress`) or read of the target, as a client, captured whole.
     fn io(&mut self, conn: u64, egress: bool, bytes: &[u8]) {
+        self.io_of(K::SockData, conn, egress, bytes)
+    }
+
+    fn io_of(&mut self, kind: K, conn: u64, egress: bool, bytes: &[u8]) {
         self.ts += 1;
         let header = EventHeader {
-            kind: K::SockData as u32,
+            kind: kind as u32,
             tgid: 7,
             ts_ns: self.ts,
             ret: bytes.len() as i64,
@@ -75,7 +88,14 @@ impl Run {
             role: role::CLIENT as u16,
             ..Default::default()
         };
-        self.net.on_data(K::SockData, &ev, bytes, &[]);
+        self.net.on_data(kind, &ev, bytes, &[]);
+    }
+
+    /// The one dependency of `server`: (state, consecutive failures, last error).
+    fn dependency(&self, server: &str) -> (&'static str, u64, Option<&'static str>) {
+        let views = self.deps.locked().views(self.ts, SystemTime::now());
+        let v = views.iter().find(|v| v.server == server).unwrap_or_else(|| panic!("{server}: {views:?}"));
+        (v.state, v.consecutive_failures, v.last_error)
     }
 
     fn exchange(&mut self, conn: u64, method: &str, path: &str, code: u16) {
@@ -189,4 +209,55 @@ fn bytes_held_together_stay_within_the_budget() {
     let evicted = r.hits(Limit::BufferedBytes);
     assert!(evicted > 900, "{evicted}");
     assert_eq!(r.m.open_connections.get() as u64, 1000 - evicted);
+}
+
+fn v4(port: u16) -> SockAddr {
+    let mut addr = [0; 16];
+    addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    SockAddr { family: AF_INET, port, addr, ..Default::default() }
+}
+
+#[test]
+fn connect_outcomes_and_exchanges_feed_dependency_health() {
+    let mut r = Run::new(ConnLimits::default(), 500);
+    let (server, none) = (v4(8080), SockAddr::default());
+    // A blocking connect refused.
+    r.conn_event(K::SockConnect, 1, -111, server);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 1, Some("connection_refused")));
+    // A non-blocking one: SO_ERROR's report carries no address, the connect had it.
+    r.conn_event(K::SockConnect, 2, -EINPROGRESS, server);
+    r.conn_event(K::SockConnect, 2, -111, none);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 2, Some("connection_refused")));
+    // Closed before its outcome was known: the client gave up.
+    r.conn_event(K::SockConnect, 3, -EINPROGRESS, server);
+    r.conn_event(K::SockClose, 3, 0, none);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 3, Some("timeout")));
+    let errors = r.m.errors.clone();
+    let connect_errors = |e: &str| errors.with_label_values(&["unknown", e, "connect"]).get();
+    assert_eq!((connect_errors("connection_refused"), connect_errors("timeout")), (2, 1));
+    // Connected (SO_ERROR 0), then a 5xx and a success.
+    r.conn_event(K::SockConnect, 4, -EINPROGRESS, server);
+    r.conn_event(K::SockConnect, 4, 0, none);
+    r.exchange(4, "GET", "/a", 503);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 4, Some("http_5xx")));
+    r.exchange(4, "GET", "/a", 404);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("up", 0, Some("http_5xx")));
+    r.conn_event(K::SockClose, 4, 0, none);
+    assert_eq!(connect_errors("timeout"), 1, "a connected socket's close is no timeout");
+}
+
+#[test]
+fn a_tls_connection_takes_the_server_of_its_threads_handshake() {
+    let mut r = Run::new(ConnLimits::default(), 500);
+    r.conn_event(K::SockConnect, 1, 0, v4(8443));
+    r.io(1, true, &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
+    let ssl = TLS_CONN | 0x5000;
+    r.io_of(K::TlsData, ssl, true, b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.io_of(K::TlsData, ssl, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.dependency("127.0.0.1:8443"), ("up", 0, None));
+    // The hint was used once: a later TLS connection of the thread without a handshake has no server.
+    r.io_of(K::TlsData, ssl + 1, true, b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.io_of(K::TlsData, ssl + 1, false, b"HTTP/1.1 500 E\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(r.dependency("127.0.0.1:8443"), ("up", 0, None));
+    assert_eq!(r.deps.locked().views(r.ts, SystemTime::now()).len(), 1);
 }
