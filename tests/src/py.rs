@@ -2,6 +2,7 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
 };
@@ -19,6 +20,8 @@ pub struct Py {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    /// Reaped: its pid (and group id) may belong to someone else now.
+    reaped: bool,
 }
 
 impl Py {
@@ -44,10 +47,13 @@ impl Py {
     /// A command that ends up running a script of the line protocol (e.g.
     /// through `unshare` and `sh`); returns its first line.
     pub fn spawn_command(mut cmd: Command) -> (Py, String) {
-        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn python");
+        // Its own process group, so that killing it also kills what it
+        // started (hypercorn's and multiprocessing's worker processes).
+        let mut child =
+            cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).process_group(0).spawn().expect("spawn python");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut py = Py { child, stdin, stdout };
+        let mut py = Py { child, stdin, stdout, reaped: false };
         let first = py.line();
         (py, first)
     }
@@ -74,9 +80,17 @@ impl Py {
         writeln!(stdin, "{command}").and_then(|_| stdin.flush()).expect("write python stdin");
     }
 
+    /// Kills the process and every process of its group.
     pub fn kill(&mut self) {
+        if self.reaped {
+            return;
+        }
+        // SAFETY: signals the process group this struct created (its pgid is
+        // its pid, not reused while the group has members or the leader is unreaped).
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.reaped = true;
     }
 }
 

@@ -3,6 +3,7 @@
 //! (never the watched client).
 
 use std::{
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::OnceLock,
@@ -65,6 +66,8 @@ impl Hypercorn {
             .current_dir(py::script(""))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own group: its worker process is killed with it.
+            .process_group(0)
             .spawn()
             .expect("start hypercorn");
         let server = Hypercorn(child);
@@ -75,6 +78,8 @@ impl Hypercorn {
 
 impl Drop for Hypercorn {
     fn drop(&mut self) {
+        // SAFETY: signals the group this struct created; its leader is not reaped yet.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
