@@ -11,7 +11,12 @@ use crate::{
     ebpf::KernelTargets,
     error::AgentError,
     events::{self, Handler},
-    proc::{targets::name_targets, tree, Targets},
+    metrics::RateLimitedLog,
+    proc::{
+        identity::{self, Liveness, ProcId, Stat},
+        targets::name_targets,
+        tree, Targets,
+    },
     seeding::seed_sockets,
     specs::client_config,
     tls_attach::TlsWork,
@@ -82,17 +87,18 @@ fn adopt_matches(args: &Args, h: &Handler) {
         let wanted = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
         let name = h.targets.write_locked().add_matched(&p, &pattern, &wanted);
         let mut map = h.kernel_targets.locked();
-        let mut tgids = vec![p.pid];
+        let mut ids = vec![p.id()];
         let mut ok = map.insert(p.pid, p.pid).is_ok();
         for child in tree::descendants(&args.proc_root, p.pid) {
-            ok &= map.insert(child, p.pid).is_ok();
-            events::log(&h.targets.write_locked().add_child(p.pid, child));
-            tgids.push(child);
+            ok &= map.insert(child.pid, p.pid).is_ok();
+            events::log(&h.targets.write_locked().add_child(p.pid, child.pid, Some(child.start)));
+            ids.push(child);
         }
         drop(map);
-        for &pid in &tgids {
-            h.tls.send(TlsWork::Adopted(pid));
+        for &id in &ids {
+            h.tls.send(TlsWork::Adopted(id));
         }
+        let tgids: Vec<u32> = ids.iter().map(|id| id.pid).collect();
         if !ok {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
             tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
@@ -122,38 +128,69 @@ pub fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: 
     let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
     for root in roots {
         for child in tree::descendants(proc_root, root) {
-            map.insert(child, root)?;
-            events::log(&targets.add_child(root, child));
+            map.insert(child.pid, root)?;
+            events::log(&targets.add_child(root, child.pid, Some(child.start)));
         }
     }
     Ok(())
 }
 
-/// Every live process of every target: roots and their children.
-pub fn live_processes(h: &Handler) -> Vec<u32> {
-    h.targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .filter(|t| t.alive)
-        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect()
+/// Every live process of every target whose start time is known: roots and their children.
+pub fn live_processes(h: &Handler) -> Vec<ProcId> {
+    h.targets.read_locked().live_processes()
 }
 
-/// Marks targets whose process is gone (their exit event may have been lost).
+/// Why the liveness check could not read a process, logged at most once a minute.
+static UNREADABLE: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(60));
+
+/// Marks target processes that are gone (their exit event may have been
+/// lost) or whose pid now names another process. A process whose `/proc`
+/// entry cannot be read for another reason is kept: the error is counted.
 fn check_liveness(handler: &Handler) {
-    let gone: Vec<u32> = handler
+    // (root, pid, start time when known)
+    let watched: Vec<(u32, u32, Option<u64>)> = handler
         .targets
-        .read()
-        .expect("targets lock")
+        .read_locked()
         .iter()
-        .filter(|t| t.alive && tree::resolve(&handler.proc_root, t.pid).is_err())
-        .map(|t| t.pid)
+        .filter(|t| t.alive)
+        .flat_map(|t| {
+            let children = t.children.with_starts().map(|(pid, start)| (t.pid, pid, start));
+            std::iter::once((t.pid, t.pid, Some(t.start))).chain(children)
+        })
         .collect();
-    for pid in gone {
-        let change = handler.targets.write_locked().exited(pid, pid);
-        handler.kernel_targets.locked().remove(pid);
-        handler.process_gone(pid, monotonic_ns());
-        events::log(&change);
+    for (root, pid, start) in watched {
+        let now = identity::stat(&handler.proc_root, pid);
+        let verdict = match (start, now) {
+            (Some(start), now) => identity::judge(start, now),
+            // A child whose start time its fork event could not read: learnt now.
+            (None, Stat::Running { start }) => {
+                handler.targets.write_locked().set_child_start(root, pid, start);
+                Liveness::Alive
+            }
+            (None, now) => identity::judge(0, now),
+        };
+        match verdict {
+            Liveness::Alive => {}
+            Liveness::Unknown(kind) => {
+                handler.metrics.proc_read_errors.with_label_values(&[kind.label()]).inc();
+                UNREADABLE.warn(format_args!(
+                    "cannot tell whether pid {pid} still runs ({}): still watching it",
+                    kind.label()
+                ));
+            }
+            Liveness::Exited | Liveness::Reused => {
+                let change = handler.targets.write_locked().exited(root, pid);
+                // The kernel drops exited processes from its set itself; a
+                // reused pid is there only if a target forked it, and stays.
+                if verdict == Liveness::Exited {
+                    handler.kernel_targets.locked().remove(pid);
+                } else {
+                    tracing::info!("pid {pid} belongs to another process now: the watched one has exited");
+                }
+                // Its TLS probes go at the re-check that follows.
+                handler.process_gone(pid, monotonic_ns());
+                events::log(&change);
+            }
+        }
     }
 }

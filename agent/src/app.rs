@@ -24,7 +24,7 @@ use crate::{
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, LostEventsHandle, MapInsertFailures, Metrics, ProgramStats},
     net::{endpoint::Endpoints, metrics::HttpMetrics, recent::Recent, NetPipeline},
-    proc::sampler::ProcSampler,
+    proc::{identity::ReadError, sampler::ProcSampler},
     seeding::seed_sockets,
     specs::{discover, watches},
     supervise::{self, Supervisor},
@@ -89,17 +89,16 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     for kind in EventKind::ALL {
         metrics.events.with_label_values(&[kind.name()]);
     }
+    for kind in ReadError::ALL {
+        metrics.proc_read_errors.with_label_values(&[kind.label()]);
+    }
     metrics.programs_attached.set(probes.attached().len() as i64);
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
     let mut net =
         NetPipeline::new(endpoints, HttpMetrics::new(&metrics), recent.clone(), targets.clone(), args.conn_limits());
-    let tgids: Vec<u32> = targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect();
+    let tgids: Vec<u32> =
+        targets.read_locked().iter().flat_map(|t| std::iter::once(t.pid).chain(t.children.iter())).collect();
     seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |tgid| target_map.exec_gen(tgid))?;
     let net = Arc::new(Mutex::new(net));
     let mut fs = FsPipeline::new(
@@ -149,8 +148,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         tls,
         kernel_targets: Arc::new(Mutex::new(target_map)),
     };
-    for pid in live_processes(&handler) {
-        handler.tls.send(TlsWork::Adopted(pid));
+    for id in live_processes(&handler) {
+        handler.tls.send(TlsWork::Adopted(id));
     }
     let shared = Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone() };
 
