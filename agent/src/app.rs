@@ -2,6 +2,7 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
+    net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -12,8 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     adopt::{self, live_processes, resolve_targets, seed_children},
+    capabilities,
     cli::Args,
-    ebpf::{self, loader},
+    ebpf::{self, loader, Probes},
     error::AgentError,
     events::Handler,
     fs::{
@@ -51,7 +53,9 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), AgentError> {
+/// Loads and attaches, drops the capabilities no later step needs, starts
+/// the parts, then serves until a signal or a part stops.
+pub fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
     let mut targets = resolve_targets(&args)?;
     let mut file = match &args.config {
@@ -136,6 +140,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         stopped: RwLock::new(None),
     });
     let probes = Arc::new(Mutex::new(probes));
+    // Turning the kernel's statistics on needs CAP_SYS_ADMIN: before the drop.
+    let program_stats = if args.program_stats { ProgramStats::new(probes.clone()) } else { None };
+    // Everything that needs more privilege is done, and no thread runs yet
+    // (capabilities are per thread, copied to the threads a thread starts).
+    if args.keep_capabilities {
+        tracing::info!("--keep-capabilities: keeping every capability the agent started with");
+    } else {
+        capabilities::drop_unneeded(args.listen.port())?;
+    }
     let mut parts = Supervisor::new();
     let tls = tls_attach::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
     let handler = Handler {
@@ -189,10 +202,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             ebpf::reader::drain(fs_events, |record| h.fs(record), after, &stop, fault)
         })?;
     }
-    if args.program_stats {
-        if let Some(stats) = ProgramStats::new(probes.clone()) {
-            shared.metrics.register(Box::new(stats));
-        }
+    if let Some(stats) = program_stats {
+        shared.metrics.register(Box::new(stats));
     }
     let listen = args.listen;
     {
@@ -206,8 +217,23 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         })?;
     }
 
-    // Serve until a signal, or until a part stops: then report it for a grace
-    // period (readiness 503 with the reason) and exit non-zero.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("cannot start the runtime: {e}"))))?;
+    runtime.block_on(serve(listen, shared, parts, probes, status))
+}
+
+/// Serves until a signal, or until a part stops: then reports it for a grace
+/// period (readiness 503 with the reason) and exits non-zero.
+async fn serve(
+    listen: SocketAddr,
+    shared: Shared,
+    mut parts: Supervisor,
+    probes: Arc<Mutex<Probes>>,
+    status: Arc<AgentStatus>,
+) -> Result<(), AgentError> {
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {

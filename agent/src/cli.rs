@@ -114,6 +114,12 @@ pub struct Args {
           default_value_t = FS_EVENTS_BYTES / 1024)]
     pub fs_ring_kib: u32,
 
+    /// Keep every capability the agent started with. By default, once the
+    /// programs are attached, it keeps only what its later work needs (the
+    /// log names them; see the README): for debugging a kernel that wants more.
+    #[arg(long, env = "PYWATS_AGENT_KEEP_CAPABILITIES")]
+    pub keep_capabilities: bool,
+
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,

@@ -1,0 +1,69 @@
+//! What the agent may do once it runs: the capabilities it keeps after start,
+//! and whose processes `--match` adopts. Run as root through `cargo xtask test`.
+
+use pywats_agent_tests::{agent::Agent, py::Py};
+
+/// The documented set (README, "Least privilege"): uprobes for new targets,
+/// other processes' /proc entries, a client's files whatever their modes.
+const KEPT: [(&str, u32); 3] = [("CAP_DAC_READ_SEARCH", 2), ("CAP_SYS_ADMIN", 21), ("CAP_SYS_PTRACE", 19)];
+
+/// The capability sets of every thread of `pid`: (thread, field, mask), and NoNewPrivs.
+fn thread_caps(pid: u32) -> Vec<(String, String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+        for line in status.lines() {
+            if let Some((field, value)) = line.split_once(":\t") {
+                if field.starts_with("Cap") {
+                    out.push((tid.clone(), field.to_string(), u64::from_str_radix(value.trim(), 16).unwrap()));
+                } else if field == "NoNewPrivs" {
+                    out.push((tid.clone(), field.to_string(), value.trim().parse().unwrap()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn own_caps(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let value = status.lines().find_map(|l| l.strip_prefix(&format!("{field}:\t"))).unwrap();
+    u64::from_str_radix(value.trim(), 16).unwrap()
+}
+
+/// After start every thread of the agent holds exactly the documented set
+/// (effective, permitted, bounding), nothing inheritable or ambient, and
+/// no_new_privs; `--keep-capabilities` keeps what it started with.
+#[test]
+fn after_start_the_agent_keeps_exactly_the_documented_capabilities() {
+    let py = Py::start("procs.py", &["plain"]);
+    let kept = KEPT.iter().fold(0u64, |mask, (_, bit)| mask | 1 << bit);
+    let agent = Agent::start(&["--pid", &py.pid().to_string(), "--no-discover"]);
+    let caps = thread_caps(agent.pid());
+    let threads = caps.iter().filter(|(_, f, _)| f == "CapEff").count();
+    assert!(threads >= 8, "every part runs on its own thread: {threads}");
+    for (tid, field, value) in &caps {
+        let want = match field.as_str() {
+            "CapEff" | "CapPrm" | "CapBnd" => kept,
+            "CapInh" | "CapAmb" => 0,
+            "NoNewPrivs" => 1,
+            other => panic!("unexpected field {other}"),
+        };
+        assert_eq!(*value, want, "thread {tid} {field}: {value:#x}, want {want:#x}");
+    }
+    let names: Vec<&str> = KEPT.iter().map(|(name, _)| *name).collect();
+    assert!(
+        agent.log().contains(&format!("capabilities dropped after start: keeping {}", names.join(" "))),
+        "{}",
+        agent.log()
+    );
+    drop(agent);
+
+    let agent = Agent::start(&["--pid", &py.pid().to_string(), "--no-discover", "--keep-capabilities"]);
+    for (tid, field, value) in thread_caps(agent.pid()) {
+        if field.starts_with("Cap") {
+            assert_eq!(value, own_caps(&field), "thread {tid} {field} with --keep-capabilities");
+        }
+    }
+}
