@@ -2,7 +2,7 @@
 //! finds later (adopted with their children, sockets and queues), and the
 //! liveness loop that notices exits the kernel's events did not report.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use crate::sync::{Locked, ReadWrite};
 use crate::{
@@ -13,6 +13,7 @@ use crate::{
     events::{self, Handler},
     metrics::RateLimitedLog,
     proc::{
+        admission::Admission,
         identity::{self, Liveness, ProcId, Stat},
         targets::name_targets,
         tree, Targets,
@@ -36,8 +37,8 @@ pub fn liveness_round(args: &Args, h: &Handler) {
 }
 
 /// Checks what the operator asked for, before touching the kernel, and finds
-/// the processes `--match` names now.
-pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
+/// the processes `--match` names now (those `admission` allows).
+pub fn resolve_targets(args: &Args, admission: &Admission) -> Result<Targets, AgentError> {
     if args.pids.is_empty() && args.matches.is_empty() {
         return Err(AgentError::NoTarget);
     }
@@ -49,7 +50,11 @@ pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
     let names = name_targets(&resolved, &args.target_names)?;
     let mut targets = Targets::new(&resolved, &names);
     targets.set_patterns(args.matches.clone());
-    for (pattern, p) in new_matches(args, &targets) {
+    if !args.matches.is_empty() {
+        let users: Vec<String> = admission.users().iter().map(|u| u.to_string()).collect();
+        tracing::info!("--match adopts processes of uid {} only", users.join(", "));
+    }
+    for (pattern, p) in new_matches(args, &targets, admission) {
         let name = targets.add_matched(&p, &pattern, p.default_name());
         tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
     }
@@ -59,18 +64,25 @@ pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
     Ok(targets)
 }
 
-/// Processes a `--match` pattern names that are not watched yet.
-fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid)> {
+/// Processes a `--match` pattern names that are not watched yet and that
+/// `admission` allows. Everything is read between two reads of the start
+/// time: a pid reused meanwhile is not judged by another process's traits.
+fn new_matches(args: &Args, targets: &Targets, admission: &Admission) -> Vec<(String, tree::ResolvedPid)> {
     let own = tree::own_lineage(&args.proc_root);
     let mut out: Vec<(String, tree::ResolvedPid)> = Vec::new();
+    let mut matching = BTreeSet::new();
     for pattern in &args.matches {
         let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
         for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
-            if let Ok(p) = tree::resolve_target(&args.proc_root, pid) {
+            matching.insert(pid);
+            let Ok(p) = tree::resolve_target(&args.proc_root, pid) else { continue };
+            let still = tree::cmdline(&args.proc_root, pid).is_some_and(|c| c.contains(pattern.as_str()));
+            if still && admission.admit(&p, pattern) && p.id().check(&args.proc_root) == Liveness::Alive {
                 out.push((pattern.clone(), p));
             }
         }
     }
+    admission.retain(&matching);
     out
 }
 
@@ -78,7 +90,7 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 /// (re)started later. Its descendants, open sockets and (when discovery is
 /// on) its config's queues and converters come with it.
 fn adopt_matches(args: &Args, h: &Handler) {
-    let found = new_matches(args, &h.targets.read_locked());
+    let found = new_matches(args, &h.targets.read_locked(), &h.admission);
     for (pattern, p) in found {
         let config = client_config(args, p.pid).unwrap_or_else(|e| {
             tracing::warn!("{e}");

@@ -26,7 +26,11 @@ use crate::{
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, LostEventsHandle, MapInsertFailures, Metrics, ProgramStats},
     net::{endpoint::Endpoints, metrics::HttpMetrics, recent::Recent, NetPipeline},
-    proc::{identity::ReadError, sampler::ProcSampler},
+    proc::{
+        admission::{self, Admission},
+        identity::ReadError,
+        sampler::ProcSampler,
+    },
     seeding::seed_sockets,
     specs::{discover, watches},
     supervise::{self, Supervisor},
@@ -57,7 +61,9 @@ async fn shutdown_signal() {
 /// the parts, then serves until a signal or a part stops.
 pub fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
-    let mut targets = resolve_targets(&args)?;
+    let admission =
+        Admission::new(&args.match_users, &args.match_exes, &admission::config_files(args.pywats_config.as_deref()))?;
+    let mut targets = resolve_targets(&args, &admission)?;
     let mut file = match &args.config {
         Some(path) => fs_config::read_file(path).map_err(AgentError::Config)?,
         None => FileConfig::default(),
@@ -97,6 +103,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         metrics.proc_read_errors.with_label_values(&[kind.label()]);
     }
     metrics.programs_attached.set(probes.attached().len() as i64);
+    metrics.register(Box::new(admission.metric()));
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
     let mut net =
@@ -160,6 +167,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         proc_root: Arc::new(args.proc_root.clone()),
         tls,
         kernel_targets: Arc::new(Mutex::new(target_map)),
+        admission: Arc::new(admission),
     };
     for id in live_processes(&handler) {
         handler.tls.send(TlsWork::Adopted(id));

@@ -14,7 +14,7 @@ use crate::{
     fs::FsPipeline,
     metrics::Metrics,
     net::NetPipeline,
-    proc::{identity::ProcId, targets::Change, tree, Targets},
+    proc::{admission::Admission, identity::ProcId, targets::Change, tree, Targets},
     seeding::seed_sockets,
     tls_attach::{TlsQueue, TlsWork},
 };
@@ -31,6 +31,8 @@ pub struct Handler {
     pub tls: TlsQueue,
     /// The kernel's target set (the liveness loop and adoption change it too).
     pub kernel_targets: Arc<Mutex<KernelTargets>>,
+    /// Whose processes `--match` may adopt.
+    pub admission: Arc<Admission>,
 }
 
 impl Handler {

@@ -67,3 +67,65 @@ fn after_start_the_agent_keeps_exactly_the_documented_capabilities() {
         }
     }
 }
+
+/// The `pid` of each live target: (target name, pid).
+fn targets(agent: &Agent) -> Vec<u32> {
+    let m = agent.scrape();
+    m.series("pywats_target_info").iter().map(|(l, _)| l["pid"].parse().unwrap()).collect()
+}
+
+/// `--match` adopts only processes of the allowed users (by default root,
+/// without a client config on the machine) and executables: a process of
+/// another user whose command line holds the pattern is not adopted, and is
+/// counted once however often the scans meet it.
+#[test]
+fn match_adopts_only_processes_of_allowed_users_and_executables() {
+    let configs = std::fs::read_dir("/var/lib/pywats").map(|d| d.flatten().count()).unwrap_or(0);
+    assert_eq!(configs, 0, "the default users come from /var/lib/pywats/config*.json: it must be empty here");
+    let token = format!("admission-{}", std::process::id());
+    let ours = Py::start("procs.py", &["plain", &token]);
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(pywats_agent_tests::py::python())
+        .arg(pywats_agent_tests::py::script("procs.py"))
+        .args(["plain", &token]);
+    let (theirs, first) = Py::spawn_command(cmd);
+    assert_eq!(first, "ready");
+    let exe = std::fs::read_link(format!("/proc/{}/exe", ours.pid())).unwrap();
+    let exe = exe.to_str().unwrap();
+
+    let rejected = |agent: &Agent, reason: &str| {
+        agent.scrape().get("pywats_agent_match_rejected_total", &[("reason", reason)]).unwrap()
+    };
+    let cases: [(&[&str], u32, &str); 3] = [
+        (&[], ours.pid(), "user"),
+        (&["--match-user", "nobody"], theirs.pid(), "user"),
+        (&["--match-user", "root,65534", "--match-exe", "/usr/bin/no-such-python*", "--match-exe", exe], 0, ""),
+    ];
+    for (flags, adopted, reason) in cases {
+        let mut args = vec!["--match", token.as_str(), "--no-discover"];
+        args.extend_from_slice(flags);
+        let agent = Agent::start(&args);
+        // Three scans: at start and two rounds of the liveness loop.
+        std::thread::sleep(std::time::Duration::from_millis(4500));
+        if adopted == 0 {
+            // Both run the same interpreter, which one glob names.
+            let mut both = targets(&agent);
+            both.sort();
+            let mut want = vec![ours.pid(), theirs.pid()];
+            want.sort();
+            assert_eq!(both, want, "{flags:?}");
+            assert_eq!((rejected(&agent, "user"), rejected(&agent, "exe")), (0.0, 0.0), "{flags:?}");
+        } else {
+            assert_eq!(targets(&agent), [adopted], "{flags:?}");
+            assert_eq!(rejected(&agent, reason), 1.0, "{flags:?}");
+            assert_eq!(rejected(&agent, "exe"), 0.0, "{flags:?}");
+        }
+    }
+    let agent = Agent::start(&["--match", &token, "--no-discover", "--match-exe", "/usr/bin/no-such-python*"]);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(targets(&agent).is_empty());
+    // Root's process fails the exe filter, nobody's the user filter first.
+    assert_eq!((rejected(&agent, "user"), rejected(&agent, "exe")), (1.0, 1.0));
+    drop(theirs);
+}

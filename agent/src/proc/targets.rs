@@ -328,7 +328,8 @@ mod tests {
     use super::*;
 
     fn pid(pid: u32, comm: &str) -> ResolvedPid {
-        ResolvedPid { pid, start: 1000 + u64::from(pid), comm: comm.into(), exe: format!("/usr/bin/{comm}"), pod: None }
+        let exe = format!("/usr/bin/{comm}");
+        ResolvedPid { pid, start: 1000 + u64::from(pid), uids: (0, 0), comm: comm.into(), exe, pod: None }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct ResolvedPid {
     pub pid: u32,
     /// Start time in clock ticks after boot: with the pid, the process's identity.
     pub start: u64,
+    /// Real and effective uid.
+    pub uids: (u32, u32),
     /// Kernel process name (`comm`).
     pub comm: String,
     /// Executable path, empty when unreadable (e.g. a kernel thread).
@@ -48,7 +50,7 @@ pub fn resolve(proc_root: &Path, pid: u32) -> Result<ResolvedPid, AgentError> {
         return Err(AgentError::NoSuchPid(pid));
     }
     let exe = process.exe().map(|p| p.display().to_string()).unwrap_or_default();
-    Ok(ResolvedPid { pid, start: stat.starttime, comm: stat.comm, exe, pod: None })
+    Ok(ResolvedPid { pid, start: stat.starttime, uids: (status.ruid, status.euid), comm: stat.comm, exe, pod: None })
 }
 
 /// [`resolve`], plus the container and pod the process runs in: for a
