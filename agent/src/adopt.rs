@@ -2,7 +2,7 @@
 //! finds later (adopted with their children, sockets and queues), and the
 //! liveness loop that notices exits the kernel's events did not report.
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use crate::sync::{Locked, ReadWrite};
 use crate::{
@@ -11,8 +11,14 @@ use crate::{
     ebpf::KernelTargets,
     error::AgentError,
     events::{self, Handler},
+    metrics::RateLimitedLog,
     net::dependency::service_addresses,
-    proc::{targets::name_targets, tree, Targets},
+    proc::{
+        admission::Admission,
+        identity::{self, Liveness, ProcId, Stat},
+        targets::name_targets,
+        tree, Targets,
+    },
     seeding::seed_sockets,
     specs::client_config,
     tls_attach::TlsWork,
@@ -32,8 +38,8 @@ pub fn liveness_round(args: &Args, h: &Handler) {
 }
 
 /// Checks what the operator asked for, before touching the kernel, and finds
-/// the processes `--match` names now.
-pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
+/// the processes `--match` names now (those `admission` allows).
+pub fn resolve_targets(args: &Args, admission: &Admission) -> Result<Targets, AgentError> {
     if args.pids.is_empty() && args.matches.is_empty() {
         return Err(AgentError::NoTarget);
     }
@@ -45,7 +51,11 @@ pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
     let names = name_targets(&resolved, &args.target_names)?;
     let mut targets = Targets::new(&resolved, &names);
     targets.set_patterns(args.matches.clone());
-    for (pattern, p) in new_matches(args, &targets) {
+    if !args.matches.is_empty() {
+        let users: Vec<String> = admission.users().iter().map(|u| u.to_string()).collect();
+        tracing::info!("--match adopts processes of uid {} only", users.join(", "));
+    }
+    for (pattern, p) in new_matches(args, &targets, admission) {
         let name = targets.add_matched(&p, &pattern, p.default_name());
         tracing::info!(target_name = %name, "pid {} matches {pattern:?}", p.pid);
     }
@@ -55,18 +65,25 @@ pub fn resolve_targets(args: &Args) -> Result<Targets, AgentError> {
     Ok(targets)
 }
 
-/// Processes a `--match` pattern names that are not watched yet.
-fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid)> {
+/// Processes a `--match` pattern names that are not watched yet and that
+/// `admission` allows. Everything is read between two reads of the start
+/// time: a pid reused meanwhile is not judged by another process's traits.
+fn new_matches(args: &Args, targets: &Targets, admission: &Admission) -> Vec<(String, tree::ResolvedPid)> {
     let own = tree::own_lineage(&args.proc_root);
     let mut out: Vec<(String, tree::ResolvedPid)> = Vec::new();
+    let mut matching = BTreeSet::new();
     for pattern in &args.matches {
         let taken = |pid: u32| targets.knows(pid) || out.iter().any(|(_, p)| p.pid == pid);
         for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
-            if let Ok(p) = tree::resolve_target(&args.proc_root, pid) {
+            matching.insert(pid);
+            let Ok(p) = tree::resolve_target(&args.proc_root, pid) else { continue };
+            let still = tree::cmdline(&args.proc_root, pid).is_some_and(|c| c.contains(pattern.as_str()));
+            if still && admission.admit(&p, pattern) && p.id().check(&args.proc_root) == Liveness::Alive {
                 out.push((pattern.clone(), p));
             }
         }
     }
+    admission.retain(&matching);
     out
 }
 
@@ -74,7 +91,7 @@ fn new_matches(args: &Args, targets: &Targets) -> Vec<(String, tree::ResolvedPid
 /// (re)started later. Its descendants, open sockets and (when discovery is
 /// on) its config's queues and converters come with it.
 fn adopt_matches(args: &Args, h: &Handler) {
-    let found = new_matches(args, &h.targets.read_locked());
+    let found = new_matches(args, &h.targets.read_locked(), &h.admission);
     for (pattern, p) in found {
         let config = client_config(args, p.pid).unwrap_or_else(|e| {
             tracing::warn!("{e}");
@@ -87,17 +104,18 @@ fn adopt_matches(args: &Args, h: &Handler) {
             h.net.locked().set_service(&name, addrs);
         }
         let mut map = h.kernel_targets.locked();
-        let mut tgids = vec![p.pid];
+        let mut ids = vec![p.id()];
         let mut ok = map.insert(p.pid, p.pid).is_ok();
         for child in tree::descendants(&args.proc_root, p.pid) {
-            ok &= map.insert(child, p.pid).is_ok();
-            events::log(&h.targets.write_locked().add_child(p.pid, child));
-            tgids.push(child);
+            ok &= map.insert(child.pid, p.pid).is_ok();
+            events::log(&h.targets.write_locked().add_child(p.pid, child.pid, Some(child.start)));
+            ids.push(child);
         }
         drop(map);
-        for &pid in &tgids {
-            h.tls.send(TlsWork::Adopted(pid));
+        for &id in &ids {
+            h.tls.send(TlsWork::Adopted(id));
         }
+        let tgids: Vec<u32> = ids.iter().map(|id| id.pid).collect();
         if !ok {
             h.metrics.collector_errors.with_label_values(&["target_map"]).inc();
             tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
@@ -127,38 +145,69 @@ pub fn seed_children(map: &mut KernelTargets, targets: &mut Targets, proc_root: 
     let roots: Vec<u32> = targets.iter().map(|t| t.pid).collect();
     for root in roots {
         for child in tree::descendants(proc_root, root) {
-            map.insert(child, root)?;
-            events::log(&targets.add_child(root, child));
+            map.insert(child.pid, root)?;
+            events::log(&targets.add_child(root, child.pid, Some(child.start)));
         }
     }
     Ok(())
 }
 
-/// Every live process of every target: roots and their children.
-pub fn live_processes(h: &Handler) -> Vec<u32> {
-    h.targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .filter(|t| t.alive)
-        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect()
+/// Every live process of every target whose start time is known: roots and their children.
+pub fn live_processes(h: &Handler) -> Vec<ProcId> {
+    h.targets.read_locked().live_processes()
 }
 
-/// Marks targets whose process is gone (their exit event may have been lost).
+/// Why the liveness check could not read a process, logged at most once a minute.
+static UNREADABLE: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(60));
+
+/// Marks target processes that are gone (their exit event may have been
+/// lost) or whose pid now names another process. A process whose `/proc`
+/// entry cannot be read for another reason is kept: the error is counted.
 fn check_liveness(handler: &Handler) {
-    let gone: Vec<u32> = handler
+    // (root, pid, start time when known)
+    let watched: Vec<(u32, u32, Option<u64>)> = handler
         .targets
-        .read()
-        .expect("targets lock")
+        .read_locked()
         .iter()
-        .filter(|t| t.alive && tree::resolve(&handler.proc_root, t.pid).is_err())
-        .map(|t| t.pid)
+        .filter(|t| t.alive)
+        .flat_map(|t| {
+            let children = t.children.with_starts().map(|(pid, start)| (t.pid, pid, start));
+            std::iter::once((t.pid, t.pid, Some(t.start))).chain(children)
+        })
         .collect();
-    for pid in gone {
-        let change = handler.targets.write_locked().exited(pid, pid);
-        handler.kernel_targets.locked().remove(pid);
-        handler.process_gone(pid, monotonic_ns());
-        events::log(&change);
+    for (root, pid, start) in watched {
+        let now = identity::stat(&handler.proc_root, pid);
+        let verdict = match (start, now) {
+            (Some(start), now) => identity::judge(start, now),
+            // A child whose start time its fork event could not read: learnt now.
+            (None, Stat::Running { start }) => {
+                handler.targets.write_locked().set_child_start(root, pid, start);
+                Liveness::Alive
+            }
+            (None, now) => identity::judge(0, now),
+        };
+        match verdict {
+            Liveness::Alive => {}
+            Liveness::Unknown(kind) => {
+                handler.metrics.proc_read_errors.with_label_values(&[kind.label()]).inc();
+                UNREADABLE.warn(format_args!(
+                    "cannot tell whether pid {pid} still runs ({}): still watching it",
+                    kind.label()
+                ));
+            }
+            Liveness::Exited | Liveness::Reused => {
+                let change = handler.targets.write_locked().exited(root, pid);
+                // The kernel drops exited processes from its set itself; a
+                // reused pid is there only if a target forked it, and stays.
+                if verdict == Liveness::Exited {
+                    handler.kernel_targets.locked().remove(pid);
+                } else {
+                    tracing::info!("pid {pid} belongs to another process now: the watched one has exited");
+                }
+                // Its TLS probes go at the re-check that follows.
+                handler.process_gone(pid, monotonic_ns());
+                events::log(&change);
+            }
+        }
     }
 }

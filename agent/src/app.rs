@@ -2,6 +2,7 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
+    net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -12,8 +13,9 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     adopt::{self, live_processes, resolve_targets, seed_children},
+    capabilities,
     cli::Args,
-    ebpf::{self, loader},
+    ebpf::{self, loader, Probes},
     error::AgentError,
     events::Handler,
     fs::{
@@ -31,7 +33,11 @@ use crate::{
         recent::Recent,
         NetPipeline,
     },
-    proc::sampler::ProcSampler,
+    proc::{
+        admission::{self, Admission},
+        identity::ReadError,
+        sampler::ProcSampler,
+    },
     seeding::seed_sockets,
     specs::{discover, watches},
     supervise::{self, Supervisor},
@@ -58,9 +64,13 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn run(args: Args) -> Result<(), AgentError> {
+/// Loads and attaches, drops the capabilities no later step needs, starts
+/// the parts, then serves until a signal or a part stops.
+pub fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
-    let mut targets = resolve_targets(&args)?;
+    let admission =
+        Admission::new(&args.match_users, &args.match_exes, &admission::config_files(args.pywats_config.as_deref()))?;
+    let mut targets = resolve_targets(&args, &admission)?;
     let mut file = match &args.config {
         Some(path) => fs_config::read_file(path).map_err(AgentError::Config)?,
         None => FileConfig::default(),
@@ -96,7 +106,11 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
     for kind in EventKind::ALL {
         metrics.events.with_label_values(&[kind.name()]);
     }
+    for kind in ReadError::ALL {
+        metrics.proc_read_errors.with_label_values(&[kind.label()]);
+    }
     metrics.programs_attached.set(probes.attached().len() as i64);
+    metrics.register(Box::new(admission.metric()));
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
     let deps = Arc::new(Mutex::new(Dependencies::new(Duration::from_secs(args.dependency_window))));
@@ -112,12 +126,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         args.conn_limits(),
         deps.clone(),
     );
-    let tgids: Vec<u32> = targets
-        .read()
-        .expect("targets lock")
-        .iter()
-        .flat_map(|t| std::iter::once(t.pid).chain(t.children.iter().copied()))
-        .collect();
+    let tgids: Vec<u32> =
+        targets.read_locked().iter().flat_map(|t| std::iter::once(t.pid).chain(t.children.iter())).collect();
     seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |tgid| target_map.exec_gen(tgid))?;
     let net = Arc::new(Mutex::new(net));
     let mut fs = FsPipeline::new(
@@ -156,6 +166,15 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         stopped: RwLock::new(None),
     });
     let probes = Arc::new(Mutex::new(probes));
+    // Turning the kernel's statistics on needs CAP_SYS_ADMIN: before the drop.
+    let program_stats = if args.program_stats { ProgramStats::new(probes.clone()) } else { None };
+    // Everything that needs more privilege is done, and no thread runs yet
+    // (capabilities are per thread, copied to the threads a thread starts).
+    if args.keep_capabilities {
+        tracing::info!("--keep-capabilities: keeping every capability the agent started with");
+    } else {
+        capabilities::drop_unneeded(args.listen.port())?;
+    }
     let mut parts = Supervisor::new();
     let tls = tls_attach::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
     let handler = Handler {
@@ -167,9 +186,10 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         proc_root: Arc::new(args.proc_root.clone()),
         tls,
         kernel_targets: Arc::new(Mutex::new(target_map)),
+        admission: Arc::new(admission),
     };
-    for pid in live_processes(&handler) {
-        handler.tls.send(TlsWork::Adopted(pid));
+    for id in live_processes(&handler) {
+        handler.tls.send(TlsWork::Adopted(id));
     }
     let shared =
         Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone(), deps };
@@ -210,10 +230,8 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             ebpf::reader::drain(fs_events, |record| h.fs(record), after, &stop, fault)
         })?;
     }
-    if args.program_stats {
-        if let Some(stats) = ProgramStats::new(probes.clone()) {
-            shared.metrics.register(Box::new(stats));
-        }
+    if let Some(stats) = program_stats {
+        shared.metrics.register(Box::new(stats));
     }
     let listen = args.listen;
     {
@@ -227,8 +245,23 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
         })?;
     }
 
-    // Serve until a signal, or until a part stops: then report it for a grace
-    // period (readiness 503 with the reason) and exit non-zero.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AgentError::Io(std::io::Error::other(format!("cannot start the runtime: {e}"))))?;
+    runtime.block_on(serve(listen, shared, parts, probes, status))
+}
+
+/// Serves until a signal, or until a part stops: then reports it for a grace
+/// period (readiness 503 with the reason) and exits non-zero.
+async fn serve(
+    listen: SocketAddr,
+    shared: Shared,
+    mut parts: Supervisor,
+    probes: Arc<Mutex<Probes>>,
+    status: Arc<AgentStatus>,
+) -> Result<(), AgentError> {
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         tokio::select! {

@@ -20,6 +20,19 @@ pub struct Args {
     #[arg(long = "match", value_name = "PATTERN", env = "PYWATS_AGENT_MATCH", value_delimiter = ';')]
     pub matches: Vec<String>,
 
+    /// With --match: adopt only processes of USER (a name or a uid;
+    /// repeatable, or comma separated), by real and effective uid. Default:
+    /// the owners of the pyWATS client's config files the agent sees
+    /// (--pywats-config, else /var/lib/pywats/config*.json), else root.
+    #[arg(long = "match-user", value_name = "USER", env = "PYWATS_AGENT_MATCH_USER", value_delimiter = ',')]
+    pub match_users: Vec<String>,
+
+    /// With --match: adopt only processes whose executable (/proc/<pid>/exe,
+    /// symlinks resolved) matches PATH_OR_GLOB (repeatable, or `;` separated),
+    /// e.g. `/usr/bin/python3.*`.
+    #[arg(long = "match-exe", value_name = "PATH_OR_GLOB", env = "PYWATS_AGENT_MATCH_EXE", value_delimiter = ';')]
+    pub match_exes: Vec<String>,
+
     /// Address of the metrics and health server.
     #[arg(long, value_name = "ADDR", env = "PYWATS_AGENT_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,
@@ -125,6 +138,12 @@ pub struct Args {
     #[arg(long, value_name = "KIB", env = "PYWATS_AGENT_FS_RING_KIB", value_parser = ring_kib,
           default_value_t = FS_EVENTS_BYTES / 1024)]
     pub fs_ring_kib: u32,
+
+    /// Keep every capability the agent started with. By default, once the
+    /// programs are attached, it keeps only what its later work needs (the
+    /// log names them; see the README): for debugging a kernel that wants more.
+    #[arg(long, env = "PYWATS_AGENT_KEEP_CAPABILITIES")]
+    pub keep_capabilities: bool,
 
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]

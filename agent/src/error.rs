@@ -30,6 +30,9 @@ pub enum AgentError {
     )]
     Privileges(String),
 
+    #[error("cannot drop the capabilities no later step needs ({0}): --keep-capabilities skips the drop")]
+    Capabilities(String),
+
     #[error("tracefs is not mounted and mounting it failed ({0}): run `mount -t tracefs nodev /sys/kernel/tracing`")]
     Tracefs(std::io::Error),
 

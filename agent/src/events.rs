@@ -14,7 +14,7 @@ use crate::{
     fs::FsPipeline,
     metrics::Metrics,
     net::NetPipeline,
-    proc::{targets::Change, tree, Targets},
+    proc::{admission::Admission, identity::ProcId, targets::Change, tree, Targets},
     seeding::seed_sockets,
     tls_attach::{TlsQueue, TlsWork},
 };
@@ -31,6 +31,8 @@ pub struct Handler {
     pub tls: TlsQueue,
     /// The kernel's target set (the liveness loop and adoption change it too).
     pub kernel_targets: Arc<Mutex<KernelTargets>>,
+    /// Whose processes `--match` may adopt.
+    pub admission: Arc<Admission>,
 }
 
 impl Handler {
@@ -58,10 +60,16 @@ impl Handler {
         };
         self.metrics.events.with_label_values(&[kind.name()]).inc();
         let tgid = ev.header.tgid;
+        // A new process's identity, read at once: its pid alone may name
+        // another process by the time the agent looks again.
+        let child = match kind {
+            EventKind::ProcFork => ProcId::of(&self.proc_root, ev.child_tgid).ok(),
+            _ => None,
+        };
         let change = {
             let mut targets = self.targets.write_locked();
             match kind {
-                EventKind::ProcFork => targets.add_child(ev.root_tgid, ev.child_tgid),
+                EventKind::ProcFork => targets.add_child(ev.root_tgid, ev.child_tgid, child.map(|c| c.start)),
                 EventKind::ProcExit => targets.exited(ev.root_tgid, tgid),
                 EventKind::ProcExec => targets.exec(ev.root_tgid, tgid, tree::exe_of(&self.proc_root, tgid)),
                 // Event::decode only makes Proc of the three kinds above.
@@ -84,7 +92,9 @@ impl Handler {
             // A child sharing its parent's memory (vfork, posix_spawn) is about
             // to exec: it gets probes if the new program opens libssl.
             EventKind::ProcFork if ev.header.ret as u64 & CLONE_VM == 0 => {
-                self.tls.send(TlsWork::Forked { pid: ev.child_tgid, reported_ns: ev.header.ts_ns })
+                if let Some(id) = child {
+                    self.tls.send(TlsWork::Forked { id, reported_ns: ev.header.ts_ns })
+                }
             }
             EventKind::ProcExec => self.after_exec(tgid, ev.header.ts_ns),
             _ => {}
@@ -160,7 +170,12 @@ impl Handler {
             let path = std::path::Path::new(std::ffi::OsStr::from_bytes(path1));
             if is_libssl(path) {
                 let (pid, reported_ns) = (event.header.tgid, event.header.ts_ns);
-                self.tls.send(TlsWork::Opened { pid, path: path.to_path_buf(), reported_ns });
+                let start = self.targets.read_locked().start_of(pid);
+                if let Some(id) =
+                    start.map(|start| ProcId { pid, start }).or_else(|| ProcId::of(&self.proc_root, pid).ok())
+                {
+                    self.tls.send(TlsWork::Opened { id, path: path.to_path_buf(), reported_ns });
+                }
             }
         }
         self.fs.locked().on_event(kind, &event, path1, path2);

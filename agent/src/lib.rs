@@ -3,6 +3,7 @@
 
 pub mod adopt;
 pub mod app;
+pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod ebpf;

@@ -15,14 +15,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pywats-agent: cannot start the runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(app::run(args)) {
+    if let Err(e) = app::run(args) {
         eprintln!("pywats-agent: {e}");
         std::process::exit(e.exit_code());
     }

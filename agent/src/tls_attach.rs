@@ -4,6 +4,7 @@
 //! deferred until attaching is quiet ([`QUIET`]).
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -18,9 +19,13 @@ use aya::programs::uprobe::UProbeLink;
 use crate::sync::{Locked, ReadWrite};
 use crate::{
     clock::monotonic_ns,
-    ebpf::{tls, Probes},
+    ebpf::{
+        tls::{self, ProcessKey},
+        Probes,
+    },
     http::AgentStatus,
     metrics::Metrics,
+    proc::identity::{Liveness, ProcId},
     supervise::Supervisor,
 };
 
@@ -31,18 +36,18 @@ const QUEUE: usize = 1024;
 pub enum TlsWork {
     /// A process became a target at start or through `--match`: probe what
     /// it maps and the libssl files of its root, which it may load later.
-    Adopted(u32),
+    Adopted(ProcId),
     /// A target forked a child with a memory of its own: probe the libssl it
     /// inherited, at once (it may call it right away). `reported_ns`: when
     /// the kernel reported the fork, for the attach latency.
-    Forked { pid: u32, reported_ns: u64 },
+    Forked { id: ProcId, reported_ns: u64 },
     /// A target opened a libssl file (path as the process wrote it): an
     /// exec'd child loading it, a `dlopen`. The kernel woke the agent for it.
-    Opened { pid: u32, path: PathBuf, reported_ns: u64 },
+    Opened { id: ProcId, path: PathBuf, reported_ns: u64 },
     /// A target process is gone.
     Exited(u32),
     /// The periodic re-check: the live target processes.
-    Recheck(Vec<u32>),
+    Recheck(Vec<ProcId>),
 }
 
 /// The sending side, held by the event handlers and the liveness loop.
@@ -128,19 +133,24 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let changed = match work {
-                TlsWork::Adopted(pid) => {
-                    self.attach(pid, tls::libssl_of(&self.proc_root, pid))
-                        | self.attach(pid, tls::libssl_in_lib_dirs(&self.proc_root, pid))
-                }
-                TlsWork::Forked { pid, reported_ns } => {
-                    let attached = self.attach(pid, tls::libssl_of(&self.proc_root, pid));
+                TlsWork::Adopted(id) => self.attach(id, |root, pid| {
+                    let mut libs = tls::libssl_of(root, pid);
+                    libs.extend(tls::libssl_in_lib_dirs(root, pid));
+                    libs
+                }),
+                TlsWork::Forked { id, reported_ns } => {
+                    let attached = self.attach(id, tls::libssl_of);
                     self.observe(attached, reported_ns)
                 }
-                TlsWork::Opened { pid, path, reported_ns } => {
-                    let attached = tls::in_root(&self.proc_root, pid, &path).is_some_and(|lib| self.attach(pid, [lib]));
+                TlsWork::Opened { id, path, reported_ns } => {
+                    let attached = self.attach(id, |root, pid| tls::in_root(root, pid, &path).into_iter().collect());
                     self.observe(attached, reported_ns)
                 }
-                TlsWork::Exited(pid) => self.detach(pid),
+                TlsWork::Exited(pid) => {
+                    let gone: Vec<_> =
+                        self.probes.locked().tls_processes().into_iter().filter(|p| p.0 == pid).collect();
+                    gone.into_iter().fold(false, |changed, p| self.detach(p) | changed)
+                }
                 TlsWork::Recheck(live) => self.recheck(&live),
             };
             if changed {
@@ -159,8 +169,8 @@ impl Worker {
         attached
     }
 
-    fn detach(&self, pid: u32) -> bool {
-        let links = self.probes.locked().detach_tls(pid);
+    fn detach(&self, process: ProcessKey) -> bool {
+        let links = self.probes.locked().detach_tls(process);
         let any = !links.is_empty();
         // A full reaper queue means detaching here: slower, never lost.
         if let Err(TrySendError::Full(links) | TrySendError::Disconnected(links)) = self.reap.try_send(links) {
@@ -169,22 +179,33 @@ impl Worker {
         any
     }
 
-    fn attach(&self, pid: u32, libs: impl IntoIterator<Item = PathBuf>) -> bool {
+    /// Probes the libraries `libs` finds for process `id`, if its pid still
+    /// names it: before (a pid given to a new process would get probes meant
+    /// for the old one) and after (it may have changed while attaching,
+    /// which takes milliseconds).
+    fn attach(&self, id: ProcId, libs: impl FnOnce(&Path, u32) -> BTreeSet<PathBuf>) -> bool {
+        if id.check(&self.proc_root) != Liveness::Alive {
+            return false;
+        }
         let mut changed = false;
-        for lib in libs {
-            changed |= self.attach_one(pid, &lib);
+        for lib in libs(&self.proc_root, id.pid) {
+            changed |= self.attach_one(id, &lib);
+        }
+        if changed && id.check(&self.proc_root) == Liveness::Reused {
+            self.detach((id.pid, id.start));
+            return false;
         }
         changed
     }
 
-    fn attach_one(&self, pid: u32, lib: &Path) -> bool {
-        let result = self.probes.locked().attach_tls(pid, lib);
+    fn attach_one(&self, id: ProcId, lib: &Path) -> bool {
+        let result = self.probes.locked().attach_tls((id.pid, id.start), lib);
         self.busy.store(monotonic_ns(), Ordering::Relaxed);
         match result {
             Ok(attached) => attached,
             Err(e) => {
                 self.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
-                tracing::warn!("cannot attach the TLS probes to {} for pid {pid}: {e}", lib.display());
+                tracing::warn!("cannot attach the TLS probes to {} for pid {}: {e}", lib.display(), id.pid);
                 false
             }
         }
@@ -192,17 +213,17 @@ impl Worker {
 
     /// Probes what live targets map now (a library loaded from an unusual
     /// place, an event dropped) and drops the probes of processes that left.
-    fn recheck(&self, live: &[u32]) -> bool {
-        let gone: Vec<u32> = {
+    fn recheck(&self, live: &[ProcId]) -> bool {
+        let gone: Vec<ProcessKey> = {
             let probes = self.probes.locked();
-            probes.tls_processes().into_iter().filter(|pid| !live.contains(pid)).collect()
+            probes.tls_processes().into_iter().filter(|&(pid, start)| !live.contains(&ProcId { pid, start })).collect()
         };
         let mut changed = false;
-        for pid in gone {
-            changed |= self.detach(pid);
+        for process in gone {
+            changed |= self.detach(process);
         }
-        for &pid in live {
-            changed |= self.attach(pid, tls::libssl_of(&self.proc_root, pid));
+        for &id in live {
+            changed |= self.attach(id, tls::libssl_of);
         }
         changed
     }

@@ -14,7 +14,7 @@ use std::{
 use pywats_agent_tests::{
     agent::Agent,
     free_port,
-    image::{self, ImageAgent},
+    image::ImageAgent,
     proc,
     prom::Samples,
     py::{self, Py},
@@ -54,6 +54,8 @@ fn manifests_validate_against_kubernetes_schemas() {
     assert_eq!(m["host_pid"], true);
     assert_eq!(m["privileged"], false);
     assert_eq!(m["drop"], json!(["ALL"]));
+    // What the agent needs at start, and keeps after (tests/e2e/privileges.rs).
+    assert_eq!(m["add"], json!(["SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"]));
     // The listen address is explicit (a future default may be loopback).
     let args: Vec<&str> = m["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.windows(2).any(|w| w == ["--listen", "0.0.0.0:9090"]), "{args:?}");
@@ -267,27 +269,25 @@ fn the_image_watches_a_client_in_its_own_mount_namespace() {
         (NAMESPACE, POD, POD_UID, CONTAINER)
     );
 
-    // The agent ran with the DaemonSet's capabilities and nothing more
-    // (but the one buildah keeps).
+    // The agent started with the DaemonSet's capabilities (and the one
+    // buildah adds): after start it keeps what it needs and nothing more,
+    // in its bounding set too (it may narrow it with buildah's CAP_SETPCAP).
     let agent_pid = agent.pid();
     let status = std::fs::read_to_string(format!("/proc/{agent_pid}/status")).unwrap();
-    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
-    let eff = u64::from_str_radix(eff, 16).unwrap();
+    let field = |name: &str| {
+        let hex = status.lines().find_map(|l| l.strip_prefix(&format!("{name}:"))).unwrap().trim();
+        u64::from_str_radix(hex, 16).unwrap()
+    };
     let number = |name: &str| match name {
         "CAP_DAC_READ_SEARCH" => 2,
-        "CAP_SETPCAP" => 8,
         "CAP_SYS_PTRACE" => 19,
         "CAP_SYS_ADMIN" => 21,
-        "CAP_PERFMON" => 38,
-        "CAP_BPF" => 39,
         other => panic!("capability {other} is not expected in the DaemonSet"),
     };
-    let want = caps
-        .iter()
-        .map(|c| format!("CAP_{c}"))
-        .chain([image::BUILDAH_KEEPS.to_string()])
-        .fold(0, |acc, c| acc | 1 << number(&c));
-    assert_eq!(eff, want, "effective capabilities of the agent in the image");
+    let want = caps.iter().fold(0u64, |acc, c| acc | 1 << number(&format!("CAP_{c}")));
+    for name in ["CapEff", "CapPrm", "CapBnd"] {
+        assert_eq!(field(name), want, "{name} of the agent in the image after start");
+    }
     let rss_kib = proc::status_field(agent_pid, "VmRSS").unwrap();
     let map_bytes: u64 = std::fs::read_dir(format!("/proc/{agent_pid}/fdinfo"))
         .unwrap()
@@ -379,4 +379,56 @@ fn clients_with_the_same_paths_in_different_roots_stay_apart() {
     drop(agent);
     drop(made);
     let _ = std::fs::remove_dir_all(&host);
+}
+
+/// The exposure `systemd-analyze security` gives a unit, from its last line
+/// ("→ Overall exposure level for NAME: 3.0 OK 🙂").
+fn exposure(report: &str) -> f64 {
+    let line = report.lines().find(|l| l.contains("Overall exposure level")).expect("an overall exposure line");
+    let after = line.rsplit_once(": ").expect("NAME: SCORE").1;
+    after.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no score in {line:?}"))
+}
+
+/// The systemd unit: `systemd-analyze verify` accepts it, its exposure
+/// (`systemd-analyze security --offline=true`) is no worse than the README
+/// says, and it grants the capabilities the agent keeps after start, no more.
+#[test]
+fn the_systemd_unit_verifies_and_keeps_its_exposure() {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("skipped: systemd-analyze is not installed (Debian: apt-get install systemd)");
+        return;
+    }
+    let text = std::fs::read_to_string(root().join("deploy/systemd/pywats-agent.service")).unwrap();
+    let setting = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("the unit sets no {key}"))
+            .to_string()
+    };
+    assert_eq!(setting("CapabilityBoundingSet"), "CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH");
+    assert_eq!(setting("LimitNOFILE"), "4096");
+    assert_eq!(setting("TimeoutStopSec"), "15s");
+    assert_eq!(setting("Environment").as_str(), "PYWATS_AGENT_MATCH=pywats_client");
+    assert!(text.contains("Environment=PYWATS_AGENT_LISTEN=0.0.0.0:9090\n"), "the listen address is explicit");
+
+    // verify checks that ExecStart exists: a copy that starts the built agent.
+    let dir = std::env::temp_dir().join(format!("pywats-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = dir.join("pywats-agent.service");
+    let exec = format!("ExecStart={}", pywats_agent_tests::agent::bin().display());
+    let copy: Vec<String> =
+        text.lines().map(|l| if l.starts_with("ExecStart=") { exec.clone() } else { l.to_string() }).collect();
+    std::fs::write(&unit, copy.join("\n") + "\n").unwrap();
+    let verify = Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+
+    let security = Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(&unit).output().unwrap();
+    let report = String::from_utf8_lossy(&security.stdout);
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let documented = exposure(&readme);
+    let measured = exposure(&report);
+    println!("systemd-analyze security: {measured} (README: {documented})");
+    assert!(measured <= documented, "exposure {measured} is worse than the README's {documented}:\n{report}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -254,11 +254,13 @@ fn sigterm_and_sigint_detach_and_exit_zero() {
 #[test]
 fn bad_invocations_exit_2_with_one_line() {
     let unused = proc::unused_pid().to_string();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 6] = [
         (&["--pid", &unused], "does not exist"),
         (&[], "no target"),
         (&["--pid", "1", "--target-name", "a", "--target-name", "b"], "--target-name"),
         (&["--pid", "1", "--log-level", "loud=[["], "invalid --log-level"),
+        (&["--match", "x", "--match-user", "no-such-user-here"], "no such user"),
+        (&["--match", "x", "--match-exe", "python3"], "absolute path or glob"),
     ];
     for (args, message) in cases {
         let out = run_to_end(args, &[]);

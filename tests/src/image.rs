@@ -16,7 +16,8 @@ const STORAGE: [&str; 2] = ["--storage-driver", "vfs"];
 
 /// What buildah grants by default (containers.conf `default_capabilities`).
 /// All are dropped but CAP_SETPCAP: buildah 1.28 cannot drop that one from
-/// the container it runs (it needs it to set the others).
+/// the container it runs (it needs it to set the others); the agent drops it
+/// itself after start.
 const BUILDAH_DEFAULT_CAPS: [&str; 10] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -29,7 +30,6 @@ const BUILDAH_DEFAULT_CAPS: [&str; 10] = [
     "CAP_SETUID",
     "CAP_SYS_CHROOT",
 ];
-pub const BUILDAH_KEEPS: &str = "CAP_SETPCAP";
 
 pub struct ImageAgent {
     agent: Option<Agent>,

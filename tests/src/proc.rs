@@ -31,3 +31,31 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     // SAFETY: sysconf has no preconditions.
     ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
+
+/// The lowest fd number `pid` could be given now, counting fds it holds on
+/// `/proc` files as free (the agent opens and closes those all the time):
+/// with RLIMIT_NOFILE there, every file it opens next fails with EMFILE.
+pub fn lowest_free_fd(pid: u32) -> u64 {
+    let held: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read the fd list")
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|target| !target.starts_with("/proc")))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !held.contains(n)).expect("a free fd number")
+}
+
+/// Sets the soft RLIMIT_NOFILE of `pid` (the one the kernel enforces; the
+/// hard limit stays, so it can be raised again without CAP_SYS_RESOURCE) and
+/// returns the soft limit it had.
+pub fn set_nofile(pid: u32, soft: u64) -> u64 {
+    let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a null new limit only reads; valid pointer to an rlimit.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+    // SAFETY: valid pointer to an rlimit; no old value asked for.
+    let rc = unsafe { libc::prlimit(pid as i32, libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit {pid}: {}", std::io::Error::last_os_error());
+    old.rlim_cur
+}

@@ -34,6 +34,11 @@ type FileId = (u64, u64);
 /// A probed library file in one process: its path and the links to detach.
 type Probed = (PathBuf, Vec<(usize, UProbeLinkId)>);
 
+/// A process: pid and start time (clock ticks after boot). A pid alone may
+/// name a new process after the probed one exited, which must get probes of
+/// its own.
+pub type ProcessKey = (u32, u64);
+
 /// Where distributions keep libssl, relative to a process's root. Probes are
 /// attached to these ahead of time, so a process that loads libssl later
 /// (Python imports `ssl` lazily) is probed from its first TLS call.
@@ -54,17 +59,18 @@ pub struct TlsLinks {
     /// the file lacks the symbol), resolved once.
     offsets: BTreeMap<FileId, Vec<Option<u64>>>,
     /// Per process: the library files probed and the links to detach.
-    by_pid: BTreeMap<u32, BTreeMap<FileId, Probed>>,
+    by_process: BTreeMap<ProcessKey, BTreeMap<FileId, Probed>>,
 }
 
 impl Probes {
-    /// Probes the libssl at `lib` (a path readable from here) for process
-    /// `pid` only, unless it is probed there already. Returns whether it attached.
-    pub fn attach_tls(&mut self, pid: u32, lib: &Path) -> Result<bool, AgentError> {
+    /// Probes the libssl at `lib` (a path readable from here) for `process`
+    /// only, unless it is probed there already. Returns whether it attached.
+    pub fn attach_tls(&mut self, process: ProcessKey, lib: &Path) -> Result<bool, AgentError> {
         let Some(id) = file_id(lib) else { return Ok(false) };
-        if self.tls.by_pid.get(&pid).is_some_and(|files| files.contains_key(&id)) {
+        if self.tls.by_process.get(&process).is_some_and(|files| files.contains_key(&id)) {
             return Ok(false);
         }
+        let (pid, _) = process;
         let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else { return Ok(false) };
         let offsets = match self.tls.offsets.entry(id) {
             std::collections::btree_map::Entry::Occupied(known) => known.get().clone(),
@@ -94,15 +100,15 @@ impl Probes {
             }
         }
         tracing::debug!(pid, "TLS probes attached to {} in {:?}", lib.display(), started.elapsed());
-        self.tls.by_pid.entry(pid).or_default().insert(id, (lib.to_path_buf(), links));
+        self.tls.by_process.entry(process).or_default().insert(id, (lib.to_path_buf(), links));
         Ok(true)
     }
 
     /// Takes the TLS probes of a process that is gone. Dropping the links
     /// detaches them, which waits for the kernel's RCU grace periods (tens of
     /// milliseconds each): the caller drops them where no attach waits.
-    pub fn detach_tls(&mut self, pid: u32) -> Vec<UProbeLink> {
-        let Some(files) = self.tls.by_pid.remove(&pid) else { return Vec::new() };
+    pub fn detach_tls(&mut self, process: ProcessKey) -> Vec<UProbeLink> {
+        let Some(files) = self.tls.by_process.remove(&process) else { return Vec::new() };
         files.into_values().flat_map(|(_, links)| self.take_links(links)).collect()
     }
 
@@ -121,15 +127,15 @@ impl Probes {
     }
 
     /// Processes whose TLS probes are attached.
-    pub fn tls_processes(&self) -> Vec<u32> {
-        self.tls.by_pid.keys().copied().collect()
+    pub fn tls_processes(&self) -> Vec<ProcessKey> {
+        self.tls.by_process.keys().copied().collect()
     }
 
     /// The library files probed, in any process (paths as the agent reads them).
     pub fn tls_libraries(&self) -> Vec<String> {
         let paths: BTreeSet<String> = self
             .tls
-            .by_pid
+            .by_process
             .values()
             .flat_map(|files| files.values().map(|(path, _)| path.display().to_string()))
             .collect();

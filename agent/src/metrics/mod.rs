@@ -31,6 +31,9 @@ pub struct Metrics {
     pub tls_attach: Histogram,
     /// Caps that refused something, by `limit`: every component counts its own here.
     pub limit_hits: IntCounterVec,
+    /// Liveness reads of `/proc/<pid>` that failed for another reason than
+    /// "no such process", by errno: the process was kept.
+    pub proc_read_errors: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -87,8 +90,15 @@ impl Metrics {
                  values turned into `other`, … (see the developer guide).",
                 &["limit"],
             ),
+            proc_read_errors: counter(
+                "pywats_agent_proc_read_errors_total",
+                "Reads of a watched process's /proc entry that failed for another reason than \"no such \
+                 process\" (e.g. emfile: the agent's fd limit), by kind: the process stays watched.",
+                &["kind"],
+            ),
             registry,
         };
+
         metrics.register(Box::new(build_info));
         metrics.register(Box::new(start_time));
         metrics.register(Box::new(metrics.events.clone()));
@@ -99,6 +109,7 @@ impl Metrics {
         metrics.register(Box::new(metrics.tls_processes.clone()));
         metrics.register(Box::new(metrics.tls_attach.clone()));
         metrics.register(Box::new(metrics.limit_hits.clone()));
+        metrics.register(Box::new(metrics.proc_read_errors.clone()));
         metrics
     }
 

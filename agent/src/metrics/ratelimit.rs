@@ -13,7 +13,7 @@ pub struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    pub fn new(every: Duration) -> RateLimitedLog {
+    pub const fn new(every: Duration) -> RateLimitedLog {
         RateLimitedLog { every, state: Mutex::new((None, 0)) }
     }
 

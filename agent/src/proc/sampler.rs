@@ -217,6 +217,8 @@ impl ProcSampler {
         let mut live = Vec::new();
         for t in targets.iter().filter(|t| t.alive) {
             let r = match read(&self.proc_root, t.pid) {
+                // The pid names a new process: the target exited (the liveness check ends it).
+                Ok(r) if r.start_ticks != t.start => continue,
                 Ok(r) => r,
                 Err(e) => {
                     // Usually a race with the exit event; the series simply go away.

@@ -2,13 +2,13 @@
 //! that joined it, and whether it is still alive.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     time::SystemTime,
 };
 
 use crate::{
     error::AgentError,
-    proc::{k8s::PodIdentity, tree::ResolvedPid},
+    proc::{identity::ProcId, k8s::PodIdentity, tree::ResolvedPid},
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -17,15 +17,44 @@ pub struct TargetState {
     pub name: String,
     /// The configured process.
     pub pid: u32,
+    /// Its start time (clock ticks after boot): the pid is this process only while it is the same.
+    pub start: u64,
     pub exe: String,
     pub alive: bool,
     /// Live descendant processes attributed to this target.
-    pub children: BTreeSet<u32>,
+    pub children: Children,
     pub exited_at: Option<SystemTime>,
     /// The `--match` pattern that found it; `None` for a `--pid` target.
     pub pattern: Option<String>,
     /// The container and pod it runs in, if any.
     pub pod: Option<PodIdentity>,
+}
+
+/// The descendants of a target: pid → start time, `None` while unknown (the
+/// child was reported by its fork event, and reading its start time failed).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Children(BTreeMap<u32, Option<u64>>);
+
+impl Children {
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.keys().copied()
+    }
+
+    pub fn with_starts(&self) -> impl Iterator<Item = (u32, Option<u64>)> + '_ {
+        self.0.iter().map(|(&pid, &start)| (pid, start))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, pid: u32) -> bool {
+        self.0.contains_key(&pid)
+    }
 }
 
 /// Children that exited, remembered for naming: the agent hears of an exit
@@ -106,9 +135,10 @@ impl Targets {
             .map(|(p, name)| TargetState {
                 name: name.clone(),
                 pid: p.pid,
+                start: p.start,
                 exe: p.exe.clone(),
                 alive: true,
-                children: BTreeSet::new(),
+                children: Children::default(),
                 exited_at: None,
                 pattern: None,
                 pod: p.pod.clone(),
@@ -129,14 +159,44 @@ impl Targets {
     pub fn name_of(&self, pid: u32) -> Option<&str> {
         self.targets
             .iter()
-            .find(|t| t.pid == pid || t.children.contains(&pid))
+            .find(|t| t.pid == pid || t.children.contains(pid))
             .map(|t| t.name.as_str())
             .or_else(|| self.departed.iter().rev().find(|(p, _)| *p == pid).map(|(_, name)| name.as_str()))
     }
 
     /// Whether `pid` is a live target or one of their descendants.
     pub fn knows(&self, pid: u32) -> bool {
-        self.targets.iter().any(|t| t.alive && (t.pid == pid || t.children.contains(&pid)))
+        self.targets.iter().any(|t| t.alive && (t.pid == pid || t.children.contains(pid)))
+    }
+
+    /// The start time of `pid`, a live target or a child of one, when known.
+    pub fn start_of(&self, pid: u32) -> Option<u64> {
+        self.targets.iter().filter(|t| t.alive).find_map(|t| {
+            if t.pid == pid {
+                Some(t.start)
+            } else {
+                t.children.0.get(&pid).copied().flatten()
+            }
+        })
+    }
+
+    /// Every live process of every target whose start time is known: roots and children.
+    pub fn live_processes(&self) -> Vec<ProcId> {
+        self.targets
+            .iter()
+            .filter(|t| t.alive)
+            .flat_map(|t| {
+                let children = t.children.with_starts().filter_map(|(pid, start)| Some(ProcId { pid, start: start? }));
+                std::iter::once(ProcId { pid: t.pid, start: t.start }).chain(children)
+            })
+            .collect()
+    }
+
+    /// A child's start time, read after its fork event could not read it.
+    pub fn set_child_start(&mut self, root: u32, child: u32, start: u64) {
+        if let Some(slot) = self.by_root(root).and_then(|t| t.children.0.get_mut(&child)) {
+            *slot = Some(start);
+        }
     }
 
     /// A process `pattern` found: it takes the place of an exited target of
@@ -146,9 +206,10 @@ impl Targets {
         let state = |name: String| TargetState {
             name,
             pid: p.pid,
+            start: p.start,
             exe: p.exe.clone(),
             alive: true,
-            children: BTreeSet::new(),
+            children: Children::default(),
             exited_at: None,
             pattern: Some(pattern.to_string()),
             pod: p.pod.clone(),
@@ -209,15 +270,22 @@ impl Targets {
         self.targets.iter_mut().find(|t| t.pid == root && t.alive)
     }
 
-    pub fn add_child(&mut self, root: u32, child: u32) -> Change {
+    /// A descendant joined `root`'s target; `start` is `None` when it could
+    /// not be read. A pid already there with another start time was reused:
+    /// the new process takes its place.
+    pub fn add_child(&mut self, root: u32, child: u32, start: Option<u64>) -> Change {
         match self.by_root(root) {
-            Some(t) => {
-                if t.children.insert(child) {
-                    Change::ChildJoined { target: t.name.clone(), child }
-                } else {
+            Some(t) => match (t.children.0.get(&child).copied(), start) {
+                // Reported twice (the start-up scan and its fork event), or a start time filled in.
+                (Some(before), now) if now.is_none() || before.is_none() || before == now => {
+                    t.children.0.insert(child, before.or(now));
                     Change::Unknown
                 }
-            }
+                _ => {
+                    t.children.0.insert(child, start);
+                    Change::ChildJoined { target: t.name.clone(), child }
+                }
+            },
             None => Change::Unknown,
         }
     }
@@ -230,9 +298,9 @@ impl Targets {
         if pid == root {
             t.alive = false;
             t.exited_at = Some(SystemTime::now());
-            t.children.clear();
+            t.children.0.clear();
             Change::TargetExited { target: t.name.clone(), pid }
-        } else if t.children.remove(&pid) {
+        } else if t.children.0.remove(&pid).is_some() {
             let name = t.name.clone();
             if self.departed.len() == DEPARTED {
                 self.departed.pop_front();
@@ -260,7 +328,8 @@ mod tests {
     use super::*;
 
     fn pid(pid: u32, comm: &str) -> ResolvedPid {
-        ResolvedPid { pid, comm: comm.into(), exe: format!("/usr/bin/{comm}"), pod: None }
+        let exe = format!("/usr/bin/{comm}");
+        ResolvedPid { pid, start: 1000 + u64::from(pid), uids: (0, 0), comm: comm.into(), exe, pod: None }
     }
 
     #[test]
@@ -284,14 +353,30 @@ mod tests {
     #[test]
     fn children_join_and_leave_and_root_exit_ends_target() {
         let mut t = Targets::new(&[pid(10, "py")], &["py".into()]);
-        assert_eq!(t.add_child(10, 11), Change::ChildJoined { target: "py".into(), child: 11 });
-        assert_eq!(t.add_child(10, 11), Change::Unknown);
-        assert_eq!(t.add_child(99, 12), Change::Unknown);
+        assert_eq!(t.add_child(10, 11, Some(5)), Change::ChildJoined { target: "py".into(), child: 11 });
+        assert_eq!(t.add_child(10, 11, Some(5)), Change::Unknown);
+        assert_eq!(t.add_child(99, 12, Some(5)), Change::Unknown);
         assert_eq!(t.exited(10, 11), Change::ChildLeft { target: "py".into(), child: 11 });
         assert!(t.problems().is_empty());
         assert_eq!(t.exited(10, 10), Change::TargetExited { target: "py".into(), pid: 10 });
         assert_eq!(t.problems(), ["target py (pid 10) has exited"]);
-        assert_eq!(t.add_child(10, 13), Change::Unknown);
+        assert_eq!(t.add_child(10, 13, None), Change::Unknown);
+    }
+
+    #[test]
+    fn a_childs_pid_reused_by_a_new_child_takes_its_start_time() {
+        let mut t = Targets::new(&[pid(10, "py")], &["py".into()]);
+        assert_eq!(t.add_child(10, 11, None), Change::ChildJoined { target: "py".into(), child: 11 });
+        assert_eq!(t.start_of(11), None);
+        assert_eq!(t.live_processes(), [ProcId { pid: 10, start: 1010 }]);
+        t.set_child_start(10, 11, 7);
+        assert_eq!(t.start_of(11), Some(7));
+        // The fork event of the same child after the start-up scan found it.
+        assert_eq!(t.add_child(10, 11, Some(7)), Change::Unknown);
+        // Its exit event was lost and a new child got the pid.
+        assert_eq!(t.add_child(10, 11, Some(9)), Change::ChildJoined { target: "py".into(), child: 11 });
+        assert_eq!(t.start_of(11), Some(9));
+        assert_eq!(t.live_processes(), [ProcId { pid: 10, start: 1010 }, ProcId { pid: 11, start: 9 }]);
     }
 
     #[test]

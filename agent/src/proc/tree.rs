@@ -8,12 +8,19 @@ use std::{
 
 use procfs::process::{all_processes_with_root, Process};
 
-use crate::{error::AgentError, proc::k8s::PodIdentity};
+use crate::{
+    error::AgentError,
+    proc::{identity::ProcId, k8s::PodIdentity},
+};
 
 /// A configured target as found in procfs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedPid {
     pub pid: u32,
+    /// Start time in clock ticks after boot: with the pid, the process's identity.
+    pub start: u64,
+    /// Real and effective uid.
+    pub uids: (u32, u32),
     /// Kernel process name (`comm`).
     pub comm: String,
     /// Executable path, empty when unreadable (e.g. a kernel thread).
@@ -23,6 +30,10 @@ pub struct ResolvedPid {
 }
 
 impl ResolvedPid {
+    pub fn id(&self) -> ProcId {
+        ProcId { pid: self.pid, start: self.start }
+    }
+
     /// A target's name when nothing better is configured: its pod's name, else the process name.
     pub fn default_name(&self) -> &str {
         self.pod.as_ref().map(|p| p.pod.as_str()).filter(|p| !p.is_empty()).unwrap_or(&self.comm)
@@ -39,7 +50,7 @@ pub fn resolve(proc_root: &Path, pid: u32) -> Result<ResolvedPid, AgentError> {
         return Err(AgentError::NoSuchPid(pid));
     }
     let exe = process.exe().map(|p| p.display().to_string()).unwrap_or_default();
-    Ok(ResolvedPid { pid, comm: stat.comm, exe, pod: None })
+    Ok(ResolvedPid { pid, start: stat.starttime, uids: (status.ruid, status.euid), comm: stat.comm, exe, pod: None })
 }
 
 /// [`resolve`], plus the container and pod the process runs in: for a
@@ -56,12 +67,13 @@ pub fn exe_of(proc_root: &Path, pid: u32) -> String {
 }
 
 /// All live descendants of `root` (children, grandchildren, …).
-pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<u32> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<ProcId> {
+    let mut children: HashMap<u32, Vec<ProcId>> = HashMap::new();
     if let Ok(all) = all_processes_with_root(proc_root) {
         for process in all.flatten() {
             if let Ok(stat) = process.stat() {
-                children.entry(stat.ppid as u32).or_default().push(stat.pid as u32);
+                let id = ProcId { pid: stat.pid as u32, start: stat.starttime };
+                children.entry(stat.ppid as u32).or_default().push(id);
             }
         }
     }
@@ -70,7 +82,7 @@ pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<u32> {
     while let Some(pid) = stack.pop() {
         for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
             if found.insert(child) {
-                stack.push(child);
+                stack.push(child.pid);
             }
         }
     }
@@ -155,6 +167,6 @@ mod tests {
         let found = descendants(Path::new("/proc"), std::process::id());
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(found.contains(&child.id()));
+        assert!(found.iter().any(|c| c.pid == child.id()));
     }
 }
