@@ -53,6 +53,19 @@ async fn shutdown_signal() {
 
 pub async fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
+    // The server's access first: a bad file is the operator's to fix (exit 2),
+    // found before anything is loaded into the kernel.
+    let access_files =
+        http::access::AccessFiles { web_config: args.web_config.clone(), token_file: args.auth_token_file.clone() };
+    let access = access_files.load().map_err(AgentError::WebConfig)?;
+    let server = http::ServerConfig {
+        listen: args.listen,
+        files: access_files,
+        access,
+        routes: http::RouteOptions { debug_requests: args.debug_requests, auth_probes: args.auth_probes },
+        limits: http::limits::ServerLimits::from_args(&args),
+        hangup: signal(SignalKind::hangup())?,
+    };
     let mut targets = resolve_targets(&args)?;
     let mut file = match &args.config {
         Some(path) => fs_config::read_file(path).map_err(AgentError::Config)?,
@@ -195,7 +208,6 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             shared.metrics.register(Box::new(stats));
         }
     }
-    let listen = args.listen;
     {
         let stop = stop.clone();
         parts.thread("liveness", move || {
@@ -216,7 +228,7 @@ pub async fn run(args: Args) -> Result<(), AgentError> {
             _ = stopped_rx => {}
         }
     };
-    let server = tokio::spawn(http::serve(listen, shared, shutdown));
+    let server = tokio::spawn(http::serve(server, shared, shutdown));
     let failure = tokio::select! {
         served = server => {
             parts.shut_down();
