@@ -5,8 +5,10 @@ pub mod agent;
 pub mod http;
 pub mod image;
 pub mod load;
+pub mod pki;
 pub mod proc;
 pub mod prom;
+pub mod prometheus;
 pub mod py;
 pub mod tls;
 

@@ -116,9 +116,12 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Debian packages the tests use, by the command each provides: `openssl`
-/// makes the TLS tests' certificate; `buildah` builds and runs the container
-/// image (`cargo xtask image`, the image test) without a daemon.
-const DEBIAN_PACKAGES: [(&str, &str); 2] = [("openssl", "openssl"), ("buildah", "buildah")];
+/// makes the TLS tests' certificates; `buildah` builds and runs the container
+/// image (`cargo xtask image`, the image test) without a daemon; `musl-gcc`
+/// compiles ring (rustls' crypto) for the image's static musl build;
+/// `prometheus` (with `promtool`) scrapes the agent in the access tests.
+const DEBIAN_PACKAGES: [(&str, &str); 4] =
+    [("openssl", "openssl"), ("buildah", "buildah"), ("musl-gcc", "musl-tools"), ("prometheus", "prometheus")];
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
@@ -136,7 +139,14 @@ fn debian_packages() -> anyhow::Result<()> {
             .args(["install", "-y", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    )?;
+    // Under systemd the package starts a system Prometheus on :9090, the
+    // agent's default port (`cargo xtask demo`); the tests start their own.
+    if missing.contains(&"prometheus") && Path::new("/run/systemd/system").is_dir() {
+        println!("xtask: stopping and disabling the system prometheus service the package started");
+        cmd::run(Command::new("systemctl").args(["disable", "--now", "prometheus.service"]))?;
+    }
+    Ok(())
 }
 
 /// The Python virtualenv of the tests, rebuilt when its requirements change.
