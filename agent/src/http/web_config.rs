@@ -215,6 +215,16 @@ mod tests {
         assert!(bcrypt::verify("example-password", &c.users["other"]).unwrap());
     }
 
+    /// The README's example works: it parses, and its hash is of the documented password.
+    #[test]
+    fn the_example_file() {
+        let c = parse(include_str!("../../../deploy/web-config.yml"), dir()).unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert_file, Path::new("/etc/pywats-agent/tls/server.crt"));
+        assert_eq!(tls.client_auth, ClientAuth::NoClientCert);
+        assert!(bcrypt::verify("change-me-example", &c.users["prometheus"]).unwrap());
+    }
+
     #[test]
     fn empty_and_partial_files() {
         assert_eq!(parse("", dir()).unwrap(), WebConfig::default());
