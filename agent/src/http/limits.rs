@@ -122,8 +122,8 @@ impl ServerMetrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "pywats_agent_web_config_reloads_total",
-                "Re-reads of --web-config and --auth-token-file on SIGHUP, by result (a failed one keeps the \
-                 configuration in force).",
+                "Re-reads of the server's TLS and credential files on SIGHUP, by result (a failed one keeps \
+                 the configuration in force).",
             ),
             &["result"],
         )
