@@ -108,6 +108,9 @@ pub async fn serve(
         "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections)",
         limits.max_connections
     );
+    if access.credentials.required() && access.tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!("credentials are required but TLS is off: they cross the network in the clear");
+    }
     let metrics = ServerMetrics::new(&shared.metrics);
     let access = LiveAccess::new(access);
     let router = router(shared, access.clone(), routes);
