@@ -2,7 +2,6 @@
 //! serve metrics until SIGINT/SIGTERM, then detach.
 
 use std::{
-    net::SocketAddr,
     path::Path,
     sync::{Arc, Mutex, RwLock},
     time::{Duration, SystemTime},
@@ -68,6 +67,23 @@ async fn shutdown_signal() {
 /// the parts, then serves until a signal or a part stops.
 pub fn run(args: Args) -> Result<(), AgentError> {
     let started = SystemTime::now();
+    // SIGHUP re-reads the web config once the server runs; until then its
+    // default action would end the agent while it loads.
+    // SAFETY: sets the disposition of one signal to "ignore"; no handler runs.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
+    // The server's access first: a bad file is the operator's to fix (exit 2),
+    // found before anything is loaded into the kernel (and read while the
+    // agent still has every capability).
+    let access_files =
+        http::access::AccessFiles { web_config: args.web_config.clone(), token_file: args.auth_token_file.clone() };
+    let access = access_files.load().map_err(AgentError::WebConfig)?;
+    let server = http::ServerConfig {
+        listen: args.listen,
+        files: access_files,
+        access,
+        routes: http::RouteOptions { debug_requests: args.debug_requests, auth_probes: args.auth_probes },
+        limits: http::limits::ServerLimits::from_args(&args),
+    };
     let admission =
         Admission::new(&args.match_users, &args.match_exes, &admission::config_files(args.pywats_config.as_deref()))?;
     let mut targets = resolve_targets(&args, &admission)?;
@@ -233,7 +249,6 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     if let Some(stats) = program_stats {
         shared.metrics.register(Box::new(stats));
     }
-    let listen = args.listen;
     {
         let stop = stop.clone();
         parts.thread("liveness", move || {
@@ -250,13 +265,13 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         .enable_all()
         .build()
         .map_err(|e| AgentError::Io(std::io::Error::other(format!("cannot start the runtime: {e}"))))?;
-    runtime.block_on(serve(listen, shared, parts, probes, status))
+    runtime.block_on(serve(server, shared, parts, probes, status))
 }
 
 /// Serves until a signal, or until a part stops: then reports it for a grace
 /// period (readiness 503 with the reason) and exits non-zero.
 async fn serve(
-    listen: SocketAddr,
+    server: http::ServerConfig,
     shared: Shared,
     mut parts: Supervisor,
     probes: Arc<Mutex<Probes>>,
@@ -269,7 +284,7 @@ async fn serve(
             _ = stopped_rx => {}
         }
     };
-    let server = tokio::spawn(http::serve(listen, shared, shutdown));
+    let server = tokio::spawn(http::serve(server, shared, shutdown));
     let failure = tokio::select! {
         served = server => {
             parts.shut_down();

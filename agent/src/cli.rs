@@ -33,9 +33,50 @@ pub struct Args {
     #[arg(long = "match-exe", value_name = "PATH_OR_GLOB", env = "PYWATS_AGENT_MATCH_EXE", value_delimiter = ';')]
     pub match_exes: Vec<String>,
 
-    /// Address of the metrics and health server.
-    #[arg(long, value_name = "ADDR", env = "PYWATS_AGENT_LISTEN", default_value = "0.0.0.0:9090")]
+    /// Address of the metrics and health server. Loopback by default: a
+    /// deployment that is scraped from elsewhere says so (the systemd unit,
+    /// the image and the DaemonSet set `0.0.0.0:9090`).
+    #[arg(long, value_name = "ADDR", env = "PYWATS_AGENT_LISTEN", default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
+
+    /// TLS and basic-auth users for the server, in the Prometheus exporter
+    /// toolkit's format (`--web.config.file` of node_exporter): `tls_server_config`
+    /// and `basic_auth_users` (bcrypt hashes). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "PYWATS_AGENT_WEB_CONFIG")]
+    pub web_config: Option<PathBuf>,
+
+    /// A file holding a bearer token that is accepted besides the basic-auth
+    /// users (`Authorization: Bearer TOKEN`). Re-read on SIGHUP.
+    #[arg(long, value_name = "FILE", env = "PYWATS_AGENT_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Require credentials on `/health/live` and `/health/ready` too (by
+    /// default they answer without, so that probes need no secret).
+    #[arg(long, env = "PYWATS_AGENT_AUTH_PROBES")]
+    pub auth_probes: bool,
+
+    /// Serve `/debug/requests` (the last requests: endpoints, peers,
+    /// correlation ids). Off by default.
+    #[arg(long, env = "PYWATS_AGENT_DEBUG_REQUESTS")]
+    pub debug_requests: bool,
+
+    /// Connections the server holds at once; more are accepted and closed at
+    /// once (`pywats_agent_limit_hits_total{limit="http_connections"}`).
+    /// Lowered to a quarter of the open-file limit when that is smaller.
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_WEB_MAX_CONNECTIONS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub web_max_connections: u32,
+
+    /// Seconds a client has to send a whole request head, from the
+    /// connection's start or the head's first byte (`limit="http_header_timeout"`).
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_WEB_HEADER_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub web_header_timeout: u64,
+
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_WEB_IDLE_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub web_idle_timeout: u64,
 
     /// The node this agent runs on, shown in `/health/details` (a DaemonSet
     /// passes it from the downward API).

@@ -21,6 +21,10 @@ pub enum AgentError {
     #[error("{0}")]
     Config(String),
 
+    /// `--web-config` or `--auth-token-file` (the message names the file and the key).
+    #[error("{0}")]
+    WebConfig(String),
+
     #[error("target name {0:?} is used twice: target names must be unique")]
     DuplicateName(String),
 
@@ -76,7 +80,8 @@ impl AgentError {
             | AgentError::TooManyNames { .. }
             | AgentError::DuplicateName(_)
             | AgentError::InvalidRoute(_)
-            | AgentError::Config(_) => 2,
+            | AgentError::Config(_)
+            | AgentError::WebConfig(_) => 2,
             // A part of the running agent died: restart it (systemd, Kubernetes).
             AgentError::PartStopped { .. } => 3,
             _ => 1,

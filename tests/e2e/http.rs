@@ -65,7 +65,7 @@ fn setup_with(tls: bool) -> Setup {
 }
 
 fn agent_for(client: &Py) -> Agent {
-    Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET])
+    Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--debug-requests"])
 }
 
 /// What the server answered: (method, endpoint template, code) → count.

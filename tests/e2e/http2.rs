@@ -41,7 +41,14 @@ fn start() -> (u16, Hypercorn, Py, Agent) {
     let port = free_port();
     let server = Hypercorn::start(port);
     let client = Py::start("h2_client.py", &[&port.to_string()]);
-    let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
+    let agent = Agent::start(&[
+        "--pid",
+        &client.pid().to_string(),
+        "--target-name",
+        TARGET,
+        "--no-discover",
+        "--debug-requests",
+    ]);
     wait_for(Duration::from_secs(10), "the TLS probes", || {
         (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
     });
@@ -129,7 +136,14 @@ fn rst_stream_and_goaway_from_the_server() {
     let (cert, key) = tls::cert();
     let _server = Py::start("h2_fault_server.py", &[&port.to_string(), cert.to_str().unwrap(), key.to_str().unwrap()]);
     let mut client = Py::start("h2_client.py", &[&port.to_string()]);
-    let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
+    let agent = Agent::start(&[
+        "--pid",
+        &client.pid().to_string(),
+        "--target-name",
+        TARGET,
+        "--no-discover",
+        "--debug-requests",
+    ]);
     wait_for(Duration::from_secs(10), "the TLS probes", || {
         (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
     });

@@ -168,7 +168,14 @@ fn agent_counts(m: &Samples) -> Counts {
 /// requests), and checks the agent against the client's clock and the
 /// server's counts. Returns what the server said it answered.
 fn check(label: &str, mut client: CClient, server_port: u16, planned: usize) -> Value {
-    let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
+    let agent = Agent::start(&[
+        "--pid",
+        &client.pid().to_string(),
+        "--target-name",
+        TARGET,
+        "--no-discover",
+        "--debug-requests",
+    ]);
     // TLS probes are attached per process: the client (libssl mapped) exists.
     wait_for(Duration::from_secs(10), "the TLS probes", || {
         (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())

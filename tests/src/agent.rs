@@ -22,6 +22,8 @@ pub struct Agent {
     child: Child,
     pub port: u16,
     log: PathBuf,
+    /// How the helpers below reach it (TLS, credentials).
+    pub client: http::Client,
 }
 
 /// Output of an agent run that ended by itself.
@@ -42,7 +44,12 @@ impl Agent {
         Self::start_with(Command::new(bin()), args)
     }
 
-    pub fn start_with(mut cmd: Command, args: &[&str]) -> Agent {
+    pub fn start_with(cmd: Command, args: &[&str]) -> Agent {
+        Self::start_client(cmd, args, http::Client::plain())
+    }
+
+    /// Starts the agent and reaches it through `client` (TLS, credentials).
+    pub fn start_client(mut cmd: Command, args: &[&str], client: http::Client) -> Agent {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("pywats-agent-test-{port}.log"));
         let stderr = File::create(&log).expect("create agent log");
@@ -53,12 +60,12 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .expect("spawn agent");
-        let mut agent = Agent { child, port, log };
+        let mut agent = Agent { child, port, log, client };
         wait_for(Duration::from_secs(30), "the agent to serve /health/live", || {
             if let Ok(Some(status)) = agent.child.try_wait() {
                 panic!("agent exited early ({status}):\n{}", agent.log());
             }
-            http::get(port, "/health/live").ok().filter(|r| r.status == 200)
+            agent.client.get(port, "/health/live").ok().filter(|r| r.status == 200)
         });
         agent
     }
@@ -72,7 +79,7 @@ impl Agent {
     }
 
     pub fn get(&self, path: &str) -> http::Response {
-        http::get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}\nagent log:\n{}", self.log()))
+        self.client.get(self.port, path).unwrap_or_else(|e| panic!("GET {path}: {e}\nagent log:\n{}", self.log()))
     }
 
     pub fn scrape(&self) -> prom::Samples {

@@ -1,10 +1,21 @@
-//! A minimal HTTP/1.1 GET for talking to the agent (Connection: close, no
-//! chunked bodies: the agent always sends Content-Length).
+//! A minimal HTTP/1.1 GET for talking to the agent (Connection: close; a
+//! chunked body, as Prometheus' API sends, is joined), over plain TCP
+//! or TLS (rustls, verifying the agent's certificate against a test CA,
+//! optionally with a client certificate), with optional credentials.
 
 use std::{
     io::{Read, Write},
     net::TcpStream,
+    path::Path,
+    sync::Arc,
     time::Duration,
+};
+
+use base64::Engine;
+use rustls::{
+    crypto::ring,
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    ClientConfig, ClientConnection, RootCertStore, StreamOwned,
 };
 
 #[derive(Debug)]
@@ -12,21 +23,97 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// The certificate the server presented (TLS only), DER.
+    pub server_cert: Option<Vec<u8>>,
 }
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+    }
 }
 
-pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
+/// How to reach the agent: plain or TLS, with or without credentials.
+#[derive(Clone, Default)]
+pub struct Client {
+    tls: Option<Arc<ClientConfig>>,
+    authorization: Option<String>,
+}
+
+fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_file_iter(path).unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+impl Client {
+    /// Plain HTTP, no credentials.
+    pub fn plain() -> Client {
+        Client::default()
+    }
+
+    /// TLS, trusting `ca`; with `identity` (certificate, key) as client certificate.
+    pub fn tls(ca: &Path, identity: Option<(&Path, &Path)>) -> Client {
+        let mut roots = RootCertStore::empty();
+        for c in certs(ca) {
+            roots.add(c).unwrap();
+        }
+        let builder = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(certs(cert), PrivateKeyDer::from_pem_file(key).unwrap()).unwrap()
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Client { tls: Some(Arc::new(config)), authorization: None }
+    }
+
+    pub fn basic(mut self, user: &str, password: &str) -> Client {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.authorization = Some(format!("Basic {token}"));
+        self
+    }
+
+    pub fn bearer(mut self, token: &str) -> Client {
+        self.authorization = Some(format!("Bearer {token}"));
+        self
+    }
+
+    /// Without credentials, the same transport.
+    pub fn anonymous(&self) -> Client {
+        Client { tls: self.tls.clone(), authorization: None }
+    }
+
+    pub fn get(&self, port: u16, path: &str) -> std::io::Result<Response> {
+        let s = TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let auth = self.authorization.as_ref().map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
+        let Some(config) = &self.tls else {
+            let mut s = s;
+            s.write_all(request.as_bytes())?;
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw)?;
+            return parse(&raw, None);
+        };
+        let name = ServerName::try_from("127.0.0.1").expect("an IP address");
+        let conn = ClientConnection::new(config.clone(), name).map_err(std::io::Error::other)?;
+        let mut tls = StreamOwned::new(conn, s);
+        tls.write_all(request.as_bytes())?;
+        let mut raw = Vec::new();
+        tls.read_to_end(&mut raw)?;
+        let server_cert = tls.conn.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+        parse(&raw, server_cert)
+    }
+}
+
+fn parse(raw: &[u8], server_cert: Option<Vec<u8>>) -> std::io::Result<Response> {
+    let text = String::from_utf8_lossy(raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
     let mut lines = head.lines();
     let status = lines
@@ -34,9 +121,29 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers =
+    let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
-    Ok(Response { status, headers, body: body.to_string() })
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(body)? } else { body.to_string() };
+    Ok(Response { status, headers, body, server_cert })
+}
+
+fn dechunk(mut rest: &str) -> std::io::Result<String> {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or_else(|| std::io::Error::other("bad chunk"))?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        if size == 0 {
+            return Ok(out);
+        }
+        out.push_str(after.get(..size).ok_or_else(|| std::io::Error::other("short chunk"))?);
+        rest = after.get(size + 2..).ok_or_else(|| std::io::Error::other("short chunk"))?;
+    }
+}
+
+pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
+    Client::plain().get(port, path)
 }
 
 /// One connection for many requests: it still serves when the agent can
@@ -82,6 +189,6 @@ impl KeepAlive {
             .ok_or_else(|| std::io::Error::other("no Content-Length"))?;
         let mut body = vec![0; length];
         self.stream.read_exact(&mut body)?;
-        Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+        Ok(Response { status, headers, body: String::from_utf8_lossy(&body).into_owned(), server_cert: None })
     }
 }

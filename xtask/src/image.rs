@@ -41,6 +41,8 @@ pub fn build() -> anyhow::Result<String> {
             // Symbols and debug info are two thirds of the file; the agent's
             // own package only (the eBPF object keeps its BTF).
             .args(["--config", "profile.release.package.pywats-agent.strip=\"symbols\""])
+            // ring (rustls' crypto) has C and assembly: built with musl's gcc wrapper (musl-tools).
+            .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
             .current_dir(root()),
     )?;
     let context = context(&root().join("target").join(MUSL).join("release/pywats-agent"))?;

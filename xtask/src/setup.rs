@@ -116,12 +116,14 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Debian packages the tests use, by the command each provides: `openssl`
-/// makes the TLS tests' certificate; `buildah` builds and runs the container
-/// image (`cargo xtask image`, the image test) without a daemon;
+/// makes the TLS tests' certificates; `buildah` builds and runs the container
+/// image (`cargo xtask image`, the image test) without a daemon; `musl-gcc`
+/// compiles ring (rustls' crypto) for the image's static musl build;
 /// `prometheus` brings `promtool`, which checks the shipped scrape config and
 /// alert rules, runs their unit tests and lints the agent's exposition, and
-/// the server the example's test and the access tests scrape the agent with.
-const DEBIAN_PACKAGES: [(&str, &str); 3] = [("openssl", "openssl"), ("buildah", "buildah"), ("promtool", "prometheus")];
+/// the server the example's and the access tests scrape the agent with.
+const DEBIAN_PACKAGES: [(&str, &str); 4] =
+    [("openssl", "openssl"), ("buildah", "buildah"), ("musl-gcc", "musl-tools"), ("promtool", "prometheus")];
 
 fn debian_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES

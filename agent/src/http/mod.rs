@@ -1,8 +1,16 @@
-//! The agent's HTTP server: `/metrics` and the health endpoints.
+//! The agent's HTTP server: `/metrics` and the health endpoints, with TLS,
+//! credentials and limits.
 
+pub mod access;
+mod auth;
+mod deadlines;
 mod health;
+pub mod limits;
+mod listener;
 mod server;
 mod state;
+mod tls;
+pub mod web_config;
 
-pub use server::{router, serve};
+pub use server::{serve, RouteOptions, ServerConfig};
 pub use state::{AgentStatus, Shared};

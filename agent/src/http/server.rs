@@ -1,4 +1,4 @@
-//! Routes, request accounting and graceful shutdown.
+//! Routes, request accounting and access control; the server's setup.
 
 use std::{future::Future, net::SocketAddr};
 
@@ -10,10 +10,18 @@ use axum::{
     routing::get,
     Router,
 };
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     error::AgentError,
-    http::{health, state::Shared},
+    http::{
+        access::{Access, AccessFiles, LiveAccess},
+        auth::{self, Gate},
+        health,
+        limits::{ServerLimits, ServerMetrics},
+        listener,
+        state::Shared,
+    },
     metrics::Metrics,
     sync::Locked,
 };
@@ -46,28 +54,65 @@ async fn count(State(s): State<Shared>, request: Request, next: Next) -> Respons
     response
 }
 
-pub fn router(shared: Shared) -> Router {
-    Router::new()
+/// What the routes offer beyond the defaults.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteOptions {
+    /// `--debug-requests`: serve `/debug/requests`.
+    pub debug_requests: bool,
+    /// `--auth-probes`: the probes need credentials too.
+    pub auth_probes: bool,
+}
+
+pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions) -> Router {
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/health/details", get(health::details))
-        .route("/debug/requests", get(recent_requests))
+        .route("/health/details", get(health::details));
+    if options.debug_requests {
+        router = router.route("/debug/requests", get(recent_requests));
+    }
+    router
         .fallback(not_found)
+        // Inside the counting layer: refusals are counted too.
+        .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes), auth::require))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
 }
 
-/// Binds `addr` and serves until `shutdown` completes.
+/// How the server is set up, from the flags and `--web-config`.
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub files: AccessFiles,
+    /// Loaded at start, from `files`.
+    pub access: Access,
+    pub routes: RouteOptions,
+    pub limits: ServerLimits,
+}
+
+/// Binds the address and serves until `shutdown` completes.
 pub async fn serve(
-    addr: SocketAddr,
+    config: ServerConfig,
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let ServerConfig { listen: addr, files, access, routes, limits } = config;
+    // Ignored until here (`app::run`): a SIGHUP while loading is not lost work.
+    let hangup = signal(SignalKind::hangup())?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::Listen { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
-    tracing::info!("serving /metrics and /health on http://{local}");
-    axum::serve(listener, router(shared)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    let scheme = if access.tls.is_some() { "https" } else { "http" };
+    let auth = if access.credentials.required() { "credentials required" } else { "no credentials required" };
+    tracing::info!(
+        "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections)",
+        limits.max_connections
+    );
+    if access.credentials.required() && access.tls.is_none() && !local.ip().is_loopback() {
+        tracing::warn!("credentials are required but TLS is off: they cross the network in the clear");
+    }
+    let metrics = ServerMetrics::new(&shared.metrics);
+    let access = LiveAccess::new(access);
+    let router = router(shared, access.clone(), routes);
+    listener::run(listener, router, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
 }

@@ -12,7 +12,7 @@ use std::hash::Hasher;
 
 use crate::net::{
     limits::{extend_within, Limit, HTTP1_MAX_HEAD as MAX_HEAD},
-    report::{kept_method, kept_path, ParseError},
+    report::{self, kept_method, kept_path, ParseError},
 };
 
 /// Request body bytes hashed into the retry digest.
@@ -464,10 +464,8 @@ impl StreamParser {
                 chunked = h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
             } else if name.eq_ignore_ascii_case("connection") {
                 close = h.value.eq_ignore_ascii_case(b"close");
-            } else if (name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("x-correlation-id"))
-                && h.value.len() <= 128
-            {
-                request_id = std::str::from_utf8(h.value).ok().map(str::to_string);
+            } else if name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("x-correlation-id") {
+                request_id = report::request_id(h.value);
             }
         }
         let framing = match &msg_head {

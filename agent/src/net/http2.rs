@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use crate::net::{
     hpack::{self, Field, HpackError},
     limits::{extend_within, Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
-    report::{kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
+    report::{self, kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
 };
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -172,7 +172,7 @@ impl Fields {
             Field::Status if value.len() == 3 => {
                 self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
             }
-            Field::RequestId => self.request_id = Some(String::from_utf8_lossy(value).into_owned()),
+            Field::RequestId => self.request_id = report::request_id(value),
             Field::Status | Field::Other => {}
         }
     }

@@ -31,6 +31,9 @@ pub const MAX_PATH: usize = 2048;
 pub const MAX_METHOD: usize = 16;
 /// Longest `endpoint` label value; a longer templated path becomes `other`.
 pub const MAX_ENDPOINT_LABEL: usize = 128;
+/// Longest correlation id (`X-Request-ID`, `X-Correlation-ID`) kept for
+/// `/debug/requests`; a longer one is dropped.
+pub const MAX_REQUEST_ID: usize = 128;
 /// Failed requests remembered for retry detection.
 pub const MAX_RETRY_KEYS: usize = 10_000;
 

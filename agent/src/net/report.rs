@@ -3,7 +3,7 @@
 //! Shared by the HTTP/1 and HTTP/2 framers and the connection that drives
 //! them, so that neither framer imports the connection.
 
-use crate::net::limits::{Limit, MAX_METHOD, MAX_PATH};
+use crate::net::limits::{Limit, MAX_METHOD, MAX_PATH, MAX_REQUEST_ID};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -62,6 +62,17 @@ pub struct Exchange {
     pub response_bytes: u64,
     pub request_id: Option<String>,
     pub body_digest: u64,
+}
+
+/// A correlation id as `/debug/requests` may show it: 1 to
+/// [`MAX_REQUEST_ID`] bytes of `[A-Za-z0-9._:-]`. Anything else is dropped
+/// whole (a peer's bytes never reach the page beyond that set: no markup,
+/// no control characters, no header value that is not an id).
+pub fn request_id(value: &[u8]) -> Option<String> {
+    let allowed = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-');
+    let ok = !value.is_empty() && value.len() <= MAX_REQUEST_ID && value.iter().all(allowed);
+    // Only ASCII passed the check.
+    ok.then(|| value.iter().map(|&b| b as char).collect())
 }
 
 /// The part of a request target kept for templating: the query string and
@@ -149,6 +160,29 @@ pub enum Notice {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_they_look_like_ids() {
+        for id in ["r-1", "0b8f2c1e-6d7a-4c5b-9e3f-2a1b0c9d8e7f", "trace:span.1_a", &"x".repeat(MAX_REQUEST_ID)] {
+            assert_eq!(request_id(id.as_bytes()).as_deref(), Some(id), "{id}");
+        }
+        let long = "x".repeat(MAX_REQUEST_ID + 1);
+        for bad in [
+            "",
+            long.as_str(),
+            "has space",
+            "<script>alert(1)</script>",
+            "Basic cHl3YXRzOnNlY3JldA==",
+            "a/b",
+            "tab\there",
+            "new\r\nline",
+            "ünïcode",
+            "quote\"",
+        ] {
+            assert_eq!(request_id(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(request_id(&[b'a', 0xff, b'b']), None);
+    }
 
     #[test]
     fn kept_paths_drop_the_query_and_stay_bounded() {

@@ -18,8 +18,7 @@ use self::table::Table;
 
 /// The dynamic table size both peers start with (RFC 7540 §6.5.2).
 pub const DEFAULT_TABLE: usize = 4096;
-/// Longest request id kept (longer ones are ignored).
-pub const MAX_REQUEST_ID: usize = 128;
+pub use crate::net::limits::MAX_REQUEST_ID;
 
 /// The fields the agent reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

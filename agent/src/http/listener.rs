@@ -1,0 +1,171 @@
+//! The accept loop: TLS when configured (and then nothing else), a cap on
+//! connections, per-connection deadlines, SIGHUP reloads, and a shutdown
+//! that ends within [`SHUTDOWN_DEADLINE`]. axum's own `serve` has no TLS,
+//! no header timeout and no deadline on its graceful shutdown; the router
+//! is the same, served by hyper's HTTP/1 connection.
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+    signal::unix::Signal,
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    error::AgentError,
+    http::{
+        access::{AccessFiles, LiveAccess},
+        deadlines::{Deadlines, Expired, Timed},
+        limits::{
+            ServerLimit, ServerLimits, ServerMetrics, MAX_HEADERS, MAX_HEAD_BYTES, SHUTDOWN_DEADLINE,
+            TLS_HANDSHAKE_TIMEOUT,
+        },
+    },
+    metrics::RateLimitedLog,
+};
+
+/// What a connection needs, cloned into each.
+#[derive(Clone)]
+struct Conn {
+    router: Router,
+    deadlines: Deadlines,
+    metrics: ServerMetrics,
+    stop: watch::Receiver<bool>,
+}
+
+/// What SIGHUP re-reads, and into what.
+pub struct Reloads {
+    pub files: AccessFiles,
+    pub access: LiveAccess,
+    pub hangup: Signal,
+}
+
+/// Serves `router` on `listener` until `shutdown` completes; then closes
+/// what is still open after [`SHUTDOWN_DEADLINE`].
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    reloads: Reloads,
+    limits: ServerLimits,
+    metrics: ServerMetrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let Reloads { files, access, mut hangup } = reloads;
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop) = watch::channel(false);
+    let conn = Conn { router, deadlines: limits.deadlines, metrics: metrics.clone(), stop };
+    let accept_errors = RateLimitedLog::new(Duration::from_secs(10));
+    let mut open = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = hangup.recv() => match access.reload(&files) {
+                Ok(()) => {
+                    metrics.reloaded(true);
+                    tracing::info!("SIGHUP: web config and credentials re-read");
+                }
+                Err(e) => {
+                    metrics.reloaded(false);
+                    tracing::error!("SIGHUP: {e}; the configuration in force stays");
+                }
+            },
+            // Reap finished connections so the set stays as small as the cap.
+            Some(_) = open.join_next(), if !open.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        // Closed at once: its fd is back before the next accept.
+                        drop(stream);
+                        metrics.hit(ServerLimit::Connections);
+                        continue;
+                    };
+                    open.spawn(conn.clone().serve(stream, peer, access.current().tls.clone(), permit));
+                }
+                Err(e) => {
+                    // EMFILE and the like: accepting again at once would spin.
+                    accept_errors.warn(format_args!("accepting a connection failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let ended = tokio::time::timeout(SHUTDOWN_DEADLINE, async { while open.join_next().await.is_some() {} }).await;
+    if ended.is_err() {
+        tracing::info!(
+            "{} connection(s) still open {} s after shutdown began: closed",
+            open.len(),
+            SHUTDOWN_DEADLINE.as_secs()
+        );
+        open.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Decrements the open-connection gauge however the task ends (also when aborted).
+struct Counted(ServerMetrics);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
+}
+
+impl Conn {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, permit: OwnedSemaphorePermit) {
+        let _permit = permit;
+        self.metrics.connections.inc();
+        let _counted = Counted(self.metrics.clone());
+        let Some(acceptor) = tls else {
+            return self.http(stream, peer).await;
+        };
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.http(tls, peer).await,
+            // Plain HTTP on the TLS port ends here too: nothing is answered.
+            Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+            Err(_) => {
+                self.metrics.hit(ServerLimit::TlsHandshakeTimeout);
+                tracing::debug!("TLS handshake with {peer}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+            }
+        }
+    }
+
+    async fn http<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: T, peer: SocketAddr) {
+        let io = TokioIo::new(Timed::new(io, self.deadlines));
+        let service = TowerToHyperService::new(self.router.clone());
+        let connection = http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_headers(MAX_HEADERS)
+            // The deadlines are enforced on the IO (deadlines.rs), without hyper's timer.
+            .header_read_timeout(None)
+            .serve_connection(io, service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = self.stop.changed() => {
+                // Ends an idle connection now, one with a request in progress after it.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        let Err(e) = result else { return };
+        match Expired::of(&e) {
+            Some(Expired::Head) => self.metrics.hit(ServerLimit::HeaderTimeout),
+            Some(Expired::Send) => self.metrics.hit(ServerLimit::SendTimeout),
+            // A keep-alive connection that had nothing more to ask: not a refusal.
+            Some(Expired::Idle) => {}
+            None if e.is_parse_too_large() => self.metrics.hit(ServerLimit::RequestHead),
+            None => {}
+        }
+        tracing::debug!("connection from {peer} ended: {e}");
+    }
+}

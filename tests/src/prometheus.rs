@@ -1,0 +1,131 @@
+//! A real Prometheus (Debian's `prometheus` package) started by a test on a
+//! free loopback port, with its data in a temporary directory, and
+//! `promtool`.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{free_port, http, wait_for};
+
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` with `config` (its YAML) and waits until it is ready.
+    pub fn start(config: &str) -> Prometheus {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pywats-agent-prometheus-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let config_file = dir.join("prometheus.yml");
+        std::fs::write(&config_file, config).unwrap();
+        let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_file.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus (Debian package `prometheus`; `cargo xtask setup` installs it)");
+        let mut p = Prometheus { child, port, dir };
+        wait_for(Duration::from_secs(60), "prometheus to be ready", || {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("prometheus exited ({status}):\n{}", p.log());
+            }
+            http::get(port, "/-/ready").ok().filter(|r| r.status == 200)
+        });
+        p
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query through the HTTP API: each series' labels and value.
+    pub fn query(&self, expr: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let r = http::get(self.port, &format!("/api/v1/query?query={}", percent_encode(expr)))
+            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
+        assert_eq!(r.status, 200, "query {expr}: {}", r.body);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let labels = s["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                    .collect();
+                (labels, s["value"][1].as_str().unwrap().parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The scrape targets' state: job → (health, last error).
+    pub fn targets(&self) -> BTreeMap<String, (String, String)> {
+        let r = http::get(self.port, "/api/v1/targets").unwrap();
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        body["data"]["activeTargets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let job = t["labels"]["job"].as_str().unwrap().to_string();
+                (job, (t["health"].as_str().unwrap().to_string(), t["lastError"].as_str().unwrap().to_string()))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("prometheus log:\n{}", self.log());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `promtool check metrics` on an exposition: Ok, or promtool's complaints.
+pub fn check_metrics(exposition: &str) -> Result<(), String> {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(said)
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
