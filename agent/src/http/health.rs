@@ -100,7 +100,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "tls_libraries": *s.status.tls_libraries.read_locked(),
         "events": { "seen": seen, "lost": lost },
         "connections": s.net.locked().connections(),
-        "dependencies": s.deps.locked().views(monotonic_ns(), now),
+        "dependencies": s.deps.locked().views(monotonic_ns()),
         "watches": s.fs.locked().watches(),
     });
     (code, Json(body))

@@ -156,6 +156,10 @@ pub struct Dependencies {
     per_target: HashMap<String, usize>,
     /// Per target: the addresses of its WATS service.
     services: HashMap<String, Vec<SocketAddr>>,
+    /// The wall clock (seconds since the epoch) at monotonic 0, read once:
+    /// a timestamp converted at each scrape from two clock reads would move
+    /// by fractions of a microsecond from one scrape to the next.
+    wall_at_zero: f64,
 }
 
 /// The default `--dependency-window`.
@@ -174,6 +178,7 @@ impl Dependencies {
             deps: BTreeMap::new(),
             per_target: HashMap::new(),
             services: HashMap::new(),
+            wall_at_zero: wall_at_zero(),
         }
     }
 
@@ -261,12 +266,9 @@ impl Dependencies {
         true
     }
 
-    /// Every dependency as of `now_ns` (monotonic) / `now` (wall clock).
-    pub fn views(&self, now_ns: u64, now: SystemTime) -> Vec<View> {
-        let wall = |ns: u64| {
-            let ago = Duration::from_nanos(now_ns.saturating_sub(ns));
-            now.checked_sub(ago).and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
-        };
+    /// Every dependency as of `now_ns` (monotonic).
+    pub fn views(&self, now_ns: u64) -> Vec<View> {
+        let wall = |ns: u64| Some(self.wall_at_zero + ns as f64 / 1e9);
         self.deps
             .iter()
             .map(|((target, server), d)| {
@@ -293,6 +295,12 @@ impl Dependencies {
             })
             .collect()
     }
+}
+
+/// Seconds since the epoch at CLOCK_MONOTONIC 0.
+fn wall_at_zero() -> f64 {
+    let wall = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    wall - monotonic_ns() as f64 / 1e9
 }
 
 /// The socket addresses of a WATS service address from the client's config
@@ -380,7 +388,7 @@ impl Collector for DependencyGauges {
     fn collect(&self) -> Vec<MetricFamily> {
         // The lock also serialises reset-then-fill between concurrent scrapes.
         let deps = self.deps.locked();
-        let views = deps.views(monotonic_ns(), SystemTime::now());
+        let views = deps.views(monotonic_ns());
         self.up.reset();
         self.stale.reset();
         self.last_success.reset();
@@ -407,7 +415,7 @@ mod tests {
     }
 
     fn one(d: &Dependencies, now_ns: u64) -> View {
-        let v = d.views(now_ns, SystemTime::UNIX_EPOCH + Duration::from_secs(1000));
+        let v = d.views(now_ns);
         assert_eq!(v.len(), 1, "{v:?}");
         v.into_iter().next().unwrap()
     }
@@ -415,11 +423,12 @@ mod tests {
     #[test]
     fn the_latest_call_decides_and_failures_are_counted_since_the_latest_success() {
         let mut d = Dependencies::new(Duration::from_secs(60));
+        d.wall_at_zero = 989.0;
         let s = addr("127.0.0.1:8080");
         assert!(d.record("t", s, Ok(()), 10 * S));
         let v = one(&d, 11 * S);
         assert_eq!((v.state, v.up, v.consecutive_failures, v.last_error), ("up", true, 0, None));
-        // The wall clock reads 1000 s at the monotonic 11 s: the success ended at 999 s.
+        // The wall clock read 989 s at monotonic 0: the success at 10 s ended at 999 s.
         assert_eq!(v.last_success, Some(999.0));
         for (i, e) in [Failure::Refused, Failure::Refused, Failure::Http5xx].into_iter().enumerate() {
             d.record("t", s, Err(e), (20 + i as u64) * S);
@@ -469,7 +478,7 @@ mod tests {
         d.record("t", wats, Ok(()), S);
         d.set_service("t", vec![wats]);
         d.record("other", wats, Ok(()), S);
-        let v = d.views(S, SystemTime::now());
+        let v = d.views(S);
         let kinds: Vec<_> = v.iter().map(|v| (v.target.as_str(), v.dependency)).collect();
         assert_eq!(kinds, [("other", "http"), ("t", "wats")]);
         for port in 1..MAX_PER_TARGET as u16 {
@@ -477,10 +486,10 @@ mod tests {
         }
         // Full, nothing stale: refused.
         assert!(!d.record("t", addr("10.0.0.9:1"), Ok(()), 10 * S));
-        assert_eq!(d.views(10 * S, SystemTime::now()).len(), MAX_PER_TARGET + 1);
+        assert_eq!(d.views(10 * S).len(), MAX_PER_TARGET + 1);
         // The stale one called longest ago makes room (counted as a cap hit).
         assert!(!d.record("t", addr("10.0.0.9:1"), Ok(()), 70 * S));
-        let v = d.views(70 * S, SystemTime::now());
+        let v = d.views(70 * S);
         assert_eq!(v.len(), MAX_PER_TARGET + 1);
         assert!(!v.iter().any(|v| v.server == "10.0.0.5:443" && v.target == "t"));
         assert!(v.iter().any(|v| v.server == "10.0.0.9:1"));
