@@ -1,10 +1,9 @@
 //! A real Prometheus (Debian's `prometheus` package) started by a test on a
-//! free loopback port, with its data in a temporary directory, and
-//! `promtool`.
+//! free loopback port, with its data in a temporary directory (`promtool`
+//! is in `promtool.rs`).
 
 use std::{
     collections::BTreeMap,
-    io::Write,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -99,25 +98,6 @@ impl Drop for Prometheus {
             eprintln!("prometheus log:\n{}", self.log());
         }
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `promtool check metrics` on an exposition: Ok, or promtool's complaints.
-pub fn check_metrics(exposition: &str) -> Result<(), String> {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(said)
     }
 }
 
