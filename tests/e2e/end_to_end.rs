@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py::Py, tls, unix_now, wait_for};
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py, py::Py, tls, unix_now, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "ZTJlOnRva2Vu";
@@ -89,20 +89,10 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
         &[("SSL_CERT_FILE", cert)],
     );
     let pid = first.strip_prefix("pid ").unwrap_or_else(|| panic!("workload said {first:?}")).to_string();
-    let d = |p: &str| work.join(p).display().to_string();
-    let agent = Agent::start(&[
-        "--pid",
-        &pid,
-        "--target-name",
-        TARGET,
-        "--no-discover",
-        "--queue",
-        &format!("reports={}:service", d("reports")),
-        "--queue",
-        &format!("pq={}:persistent", d("pq")),
-        "--converter",
-        &format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error")),
-    ]);
+    let watches = py::workload_watches(&work);
+    let mut args = vec!["--pid", &pid, "--target-name", TARGET, "--no-discover"];
+    args.extend(watches.iter().map(String::as_str));
+    let agent = Agent::start(&args);
     if mode != Mode::Http {
         wait_for(Duration::from_secs(10), "the TLS probes", || {
             (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, time::Duration};
 
-use pywats_agent_tests::{agent::Agent, free_port, http, py::Py, root, wait_for};
+use pywats_agent_tests::{agent::Agent, free_port, http, py, py::Py, root, wait_for};
 use serde_json::Value;
 
 const TOKEN: &str = "ZXhhbXBsZTp0b2tlbg==";
@@ -34,21 +34,11 @@ fn the_example_answers_every_recipe_from_a_real_prometheus() {
         &["--url", &url, "--token", TOKEN, "--workdir", client_dir.to_str().unwrap(), "--rounds", "10", "--wait"],
     );
     let pid = first.strip_prefix("pid ").unwrap_or_else(|| panic!("workload said {first:?}")).to_string();
-    let d = |p: &str| client_dir.join(p).display().to_string();
     // The demo's flags (xtask/src/demo.rs).
-    let agent = Agent::start(&[
-        "--pid",
-        &pid,
-        "--target-name",
-        "demo-station",
-        "--no-discover",
-        "--queue",
-        &format!("reports={}:service", d("reports")),
-        "--queue",
-        &format!("pq={}:persistent", d("pq")),
-        "--converter",
-        &format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error")),
-    ]);
+    let watches = py::workload_watches(&client_dir);
+    let mut args = vec!["--pid", &pid, "--target-name", "demo-station", "--no-discover"];
+    args.extend(watches.iter().map(String::as_str));
+    let agent = Agent::start(&args);
     let truth: Value = serde_json::from_str(client.ask("go").strip_prefix("truth ").expect("the workload's truth"))
         .expect("truth JSON");
 

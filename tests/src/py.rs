@@ -99,3 +99,18 @@ impl Drop for Py {
         self.kill();
     }
 }
+
+/// The agent's flags for the folders `wats_workload.py` uses under
+/// `workdir`: its service queue, its persistent queue and its converter
+/// (the demo, the end-to-end and the example tests watch the same).
+pub fn workload_watches(workdir: &std::path::Path) -> Vec<String> {
+    let d = |p: &str| workdir.join(p).display().to_string();
+    vec![
+        "--queue".into(),
+        format!("reports={}:service", d("reports")),
+        "--queue".into(),
+        format!("pq={}:persistent", d("pq")),
+        "--converter".into(),
+        format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error")),
+    ]
+}

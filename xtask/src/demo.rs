@@ -120,14 +120,11 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<()> {
         first.strip_prefix("pid ").and_then(|p| p.parse().ok()).with_context(|| format!("workload said {first:?}"))?;
     println!("demo: real pyWATS client (pywats-api 0.6.0rc1) running as pid {pid}");
 
-    let d = |p: &str| work.join("client").join(p).display().to_string();
     let agent_port: u16 =
         args.listen.rsplit(':').next().and_then(|p| p.parse().ok()).context("--listen needs a port")?;
     let agent = Command::new(&agent_bin)
         .args(["--pid", &pid.to_string(), "--target-name", "demo-station", "--listen", &args.listen, "--no-discover"])
-        .args(["--queue", &format!("reports={}:service", d("reports"))])
-        .args(["--queue", &format!("pq={}:persistent", d("pq"))])
-        .args(["--converter", &format!("csv={},done={},error={}", d("conv/in"), d("conv/done"), d("conv/error"))])
+        .args(pywats_agent_tests::py::workload_watches(&work.join("client")))
         .stderr(std::fs::File::create(work.join("agent.log"))?)
         .spawn()
         .context("starting the agent")?;
