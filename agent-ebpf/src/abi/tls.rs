@@ -21,9 +21,11 @@ pub struct UprobeProgram {
     pub symbol: &'static str,
 }
 
-/// Programs attached to every libssl a target maps, in the order they are
-/// attached: each attach takes the kernel milliseconds, so the calls Python's
-/// `ssl` module makes (the `_ex` ones) come first.
+/// Programs for every libssl a target maps, in the order they are attached:
+/// each attach takes the kernel milliseconds, so the calls Python's `ssl`
+/// module makes (the `_ex` ones) come first. Where the agent finds the
+/// internal function both wrappers of a direction call, the `_ex` pair is
+/// attached there instead and the plain pair not at all.
 pub const TLS_PROGRAMS: [UprobeProgram; 9] = [
     UprobeProgram { program: "ssl_write_ex", symbol: "SSL_write_ex" },
     UprobeProgram { program: "ssl_write_ex_ret", symbol: "SSL_write_ex" },

@@ -1,4 +1,7 @@
-//! TLS plaintext from libssl uprobes. Connections are keyed by the `SSL *`,
+//! TLS plaintext from libssl uprobes. The `_ex` programs also serve the
+//! internal function both `SSL_x_ex` and `SSL_x` call where the agent finds
+//! it (same arguments, success above 0, the count through the fourth
+//! argument). Connections are keyed by the `SSL *`,
 //! which works for socket-backed TLS and for asyncio's memory BIOs alike (no
 //! socket syscall happens inside SSL_write_ex there). Entry probes park the
 //! arguments; return probes copy what was really written or read, whole, in
@@ -15,14 +18,14 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, insert_counted, next_seq, output, target_of, wakeup},
+    emit::{count_lost, current, forget_seq, header, insert_counted, is_target, next_seq, output, wakeup},
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
 };
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
     let (tgid, _) = current();
-    if target_of(tgid).is_none() {
+    if !is_target(tgid) {
         return 0;
     }
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
@@ -44,9 +47,14 @@ fn exit(ctx: &RetProbeContext, ex: bool, dir: u32) -> u32 {
         return 0;
     };
     let _ = TLS_PENDING.remove(id);
-    let ret: i64 = ctx.ret::<i64>();
+    // The functions return an `int`: the upper half of the register is not
+    // part of it.
+    let ret: i32 = ctx.ret::<i32>();
+    if ret <= 0 {
+        return 0;
+    }
     let n = if ex {
-        if ret != 1 || p.count_out == 0 {
+        if p.count_out == 0 {
             return 0;
         }
         // SAFETY: the helper tolerates bad pointers.
@@ -54,10 +62,8 @@ fn exit(ctx: &RetProbeContext, ex: bool, dir: u32) -> u32 {
             Ok(n) => n,
             Err(_) => return 0,
         }
-    } else if ret > 0 {
-        ret as u64
     } else {
-        return 0;
+        ret as u64
     };
     emit(&p, n, dir);
     0
@@ -164,7 +170,7 @@ pub fn ssl_read_ex_ret(ctx: RetProbeContext) -> u32 {
 #[uprobe]
 pub fn ssl_free(ctx: ProbeContext) -> u32 {
     let (tgid, tid) = current();
-    if target_of(tgid).is_none() {
+    if !is_target(tgid) {
         return 0;
     }
     let Some(ssl) = ctx.arg::<u64>(0) else {

@@ -2,6 +2,7 @@
 //! attaching the programs, reading their ring buffers.
 
 pub mod format;
+pub mod libssl;
 pub mod loader;
 pub mod privileges;
 pub mod reader;

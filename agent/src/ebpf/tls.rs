@@ -23,7 +23,11 @@ use aya::programs::{
 use pywats_agent_ebpf::abi::TLS_PROGRAMS;
 
 use crate::{
-    ebpf::{loader::program_error, Probes},
+    ebpf::{
+        libssl::{probe_plan, Probe},
+        loader::program_error,
+        Probes,
+    },
     error::AgentError,
 };
 
@@ -55,9 +59,8 @@ const LIB_DIRS: [&str; 8] = [
 
 #[derive(Default)]
 pub struct TlsLinks {
-    /// File offsets of the probed functions, per library file (`None` where
-    /// the file lacks the symbol), resolved once.
-    offsets: BTreeMap<FileId, Vec<Option<u64>>>,
+    /// What to attach in each library file, worked out once per file.
+    plans: BTreeMap<FileId, Vec<Probe>>,
     /// Per process: the library files probed and the links to detach.
     by_process: BTreeMap<ProcessKey, BTreeMap<FileId, Probed>>,
 }
@@ -72,19 +75,30 @@ impl Probes {
         }
         let (pid, _) = process;
         let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else { return Ok(false) };
-        let offsets = match self.tls.offsets.entry(id) {
+        let plan = match self.tls.plans.entry(id) {
             std::collections::btree_map::Entry::Occupied(known) => known.get().clone(),
-            std::collections::btree_map::Entry::Vacant(slot) => slot
-                .insert(symbol_offsets(lib).map_err(|reason| AgentError::Program { program: "ssl_write", reason })?)
-                .clone(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                let (plan, internal) =
+                    probe_plan(lib).map_err(|reason| AgentError::Program { program: "ssl_write", reason })?;
+                tracing::info!(
+                    "libssl {}: {}",
+                    lib.display(),
+                    if internal {
+                        "probing its internal read and write functions"
+                    } else {
+                        "probing its exported SSL_read/SSL_write functions"
+                    }
+                );
+                slot.insert(plan).clone()
+            }
         };
-        if offsets.iter().all(Option::is_none) {
+        if plan.is_empty() {
             return Ok(false);
         }
         let started = std::time::Instant::now();
         let mut links = Vec::new();
-        for (index, (up, offset)) in TLS_PROGRAMS.iter().zip(offsets).enumerate() {
-            let Some(offset) = offset else { continue };
+        for (index, offset) in plan {
+            let up = &TLS_PROGRAMS[index];
             let program: &mut UProbe = self
                 .ebpf
                 .program_mut(up.program)
@@ -143,26 +157,6 @@ impl Probes {
     }
 }
 
-/// File offsets of the functions in [`TLS_PROGRAMS`], in that order.
-fn symbol_offsets(lib: &Path) -> Result<Vec<Option<u64>>, String> {
-    use object::{Object, ObjectSection, ObjectSymbol};
-    let data = std::fs::read(lib).map_err(|e| format!("reading {}: {e}", lib.display()))?;
-    let file = object::File::parse(&*data).map_err(|e| format!("{}: not an ELF library: {e}", lib.display()))?;
-    let mut found: BTreeMap<&str, u64> = BTreeMap::new();
-    for symbol in file.dynamic_symbols().chain(file.symbols()) {
-        let Ok(name) = symbol.name() else { continue };
-        if !symbol.is_definition() || found.contains_key(name) || !TLS_PROGRAMS.iter().any(|p| p.symbol == name) {
-            continue;
-        }
-        let Some(section) = symbol.section_index().and_then(|i| file.section_by_index(i).ok()) else { continue };
-        let Some((file_offset, _)) = section.file_range() else { continue };
-        if let Some(at) = symbol.address().checked_sub(section.address()) {
-            found.insert(name, at + file_offset);
-        }
-    }
-    Ok(TLS_PROGRAMS.iter().map(|p| found.get(p.symbol).copied()).collect())
-}
-
 /// Library files mapped by `pid` whose name starts with `libssl.so`, as paths
 /// readable from here (through `/proc/<pid>/root`, so containers work).
 pub fn libssl_of(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
@@ -219,10 +213,6 @@ mod tests {
         let own = libssl_in_lib_dirs(Path::new("/proc"), std::process::id());
         // The test machines have OpenSSL 3 installed (Python's ssl needs it).
         assert!(own.iter().any(|p| p.to_string_lossy().contains("libssl.so")), "{own:?}");
-        for lib in own.iter().filter(|p| p.to_string_lossy().ends_with(".so.3")) {
-            let offsets = symbol_offsets(lib).unwrap();
-            assert!(offsets.iter().all(Option::is_some), "{}: {offsets:?}", lib.display());
-        }
     }
 
     #[test]
