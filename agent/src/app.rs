@@ -309,9 +309,11 @@ async fn serve(
     Err(AgentError::PartStopped { part: failure.part, reason: failure.reason })
 }
 
-/// Sleeps `d` in short steps, returning early once `stop` is set.
+/// Sleeps `d` in short steps, returning early once `stop` is set (steps of
+/// 200 ms: shutdown waits at most that long for it, and an idle agent wakes
+/// for it 5 times a second).
 fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
-    let step = Duration::from_millis(50);
+    let step = Duration::from_millis(200);
     let mut left = d;
     while !left.is_zero() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(step.min(left));
