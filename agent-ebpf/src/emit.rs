@@ -155,23 +155,34 @@ const NOEXIST: u64 = 1;
 /// direction `dir`, advancing it; [`SEQ_UNKNOWN`] if the map refused.
 #[inline(always)]
 pub fn next_seq(tgid: u32, conn_id: u64, dir: u32, n: u64) -> u64 {
+    next_seq_with(tgid, conn_id, dir, n, || CAPTURE_WHOLE).0
+}
+
+/// [`STREAM_SEQ`]'s mode of a connection whose calls are captured whole.
+pub const CAPTURE_WHOLE: u64 = 0;
+
+/// Like [`next_seq`], also returning the connection's capture mode, which
+/// `first` decides when the connection's first bytes are seen.
+#[inline(always)]
+pub fn next_seq_with(tgid: u32, conn_id: u64, dir: u32, n: u64, first: impl FnOnce() -> u64) -> (u64, u64) {
     let key = ConnKey { tgid, _pad: 0, conn_id };
     // One lookup per event; the entry is made at a connection's first bytes.
     let found = STREAM_SEQ.get_ptr_mut(key).or_else(|| {
-        if STREAM_SEQ.insert(key, [0u64; 2], NOEXIST).is_err() {
+        if STREAM_SEQ.insert(key, [0, 0, first()], NOEXIST).is_err() {
             count_insert_failure(map_slot::STREAM_SEQ);
         }
         STREAM_SEQ.get_ptr_mut(key)
     });
-    let Some(offsets) = found else {
-        return SEQ_UNKNOWN;
+    let Some(state) = found else {
+        return (SEQ_UNKNOWN, CAPTURE_WHOLE);
     };
     // SAFETY: a map value; a thread racing on the same connection and
     // direction could only make the agent see a gap that is not there.
-    let slot = unsafe { &mut (*offsets)[(dir & 1) as usize] };
+    let slot = unsafe { &mut (*state)[(dir & 1) as usize] };
     let seq = *slot;
     *slot = seq + n;
-    seq
+    // SAFETY: as above.
+    (seq, unsafe { (*state)[2] })
 }
 
 /// A connection ended: its offsets go.

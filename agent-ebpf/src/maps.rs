@@ -82,10 +82,11 @@ pub struct ConnKey {
     pub conn_id: u64,
 }
 
-/// Bytes reported so far per connection, [egress, ingress]. LRU, so entries of
-/// connections whose end was never seen age out.
+/// Per connection: bytes reported so far, [egress, ingress], and for TLS
+/// whether its calls are captured whole ([`crate::emit::CAPTURE_WHOLE`]).
+/// LRU, so entries of connections whose end was never seen age out.
 #[map]
-pub static STREAM_SEQ: LruHashMap<ConnKey, [u64; 2]> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
+pub static STREAM_SEQ: LruHashMap<ConnKey, [u64; 3]> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 #[map]
 pub static PENDING: HashMap<u64, Pending> = HashMap::with_max_entries(16384, 0);

@@ -102,6 +102,8 @@ static struct record records[MAX_REQUESTS];
 static int nrecords;
 static int port;
 static unsigned long tls_events;
+/* HTTP/2 connections are captured whole, HTTP/1 ones by their edges. */
+static int whole_calls;
 static char body[UPLOAD_SIZE];
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die(const char *fmt, ...)
@@ -189,10 +191,15 @@ static SSL *tls_connect(SSL_CTX *ctx, int *fd_out)
     return ssl;
 }
 
-/* The agent's probes send a call's bytes in pieces of 8 KiB, at most 3, and
- * what is beyond them as one more event (a gap). */
+/* The agent's probes send an HTTP/1 call as one event (its first and last
+ * bytes), and an HTTP/2 call's bytes in pieces of 8 KiB, at most 3, and what
+ * is beyond them as one more event (a gap). */
 static void count_tls_events(int n)
 {
+    if (!whole_calls) {
+        tls_events += 1;
+        return;
+    }
     int pieces = (n + 8191) / 8192;
     tls_events += pieces < 3 ? pieces : 3;
     tls_events += n > 3 * 8192;
@@ -646,6 +653,7 @@ int main(int argc, char **argv)
     if (argc != 3 || (strcmp(argv[1], "h1") && strcmp(argv[1], "h2")) || (port = atoi(argv[2])) <= 0)
         die("usage: tls_client h1|h2 PORT");
     int http2 = !strcmp(argv[1], "h2");
+    whole_calls = http2;
     memset(body, 'p', sizeof body);
     load_libssl();
     SSL_CTX *ctx = ossl.SSL_CTX_new(ossl.TLS_client_method());

@@ -74,8 +74,8 @@ for cls in (socket.socket, ssl.SSLSocket):
 
 
 # Ground truth for the libssl probes: each SSL read or write that moved n > 0
-# bytes is sent as pieces of 8 KiB, at most 3 of them and then one gap for the
-# rest (TLS_PIECE and TLS_MAX_PIECES in agent-ebpf/src/abi/tls.rs).
+# bytes of an HTTP/1 connection is sent as one event (its first and last
+# bytes; agent-ebpf/src/probes/tls.rs).
 tls_events = 0
 
 
@@ -85,7 +85,7 @@ def _counted_tls(method):
         r = method(self, *args)
         n = r if isinstance(r, int) else len(r)
         if n > 0:
-            tls_events += min(-(-n // 8192), 3) + (1 if n > 3 * 8192 else 0)
+            tls_events += 1
         return r
     return counted
 

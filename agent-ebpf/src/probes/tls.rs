@@ -13,12 +13,15 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use pywats_agent_ebpf::abi::{
-    direction, map_slot, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, SEQ_UNKNOWN, TLS_CONN,
-    TLS_MAX_PIECES, TLS_PIECE,
+    direction, map_slot, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, CAPTURE_PREFIX, CAPTURE_SUFFIX,
+    SEQ_UNKNOWN, TLS_CONN, TLS_MAX_PIECES, TLS_PIECE,
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, insert_counted, is_target, next_seq, output, wakeup},
+    emit::{
+        count_lost, current, forget_seq, header, insert_counted, is_target, next_seq_with, output, wakeup,
+        CAPTURE_WHOLE,
+    },
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
 };
 
@@ -69,8 +72,33 @@ fn exit(ctx: &RetProbeContext, ex: bool, dir: u32) -> u32 {
     0
 }
 
-/// Sends `n` bytes from `p.buf` as consecutive pieces; what does not fit in
-/// `TLS_MAX_PIECES` pieces is sent as a gap (a piece with no bytes captured).
+/// [`STREAM_SEQ`](crate::maps::STREAM_SEQ)'s mode of an HTTP/1 (not HTTP/2)
+/// connection: a call is captured like a socket's (a prefix and a suffix).
+/// The HTTP/1 parser skips bodies by their length, so most of a large body
+/// need not be copied; HTTP/2 needs every frame header, so its calls are
+/// captured whole.
+const CAPTURE_EDGES: u64 = 1;
+
+/// The mode of a connection whose first bytes are at `buf`: HTTP/2 begins
+/// with the client's preface in both directions' first call ("PRI * HTTP/2.0").
+/// A connection joined mid-way looks like HTTP/1 here; the agent cannot
+/// parse HTTP/2 joined mid-way anyway.
+#[inline(always)]
+fn mode_of(buf: u64, n: u64) -> u64 {
+    if n < 4 {
+        return CAPTURE_WHOLE;
+    }
+    // SAFETY: the helper tolerates bad pointers.
+    match unsafe { bpf_probe_read_user(buf as *const [u8; 4]) } {
+        Ok(head) if head != *b"PRI " => CAPTURE_EDGES,
+        _ => CAPTURE_WHOLE,
+    }
+}
+
+/// Sends `n` bytes from `p.buf`: for HTTP/1 one event with the first
+/// `CAPTURE_PREFIX` and the last `CAPTURE_SUFFIX` bytes, otherwise whole, as
+/// consecutive pieces; what does not fit in `TLS_MAX_PIECES` pieces is sent as
+/// a gap (a piece with no bytes captured).
 #[inline(always)]
 fn emit(p: &TlsPending, n: u64, dir: u32) {
     let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
@@ -80,7 +108,11 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
     let s: &mut TlsScratch = unsafe { &mut *scratch };
     let (tgid, tid) = current();
     let conn_id = p.ssl | TLS_CONN;
-    let base = next_seq(tgid, conn_id, dir, n);
+    let (base, mode) = next_seq_with(tgid, conn_id, dir, n, || mode_of(p.buf, n));
+    if mode == CAPTURE_EDGES {
+        emit_edges(p, n, dir, s, base);
+        return;
+    }
     let mut off: u64 = 0;
     for _ in 0..TLS_MAX_PIECES + 1 {
         if off >= n {
@@ -123,6 +155,53 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
             count_lost(EventKind::TlsData);
         }
         off += len;
+    }
+}
+
+/// One event of an HTTP/1 call: its first and last bytes, the rest a gap.
+#[inline(always)]
+fn emit_edges(p: &TlsPending, n: u64, dir: u32, s: &mut TlsScratch, seq: u64) {
+    let (tgid, tid) = current();
+    let prefix = (if n < CAPTURE_PREFIX as u64 { n } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
+    // SAFETY: prefix <= CAPTURE_PREFIX < bytes.len(); the helper tolerates bad source pointers.
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(s.bytes.as_mut_ptr().cast(), prefix as u32, p.buf as *const _)
+    } == 0;
+    let prefix = if ok { prefix } else { 0 };
+    let mut suffix = 0u64;
+    if ok && n > CAPTURE_PREFIX as u64 {
+        let rest = n - CAPTURE_PREFIX as u64;
+        suffix =
+            (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
+        // SAFETY: prefix + suffix <= CAPTURE_PREFIX + 2 * CAPTURE_SUFFIX <= bytes.len().
+        let dst = unsafe { s.bytes.as_mut_ptr().add(prefix as usize) };
+        let from = p.buf + n - suffix;
+        if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), suffix as u32, from as *const _) }
+            != 0
+        {
+            suffix = 0;
+        }
+    }
+    let mut h = header(EventKind::TlsData, tgid, tid);
+    h.ret = n as i64;
+    h.len = n as u32;
+    h.captured = (prefix + suffix) as u32;
+    s.event = DataEvent {
+        header: h,
+        conn_id: p.ssl | TLS_CONN,
+        call_start_ns: p.enter_ns,
+        seq,
+        direction: dir as u16,
+        role: role::CLIENT as u16,
+        prefix_len: prefix as u32,
+        suffix_len: suffix as u32,
+        flags: 0,
+    };
+    let total = (core::mem::size_of::<DataEvent>() as u64 + prefix + suffix) & 0x3fff;
+    // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
+    let bytes = unsafe { core::slice::from_raw_parts((s as *mut TlsScratch).cast::<u8>(), total as usize) };
+    if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
+        count_lost(EventKind::TlsData);
     }
 }
 
