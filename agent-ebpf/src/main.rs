@@ -10,6 +10,7 @@
 mod emit;
 mod globals;
 mod maps;
+mod parked;
 mod probes;
 
 #[cfg(not(test))]

@@ -4,7 +4,7 @@
 //! reports successful calls only.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_str_bytes},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -12,8 +12,9 @@ use pywats_agent_ebpf::abi::{fs_truncated, map_slot, EventKind, FsEvent, FsScrat
 
 use super::syscalls::{arg, ret};
 use crate::{
-    emit::{count_lost, current, header, insert_counted, wakeup, BPF_RB_FORCE_WAKEUP},
+    emit::{count_lost, current, header, wakeup, BPF_RB_FORCE_WAKEUP},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
+    parked,
 };
 
 #[inline(always)]
@@ -24,7 +25,7 @@ fn park(
 ) -> i32 {
     if let Ok(mut pending) = p(ctx) {
         pending.kind = kind as u32;
-        let _ = insert_counted(&FS_PENDING, &bpf_get_current_pid_tgid(), &pending, map_slot::FS_PENDING);
+        let _ = parked::park(&FS_PENDING, &pending, map_slot::FS_PENDING);
     }
     0
 }
@@ -46,12 +47,9 @@ fn read_path(src: u64, dst: &mut [u8]) -> (u16, bool) {
 
 #[inline(always)]
 fn exit(ctx: &RawTracePointContext) -> i32 {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(p) = (unsafe { FS_PENDING.get(id) }).copied() else {
+    let Some(p) = parked::take(&FS_PENDING) else {
         return 0;
     };
-    let _ = FS_PENDING.remove(id);
     let ret = ret(ctx);
     if ret < 0 {
         return 0;

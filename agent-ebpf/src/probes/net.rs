@@ -7,7 +7,7 @@
 //! reported, with the true byte count.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -21,6 +21,7 @@ use super::syscalls::{arg, ret};
 use crate::{
     emit::{count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
+    parked,
 };
 
 /// The syscalls, as stored in a parked [`Pending`].
@@ -62,17 +63,13 @@ fn track(tgid: u32, fd: u32, conn_id: u64, state: u32, role: u32) -> Result<(), 
 
 #[inline(always)]
 fn park(p: Pending) -> Result<(), i64> {
-    insert_counted(&PENDING, &bpf_get_current_pid_tgid(), &p, map_slot::PENDING)
+    parked::park(&PENDING, &p, map_slot::PENDING)
 }
 
 /// Takes the parked arguments of this thread's syscall, if it was of `op`.
 #[inline(always)]
 fn unpark(op: u32) -> Option<Pending> {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let p = unsafe { PENDING.get(id) }.copied()?;
-    let _ = PENDING.remove(id);
-    (p.op == op).then_some(p)
+    parked::take(&PENDING).filter(|p| p.op == op)
 }
 
 /// Reads a user `struct sockaddr_in{,6}` into a [`SockAddr`]; family 0 when unreadable.

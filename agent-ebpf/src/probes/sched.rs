@@ -12,6 +12,7 @@ use crate::{
     emit::{current, header, insert_counted, output_now, set_target_bit, target_of},
     globals::tp_offsets,
     maps::{PROC_EVENTS, TARGETS},
+    parked,
 };
 
 #[tracepoint(category = "task", name = "task_newtask")]
@@ -25,6 +26,7 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(target) = target_of(tgid) else {
         return Ok(());
     };
+    parked::forget_thread();
     let off = tp_offsets();
     // SAFETY: offsets come from this kernel's tracepoint format.
     let flags: u64 = unsafe { ctx.read_at(off.newtask_clone_flags as usize) }.map_err(i64::from)?;
@@ -78,6 +80,7 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(target) = target_of(tgid) else {
         return Ok(());
     };
+    parked::forget_thread();
     let off = tp_offsets();
     let last_thread = if off.exit_group_dead != 0 {
         // SAFETY: offset from this kernel's tracepoint format.

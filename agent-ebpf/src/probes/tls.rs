@@ -8,7 +8,7 @@
 //! pieces, to the socket-event ring.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
@@ -18,11 +18,9 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
-    emit::{
-        count_lost, current, forget_seq, header, insert_counted, is_target, next_seq_with, output, wakeup,
-        CAPTURE_WHOLE,
-    },
+    emit::{count_lost, current, forget_seq, header, is_target, next_seq_with, output, wakeup, CAPTURE_WHOLE},
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
+    parked,
 };
 
 #[inline(always)]
@@ -38,18 +36,15 @@ fn enter(ctx: &ProbeContext, ex: bool) -> u32 {
     // SAFETY: a helper without preconditions.
     let enter_ns = unsafe { bpf_ktime_get_ns() };
     let pending = TlsPending { ssl, buf, count_out, enter_ns };
-    let _ = insert_counted(&TLS_PENDING, &bpf_get_current_pid_tgid(), &pending, map_slot::TLS_PENDING);
+    let _ = parked::park(&TLS_PENDING, &pending, map_slot::TLS_PENDING);
     0
 }
 
 #[inline(always)]
 fn exit(ctx: &RetProbeContext, ex: bool, dir: u32) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    // SAFETY: copied out before removal.
-    let Some(p) = (unsafe { TLS_PENDING.get(id) }).copied() else {
+    let Some(p) = parked::take(&TLS_PENDING) else {
         return 0;
     };
-    let _ = TLS_PENDING.remove(id);
     // The functions return an `int`: the upper half of the register is not
     // part of it.
     let ret: i32 = ctx.ret::<i32>();
