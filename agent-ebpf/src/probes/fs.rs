@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use pywats_agent_ebpf::abi::{fs_truncated, map_slot, EventKind, FsEvent, FsScratch, AT_FDCWD, FS_PATH_MAX};
 
-use super::syscalls::{arg, ret};
+use super::syscalls::{arg, args3, ret};
 use crate::{
     emit::{count_lost, current, header, wakeup, BPF_RB_FORCE_WAKEUP},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
@@ -151,7 +151,8 @@ exits!(
 #[raw_tracepoint]
 pub fn sys_enter_openat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsOpen, |c| {
-        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
+        let [dirfd, path, flags] = args3(c)?;
+        Ok(FsPending { dirfd1: dirfd as i32, path1: path, flags: flags as u32, ..EMPTY })
     })
 }
 
@@ -160,36 +161,36 @@ pub fn sys_enter_openat2(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsOpen, |c| {
         // struct open_how starts with the u64 flags.
         // SAFETY: the helper tolerates bad pointers.
-        let flags = unsafe { bpf_probe_read_user(arg(c, 2)? as *const u64) }.map_err(i64::from)?;
-        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: flags as u32, ..EMPTY })
+        let [dirfd, path, how] = args3(c)?;
+        let flags = unsafe { bpf_probe_read_user(how as *const u64) }.map_err(i64::from)?;
+        Ok(FsPending { dirfd1: dirfd as i32, path1: path, flags: flags as u32, ..EMPTY })
     })
 }
 
 #[raw_tracepoint]
 pub fn sys_enter_rename(ctx: RawTracePointContext) -> i32 {
-    park(&ctx, EventKind::FsRename, |c| Ok(FsPending { path1: arg(c, 0)?, path2: arg(c, 1)?, ..EMPTY }))
+    park(&ctx, EventKind::FsRename, |c| {
+        let [from, to, _] = args3(c)?;
+        Ok(FsPending { path1: from, path2: to, ..EMPTY })
+    })
 }
 
 #[raw_tracepoint]
 pub fn sys_enter_renameat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| {
-        Ok(FsPending {
-            dirfd1: arg(c, 0)? as i32,
-            path1: arg(c, 1)?,
-            dirfd2: arg(c, 2)? as i32,
-            path2: arg(c, 3)?,
-            ..EMPTY
-        })
+        let [dirfd1, path1, dirfd2] = args3(c)?;
+        Ok(FsPending { dirfd1: dirfd1 as i32, path1, dirfd2: dirfd2 as i32, path2: arg(c, 3)?, ..EMPTY })
     })
 }
 
 #[raw_tracepoint]
 pub fn sys_enter_renameat2(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| {
+        let [dirfd1, path1, dirfd2] = args3(c)?;
         Ok(FsPending {
-            dirfd1: arg(c, 0)? as i32,
-            path1: arg(c, 1)?,
-            dirfd2: arg(c, 2)? as i32,
+            dirfd1: dirfd1 as i32,
+            path1,
+            dirfd2: dirfd2 as i32,
             path2: arg(c, 3)?,
             flags: arg(c, 4)? as u32,
             ..EMPTY
@@ -205,6 +206,7 @@ pub fn sys_enter_unlink(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn sys_enter_unlinkat(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsUnlink, |c| {
-        Ok(FsPending { dirfd1: arg(c, 0)? as i32, path1: arg(c, 1)?, flags: arg(c, 2)? as u32, ..EMPTY })
+        let [dirfd, path, flags] = args3(c)?;
+        Ok(FsPending { dirfd1: dirfd as i32, path1: path, flags: flags as u32, ..EMPTY })
     })
 }

@@ -17,7 +17,7 @@ use pywats_agent_ebpf::abi::{
     SOCK_STREAM, SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
 };
 
-use super::syscalls::{arg, ret};
+use super::syscalls::{arg, args3, ret};
 use crate::{
     emit::{count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
@@ -303,7 +303,7 @@ fn try_enter_close(ctx: &RawTracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn enter_data(ctx: &RawTracePointContext, op: u32) -> Result<(), i64> {
     let (tgid, _) = current();
-    let fd = arg(ctx, 0)?;
+    let [fd, buf, count] = args3(ctx)?;
     let Some(info) = sock(tgid, fd).1 else {
         return Ok(());
     };
@@ -313,8 +313,8 @@ fn enter_data(ctx: &RawTracePointContext, op: u32) -> Result<(), i64> {
     park(Pending {
         op,
         fd: fd as u32,
-        buf: arg(ctx, 1)?,
-        count: arg(ctx, 2)?,
+        buf,
+        count,
         conn_id: info.conn_id,
         role: info.role,
         // SAFETY: a helper without preconditions.
