@@ -179,6 +179,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         programs_expected: loader::all_programs().count(),
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),
+        tls_probes: RwLock::new(Vec::new()),
         stopped: RwLock::new(None),
     });
     let probes = Arc::new(Mutex::new(probes));

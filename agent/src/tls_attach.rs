@@ -156,6 +156,7 @@ impl Worker {
             if changed {
                 let probes = self.probes.locked();
                 *self.status.tls_libraries.write_locked() = probes.tls_libraries();
+                *self.status.tls_probes.write_locked() = probes.tls_probes();
                 self.metrics.tls_processes.set(probes.tls_processes().len() as i64);
             }
         }

@@ -42,11 +42,22 @@ mod op {
 /// exec (then it is stale and goes).
 #[inline(always)]
 fn sock(tgid: u32, fd: u64) -> (SockKey, Option<SockInfo>) {
+    sock_where(tgid, fd, |_| true)
+}
+
+/// Like [`sock`], for a socket in a state `wanted` accepts. The exec check
+/// (a second map lookup) is made only for such a socket: most syscalls on
+/// other entries (TLS ciphertext) just return.
+#[inline(always)]
+fn sock_where(tgid: u32, fd: u64, wanted: impl FnOnce(&SockInfo) -> bool) -> (SockKey, Option<SockInfo>) {
     let key = SockKey { tgid, fd: fd as u32 };
     // SAFETY: the value is copied out at once.
     let Some(info) = (unsafe { SOCKETS.get(key) }).copied() else {
         return (key, None);
     };
+    if !wanted(&info) {
+        return (key, None);
+    }
     if info.exec_gen != exec_gen(tgid) {
         let _ = SOCKETS.remove(key);
         return (key, None);
@@ -304,12 +315,10 @@ fn try_enter_close(ctx: &RawTracePointContext) -> Result<(), i64> {
 fn enter_data(ctx: &RawTracePointContext, op: u32) -> Result<(), i64> {
     let (tgid, _) = current();
     let [fd, buf, count] = args3(ctx)?;
-    let Some(info) = sock(tgid, fd).1 else {
+    let live = |i: &SockInfo| i.state == sock_state::CONNECTED || i.state == sock_state::CONNECTING;
+    let Some(info) = sock_where(tgid, fd, live).1 else {
         return Ok(());
     };
-    if info.state != sock_state::CONNECTED && info.state != sock_state::CONNECTING {
-        return Ok(());
-    }
     park(Pending {
         op,
         fd: fd as u32,

@@ -155,6 +155,31 @@ impl Probes {
             .collect();
         paths.into_iter().collect()
     }
+
+    /// Where the TLS programs sit, per probed library file (for
+    /// `/health/details`: whether the internal functions were found, and for
+    /// the bench, which plants bare uprobes at the same places).
+    pub fn tls_probes(&self) -> Vec<TlsProbe> {
+        let mut out: BTreeSet<TlsProbe> = BTreeSet::new();
+        for (id, (path, _)) in self.tls.by_process.values().flatten() {
+            for &(index, offset) in self.tls.plans.get(id).into_iter().flatten() {
+                out.insert(TlsProbe {
+                    library: path.display().to_string(),
+                    program: TLS_PROGRAMS[index].program,
+                    offset,
+                });
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// A TLS program's place: its library file (as the agent reads it) and file offset.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct TlsProbe {
+    pub library: String,
+    pub program: &'static str,
+    pub offset: u64,
 }
 
 /// Library files mapped by `pid` whose name starts with `libssl.so`, as paths

@@ -98,6 +98,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "idle_patterns": idle_patterns,
         "programs_attached": *s.status.programs_attached.read_locked(),
         "tls_libraries": *s.status.tls_libraries.read_locked(),
+        "tls_probes": *s.status.tls_probes.read_locked(),
         "events": { "seen": seen, "lost": lost },
         "connections": s.net.locked().connections(),
         "dependencies": s.deps.locked().views(monotonic_ns()),

@@ -24,6 +24,8 @@ pub struct AgentStatus {
     pub programs_attached: RwLock<Vec<&'static str>>,
     /// libssl files the TLS probes are attached to.
     pub tls_libraries: RwLock<Vec<String>>,
+    /// Where the TLS programs are attached in them.
+    pub tls_probes: RwLock<Vec<crate::ebpf::tls::TlsProbe>>,
     /// A part of the agent that stopped: the agent is about to exit.
     pub stopped: RwLock<Option<Stopped>>,
 }

@@ -13,6 +13,7 @@ use super::{
     procs::Proc,
     rounds::Mode,
     stats::{change, differences, show, signed},
+    traps::{Site, Traps},
     Ctx,
 };
 
@@ -34,6 +35,8 @@ pub struct Client<'a> {
     pub agent_args: Vec<String>,
     /// Wait for the libssl probes before measuring.
     pub tls: bool,
+    /// The agent's TLS probe sites, for [`Mode::Traps`].
+    pub sites: &'a [Site],
     /// Untimed operations after the fresh connection, before the timed ones.
     pub warmup: usize,
     /// Checks the agent's count of the run against what the client says it did
@@ -56,12 +59,16 @@ pub fn once(ctx: &mut Ctx, c: &mut Client, mode: Mode, open: &str, ops: usize) -
         a.ready(c.tls)?;
         agent = Some(a);
     }
+    let traps = (mode == Mode::Traps).then(|| Traps::open(c.proc.pid(), c.sites)).transpose()?;
     c.proc.ask(&format!("{open} {} {}", mode.client_mode(), c.warmup))?;
     // Baselines: programs' totals (a scrape, outside the agent's CPU window), then the agent's CPU.
     let kernel_before = agent.as_ref().map(Agent::scrape).transpose()?.as_ref().and_then(program_seconds_and_runs);
     let cpu_before = agent.as_ref().map(Agent::cpu_ns).transpose()?;
     let timed = c.proc.ask(&format!("timed {ops}"))?;
     let client = timed["cpu_ns"].as_f64().with_context(|| format!("the client answered {timed}"))? / ops as f64;
+    if let Some(traps) = &traps {
+        anyhow::ensure!(traps.fired()? >= ops as u64, "the bare uprobes fired less than once per operation");
+    }
     let Some(mut agent) = agent else {
         c.proc.ask("close")?;
         return Ok(Measured { client, agent: None, kernel: None, lost: 0.0 });
@@ -101,10 +108,20 @@ impl Runs {
         self.values(Mode::On, |m| m.agent.map(|ns| ns / 1e3))
     }
 
-    /// Client CPU per operation in µs: agent off, on, Δ, in-process, Δ.
+    /// Client CPU per operation in µs: agent off, on, Δ, in-process, Δ,
+    /// bare uprobes, Δ ("–" where not measured).
     pub fn client_cells(&self) -> Vec<String> {
         let (off, on, inproc) = (self.client_us(Mode::Off), self.client_us(Mode::On), self.client_us(Mode::InProcess));
-        vec![show(&off, " µs"), show(&on, " µs"), change(&off, &on), show(&inproc, " µs"), change(&off, &inproc)]
+        let traps = self.client_us(Mode::Traps);
+        vec![
+            show(&off, " µs"),
+            show(&on, " µs"),
+            change(&off, &on),
+            show(&inproc, " µs"),
+            change(&off, &inproc),
+            show(&traps, " µs"),
+            change(&off, &traps),
+        ]
     }
 
     /// CPU added per operation, per round: watched (the client's increase

@@ -18,6 +18,7 @@ mod report;
 mod rounds;
 mod scenarios;
 mod stats;
+mod traps;
 
 use std::{
     path::PathBuf,
@@ -159,7 +160,10 @@ fn method(ctx: &Ctx) -> String {
     format!(
         "**Method.** Each comparison runs in {} interleaved rounds: in every round each setting (agent \
          off, agent on, the client instrumenting itself in-process instead, and agent on with program \
-         statistics) runs once, the order flipping every round; tables give the median over rounds with \
+         statistics; over TLS also bare uprobes: no agent, the kernel's uprobes and uretprobes at the \
+         sites the agent probes in that client, each with a counting perf event, for that process only, \
+         as the agent attaches its programs: the least an agent built on uprobes there can cost) runs \
+         once, the order flipping every round; tables give the median over rounds with \
          the range (min–max), and changes are medians of the per-round ratios. A run is a fresh \
          connection (or queue), {} untimed warm-up operations, then {} timed operations ({} for the real \
          pyWATS client, after {}); a fresh agent is started for each watched run and waits until it is ready \

@@ -13,6 +13,8 @@ pub enum Mode {
     InProcess,
     /// The agent attached with `--program-stats`, for its in-kernel time.
     Kernel,
+    /// No agent; bare uprobes at the agent's TLS probe sites (`traps.rs`).
+    Traps,
 }
 
 impl Mode {

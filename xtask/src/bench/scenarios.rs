@@ -12,24 +12,32 @@ use super::{
     procs::{python, wait_for_port, Proc},
     report::Table,
     rounds::{order, Mode},
-    Ctx,
+    traps, Ctx,
 };
 
 pub struct Scenario {
     pub name: &'static str,
     title: &'static str,
+    /// Over TLS: also measured with bare uprobes at the agent's probe sites.
+    tls: bool,
     /// The queue the agent watches (queue scenarios), else HTTP requests.
     queue: Option<&'static str>,
 }
 
 pub const SCENARIOS: [Scenario; 5] = [
-    Scenario { name: "http", title: "HTTP/1.1 keep-alive: GET 1 kB / POST 20 kB", queue: None },
-    Scenario { name: "https", title: "HTTPS (HTTP/1.1 over TLS): GET 1 kB / POST 20 kB", queue: None },
-    Scenario { name: "h2", title: "HTTP/2 over TLS (httpx): GET 1 kB / POST 20 kB", queue: None },
-    Scenario { name: "squeue", title: "service-queue item, 20 kB (fsync + 3 renames)", queue: Some("squeue") },
+    Scenario { name: "http", title: "HTTP/1.1 keep-alive: GET 1 kB / POST 20 kB", tls: false, queue: None },
+    Scenario { name: "https", title: "HTTPS (HTTP/1.1 over TLS): GET 1 kB / POST 20 kB", tls: true, queue: None },
+    Scenario { name: "h2", title: "HTTP/2 over TLS (httpx): GET 1 kB / POST 20 kB", tls: true, queue: None },
+    Scenario {
+        name: "squeue",
+        title: "service-queue item, 20 kB (fsync + 3 renames)",
+        tls: false,
+        queue: Some("squeue"),
+    },
     Scenario {
         name: "pqueue",
         title: "persistent-queue item, 20 kB (4 atomic writes + 4 renames)",
+        tls: false,
         queue: Some("pqueue"),
     },
 ];
@@ -113,6 +121,14 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
         proc.ask(&format!("timed {}", ctx.plan.warmup))?;
         proc.ask("close")?;
     }
+    // Where the agent puts its TLS programs in this client's libssl.
+    let sites = if selected.iter().any(|s| s.tls) {
+        let mut agent = ctx.agents.start(&agent_args, false)?;
+        agent.ready(true)?;
+        traps::sites(&agent.details()?)?
+    } else {
+        Vec::new()
+    };
     let mut modes = vec![Mode::Off, Mode::On, Mode::InProcess];
     if ctx.agents.stats_flag {
         modes.push(Mode::Kernel);
@@ -126,9 +142,14 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
                 proc: &mut proc,
                 agent_args: agent_args.clone(),
                 tls: true,
+                sites: &sites,
                 warmup: ctx.plan.warmup,
                 check: &check,
             };
+            let mut modes = modes.clone();
+            if s.tls {
+                modes.push(Mode::Traps);
+            }
             for mode in order(&modes, round) {
                 let m = once(ctx, &mut client, mode, &format!("open {}", s.name), ctx.plan.ops)?;
                 r.push(mode, m);
@@ -139,7 +160,16 @@ pub fn run(ctx: &mut Ctx, selected: &[&Scenario]) -> anyhow::Result<Vec<Table>> 
 
     let mut client = Table::new(
         "Watched client: its CPU per operation",
-        &["scenario", "agent off", "agent on", "Δ on", "in-process instead", "Δ in-process"],
+        &[
+            "scenario",
+            "agent off",
+            "agent on",
+            "Δ on",
+            "in-process instead",
+            "Δ in-process",
+            "bare uprobes at the agent's sites",
+            "Δ bare uprobes",
+        ],
     );
     let mut agent = Table::new(
         "The agent's cost per operation of the watched client",
