@@ -71,6 +71,25 @@ fn an_unwatched_process_never_runs_the_tls_probes() {
     });
     assert_eq!(agent_count(&m, "/mix/{id}/{id}/cl/load"), 30.0);
     assert!(tls_runs(&m) > tls_runs(&after));
+    // Debian's libssl: the internal read and write functions were found, so
+    // only the `_ex` pair and SSL_free run, and one run per SSL call each.
+    let ran: Vec<String> = m
+        .series("pywats_agent_program_runs_total")
+        .iter()
+        .filter(|(l, v)| l["program"].starts_with("ssl_") && *v > 0.0)
+        .map(|(l, _)| l["program"].clone())
+        .collect();
+    assert!(
+        ran.iter().all(|p| p.starts_with("ssl_read_ex") || p.starts_with("ssl_write_ex") || p == "ssl_free"),
+        "{ran:?}"
+    );
+    let probes = agent.details()["tls_probes"].as_array().unwrap().clone();
+    let programs: std::collections::BTreeSet<&str> = probes.iter().map(|p| p["program"].as_str().unwrap()).collect();
+    assert_eq!(
+        programs.into_iter().collect::<Vec<_>>(),
+        ["ssl_free", "ssl_read_ex", "ssl_read_ex_ret", "ssl_write_ex", "ssl_write_ex_ret"],
+        "{probes:?}"
+    );
     assert_eq!(server_counts(server.port)["/mix/200/10/cl/load"], 230.0);
 }
 
