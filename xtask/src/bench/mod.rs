@@ -160,7 +160,7 @@ fn method(ctx: &Ctx) -> String {
     format!(
         "**Method.** Each comparison runs in {} interleaved rounds: in every round each setting (agent \
          off, agent on, the client instrumenting itself in-process instead, and agent on with program \
-         statistics; over TLS also bare uprobes: no agent, the kernel's uprobes and uretprobes at the \
+         statistics; in the HTTPS and HTTP/2 scenarios also bare uprobes: no agent, the kernel's uprobes and uretprobes at the \
          sites the agent probes in that client, each with a counting perf event, for that process only, \
          as the agent attaches its programs: the least an agent built on uprobes there can cost) runs \
          once, the order flipping every round; tables give the median over rounds with \

@@ -44,34 +44,46 @@ pub struct Traps {
 }
 
 /// `perf_event_attr` up to `PERF_ATTR_SIZE_VER5` (linux/perf_event.h): the
-/// fields used here are `type` (offset 0), `size` (4), `config` (8),
-/// `config1` (56, the uprobe's path) and `config2` (64, its file offset).
+/// fields used here are `type` (offset 0), `size` (4), `config` (8), the
+/// flags (40), `config1` (56, the uprobe's path) and `config2` (64, its file
+/// offset).
 const ATTR_SIZE: usize = 112;
 /// linux/perf_event.h.
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+/// The `inherit` bit of the attr's flags word (offset 40).
+const INHERIT: u64 = 1 << 1;
 
 impl Traps {
-    /// Plants a uprobe (or uretprobe) at every site, for process `pid` only.
+    /// Plants a uprobe (or uretprobe) at every site, for process `pid` only
+    /// (the kernel plants the breakpoints in that process's memory).
     pub fn open(pid: u32, sites: &[Site]) -> anyhow::Result<Traps> {
         let pmu = "/sys/bus/event_source/devices/uprobe";
         let kind: u32 = std::fs::read_to_string(format!("{pmu}/type"))?.trim().parse()?;
         // "config:0": the bit of `config` that makes it a return probe.
         let format = std::fs::read_to_string(format!("{pmu}/format/retprobe"))?;
         let bit: u32 = format.trim().strip_prefix("config:").context("uprobe retprobe format")?.parse()?;
+        // One event per thread of the process (an event counts one task and,
+        // with `inherit`, the threads it starts later).
+        let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
         let mut fds = Vec::new();
-        for s in sites {
+        for (s, &tid) in sites.iter().flat_map(|s| tasks.iter().map(move |t| (s, t))) {
             let mut attr = [0u8; ATTR_SIZE];
             attr[0..4].copy_from_slice(&kind.to_ne_bytes());
             attr[4..8].copy_from_slice(&(ATTR_SIZE as u32).to_ne_bytes());
             attr[8..16].copy_from_slice(&(u64::from(s.ret) << bit).to_ne_bytes());
             attr[56..64].copy_from_slice(&(s.library.as_ptr() as u64).to_ne_bytes());
             attr[64..72].copy_from_slice(&s.offset.to_ne_bytes());
+            // `inherit`: threads started later are counted too (the pyWATS
+            // client makes its requests from a thread of its own).
+            attr[40..48].copy_from_slice(&INHERIT.to_ne_bytes());
             // SAFETY: a valid attr buffer of the size it declares; the path outlives the call.
             let fd = unsafe {
                 libc::syscall(
                     libc::SYS_perf_event_open,
                     attr.as_ptr(),
-                    pid as libc::pid_t,
+                    tid as libc::pid_t,
                     -1,
                     -1,
                     PERF_FLAG_FD_CLOEXEC,
@@ -91,8 +103,8 @@ impl Traps {
         Ok(Traps { events: fds })
     }
 
-    /// How often the probes fired (entries and returns), so that a run whose
-    /// sites missed the client cannot pass for a cheap floor.
+    /// How often the probes fired (entries and returns) in the process, so
+    /// that a run whose sites missed the client cannot pass for a cheap floor.
     pub fn fired(&self) -> anyhow::Result<u64> {
         let mut total = 0;
         for fd in &self.events {
