@@ -1,10 +1,13 @@
 //! Shared helpers of the programs: target lookup, event output, loss accounting.
 
+use aya_ebpf::helpers::generated as gen;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     maps::RingBuf,
 };
-use pywats_agent_ebpf::abi::{map_slot, EventHeader, EventKind, Target, LOST_SLOTS, SEQ_UNKNOWN};
+use pywats_agent_ebpf::abi::{
+    map_slot, EventHeader, EventKind, Target, CAPTURE_PREFIX, CAPTURE_SUFFIX, LOST_SLOTS, SEQ_UNKNOWN,
+};
 
 use crate::maps::{ConnKey, LOST, MAP_INSERT_FAILURES, STREAM_SEQ, TARGETS, TARGET_BITS};
 
@@ -109,6 +112,34 @@ fn submit<T: 'static>(ring: &RingBuf, kind: EventKind, event: T, flags: u64) {
         }
         None => count_lost(kind),
     }
+}
+
+/// Copies the edges of the `len` user bytes at `buf` into `dst`: the first
+/// `CAPTURE_PREFIX`, then (with `tail`, and only if there are more) the last
+/// `CAPTURE_SUFFIX` right after them. Returns the lengths copied, (prefix,
+/// suffix); (0, 0) when the bytes cannot be read.
+#[inline(always)]
+pub fn copy_edges<const N: usize>(dst: &mut [u8; N], buf: u64, len: u64, tail: bool) -> (u64, u64) {
+    const { assert!(N >= (2 * CAPTURE_PREFIX + CAPTURE_SUFFIX) as usize) };
+    let prefix =
+        (if len < CAPTURE_PREFIX as u64 { len } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
+    // SAFETY: prefix < 2 * CAPTURE_PREFIX <= N; the helper tolerates bad source pointers.
+    if unsafe { gen::bpf_probe_read_user(dst.as_mut_ptr().cast(), prefix as u32, buf as *const _) } != 0 {
+        return (0, 0);
+    }
+    if !tail || len <= CAPTURE_PREFIX as u64 {
+        return (prefix, 0);
+    }
+    let rest = len - CAPTURE_PREFIX as u64;
+    let suffix =
+        (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
+    // SAFETY: prefix + suffix <= CAPTURE_PREFIX + 2 * CAPTURE_SUFFIX <= N.
+    let at = unsafe { dst.as_mut_ptr().add(prefix as usize) };
+    // SAFETY: as above.
+    if unsafe { gen::bpf_probe_read_user(at.cast(), suffix as u32, (buf + len - suffix) as *const _) } != 0 {
+        return (prefix, 0);
+    }
+    (prefix, suffix)
 }
 
 /// Counts an insert the kernel refused into the map of `slot` ([`map_slot`]).

@@ -13,13 +13,13 @@ use aya_ebpf::{
 };
 use pywats_agent_ebpf::abi::{
     data_flags, direction, map_slot, role, sock_state, ConnEvent, DataEvent, DataScratch, EventKind, SockAddr,
-    SockInfo, SockKey, AF_INET, AF_INET6, CAPTURE_PREFIX, CAPTURE_SUFFIX, ECONNRESET, EINPROGRESS, EPIPE, SEQ_UNKNOWN,
-    SOCK_STREAM, SOCK_TYPE_MASK, SOL_SOCKET, SO_ERROR,
+    SockInfo, SockKey, AF_INET, AF_INET6, ECONNRESET, EINPROGRESS, EPIPE, SEQ_UNKNOWN, SOCK_STREAM, SOCK_TYPE_MASK,
+    SOL_SOCKET, SO_ERROR,
 };
 
 use super::syscalls::{arg, args3, ret};
 use crate::{
-    emit::{count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
+    emit::{copy_edges, count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
     parked,
 };
@@ -386,27 +386,7 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
     };
     // SAFETY: per-CPU scratch, used by one program at a time on this CPU.
     let s: &mut DataScratch = unsafe { &mut *scratch };
-    let prefix =
-        (if in_buf < CAPTURE_PREFIX as u64 { in_buf } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
-    // SAFETY: prefix <= CAPTURE_PREFIX < bytes.len(); the helper tolerates bad source pointers.
-    let ok = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(s.bytes.as_mut_ptr().cast(), prefix as u32, buf as *const _)
-    } == 0;
-    let prefix = if ok { prefix } else { 0 };
-    let mut suffix = 0u64;
-    if ok && !more && in_buf > CAPTURE_PREFIX as u64 {
-        let rest = in_buf - CAPTURE_PREFIX as u64;
-        suffix =
-            (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
-        let from = buf + in_buf - suffix;
-        // SAFETY: prefix + suffix <= CAPTURE_PREFIX + CAPTURE_SUFFIX <= bytes.len().
-        let dst = unsafe { s.bytes.as_mut_ptr().add(prefix as usize) };
-        if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), suffix as u32, from as *const _) }
-            != 0
-        {
-            suffix = 0;
-        }
-    }
+    let (prefix, suffix) = copy_edges(&mut s.bytes, buf, in_buf, !more);
     let mut h = header(EventKind::SockData, tgid, tid);
     h.fd = p.fd as i32;
     h.ret = n;

@@ -13,12 +13,14 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use pywats_agent_ebpf::abi::{
-    direction, map_slot, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, CAPTURE_PREFIX, CAPTURE_SUFFIX,
-    SEQ_UNKNOWN, TLS_CONN, TLS_MAX_PIECES, TLS_PIECE,
+    direction, map_slot, role, ConnEvent, DataEvent, EventKind, SockAddr, TlsScratch, SEQ_UNKNOWN, TLS_CONN,
+    TLS_MAX_PIECES, TLS_PIECE,
 };
 
 use crate::{
-    emit::{count_lost, current, forget_seq, header, is_target, next_seq_with, output, wakeup, CAPTURE_WHOLE},
+    emit::{
+        copy_edges, count_lost, current, forget_seq, header, is_target, next_seq_with, output, wakeup, CAPTURE_WHOLE,
+    },
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
     parked,
 };
@@ -157,26 +159,7 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
 #[inline(always)]
 fn emit_edges(p: &TlsPending, n: u64, dir: u32, s: &mut TlsScratch, seq: u64) {
     let (tgid, tid) = current();
-    let prefix = (if n < CAPTURE_PREFIX as u64 { n } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
-    // SAFETY: prefix <= CAPTURE_PREFIX < bytes.len(); the helper tolerates bad source pointers.
-    let ok = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_user(s.bytes.as_mut_ptr().cast(), prefix as u32, p.buf as *const _)
-    } == 0;
-    let prefix = if ok { prefix } else { 0 };
-    let mut suffix = 0u64;
-    if ok && n > CAPTURE_PREFIX as u64 {
-        let rest = n - CAPTURE_PREFIX as u64;
-        suffix =
-            (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
-        // SAFETY: prefix + suffix <= CAPTURE_PREFIX + 2 * CAPTURE_SUFFIX <= bytes.len().
-        let dst = unsafe { s.bytes.as_mut_ptr().add(prefix as usize) };
-        let from = p.buf + n - suffix;
-        if unsafe { aya_ebpf::helpers::generated::bpf_probe_read_user(dst.cast(), suffix as u32, from as *const _) }
-            != 0
-        {
-            suffix = 0;
-        }
-    }
+    let (prefix, suffix) = copy_edges(&mut s.bytes, p.buf, n, true);
     let mut h = header(EventKind::TlsData, tgid, tid);
     h.ret = n as i64;
     h.len = n as u32;
