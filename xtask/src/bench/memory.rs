@@ -1,5 +1,5 @@
-//! The agent's memory, idle and after a million requests over 500 endpoints,
-//! and how long scrapes of the `/metrics` such requests leave take: at about
+//! The agent's memory, idle and over a million requests to 500 endpoints
+//! (whether it stays flat), and how long scrapes of the `/metrics` such requests leave take: at about
 //! 10k series (the first 100 endpoints), and with all 500.
 
 use std::{collections::BTreeSet, time::Instant};
@@ -91,10 +91,17 @@ pub fn run(ctx: &mut Ctx, rate: Option<f64>) -> anyhow::Result<Table> {
     let (what, measured) = scrapes(&agent, ctx.plan.scrapes)?;
     t.row(vec![format!("`/metrics` with {what}: {} scrapes one after another", ctx.plan.scrapes), measured]);
 
+    // The rest in quarters, RSS after each: flat once every endpoint is known.
     let rest = ctx.plan.memory_requests / processes - first;
-    requests += load.run(&format!("count {rest} {rate}"))?.0;
-    agent.settle()?;
+    let mut quarters = Vec::new();
+    for quarter in 0..4 {
+        let n = rest / 4 + if quarter == 3 { rest % 4 } else { 0 };
+        requests += load.run(&format!("count {n} {rate}"))?.0;
+        agent.settle()?;
+        quarters.push(mib(agent.rss_kib()?));
+    }
     let took = start.elapsed().as_secs_f64();
+    let after = mib(agent.rss_kib()?);
     let m = agent.scrape()?;
     t.row(vec![
         format!(
@@ -103,10 +110,12 @@ pub fn run(ctx: &mut Ctx, rate: Option<f64>) -> anyhow::Result<Table> {
             sum(&m, "pywats_http_requests_total"),
             sum(&m, "pywats_agent_events_lost_total")
         ),
-        mib(agent.rss_kib()?),
+        after,
     ]);
+    t.row(vec!["RSS after each quarter of the requests past the first tenth".into(), quarters.join(", ")]);
     let (what, measured) = scrapes(&agent, ctx.plan.scrapes)?;
     t.row(vec![format!("`/metrics` with {what}: {} scrapes one after another", ctx.plan.scrapes), measured]);
+    t.row(vec!["RSS after those scrapes".into(), mib(agent.rss_kib()?)]);
     t.note(
         "RSS is VmRSS from /proc/<agent>/status. Load: 2 watched generator processes × 2 keep-alive \
          connections (tests/src/load.rs), paths /load/e0 … /load/e499, a tenth of the requests over the \
