@@ -198,9 +198,7 @@ fn the_image_watches_a_client_in_its_own_mount_namespace() {
     let args = ["--match", &pattern, "--queue", &queue_flag, "--node-name", "node-a"];
     let mut agent = ImageAgent::start(&caps, &mounts, seccomp_unconfined, &args);
     let a = agent.agent();
-    wait_for(Duration::from_secs(20), "the TLS probes on the client's own libssl", || {
-        (!a.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
+    a.wait_tls_probed();
     let truth: Value = {
         let line = client.ask("go");
         serde_json::from_str(line.strip_prefix("truth ").unwrap_or_else(|| panic!("client said {line:?}"))).unwrap()

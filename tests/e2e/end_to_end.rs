@@ -94,9 +94,7 @@ fn run(rounds: u32, fail_every: u32, mode: Mode) {
     args.extend(watches.iter().map(String::as_str));
     let agent = Agent::start(&args);
     if mode != Mode::Http {
-        wait_for(Duration::from_secs(10), "the TLS probes", || {
-            (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-        });
+        agent.wait_tls_probed();
     }
     let started = unix_now();
     let line = client.ask("go");

@@ -123,9 +123,7 @@ fn dependency_follows_the_clients_calls(tls: bool) {
         &window,
     ]);
     if tls {
-        wait_for(Duration::from_secs(10), "the TLS probes", || {
-            (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-        });
+        agent.wait_tls_probed();
     }
     let server_label = format!("127.0.0.1:{port}");
     let l = [("target", TARGET), ("dependency", "wats"), ("server", server_label.as_str())];

@@ -58,9 +58,7 @@ fn a_hostile_http2_server_costs_bounded_memory_and_cpu_and_every_overflow_is_cou
         Py::start("hostile_h2_server.py", &[&port.to_string(), cert.to_str().unwrap(), key.to_str().unwrap()]);
     let mut client = Py::start("h2_raw_client.py", &[&port.to_string()]);
     let agent = watch(&client, &[]);
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
+    agent.wait_tls_probed();
     // A first connection: what the agent allocates once is not growth.
     client.ask("get /ok");
     agent.settled();

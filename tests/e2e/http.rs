@@ -124,12 +124,6 @@ fn https_http1_counts_durations_and_errors() {
     check_plan(setup_with(true));
 }
 
-fn wait_tls_probes(agent: &Agent) {
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
-}
-
 /// TLS data events seen and lost, once seen + lost reaches what the client
 /// says its SSL calls produced.
 fn tls_events(agent: &Agent, client: &mut Py) -> (f64, f64, f64) {
@@ -146,7 +140,7 @@ fn tls_events(agent: &Agent, client: &mut Py) -> (f64, f64, f64) {
 fn check_plan(mut s: Setup) {
     let agent = agent_for(&s.client);
     if s.tls {
-        wait_tls_probes(&agent);
+        agent.wait_tls_probed();
     }
     let made: Vec<Value> = serde_json::from_str(&s.client.ask("plan")).unwrap();
     let (truth, auth) = server_counts(s.server_port, s.tls);
@@ -308,7 +302,7 @@ fn sustained_load_without_loss() {
 fn tls_events_lost_while_the_agent_is_stopped_are_counted() {
     let mut s = setup_with(true);
     let agent = agent_for(&s.client);
-    wait_tls_probes(&agent);
+    agent.wait_tls_probed();
     assert_eq!(s.client.ask("open"), "\"ok\"");
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill").args([sig, &agent.pid().to_string()]).status().unwrap().success();

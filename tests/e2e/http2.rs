@@ -49,9 +49,7 @@ fn start() -> (u16, Hypercorn, Py, Agent) {
         "--no-discover",
         "--debug-requests",
     ]);
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
+    agent.wait_tls_probed();
     (port, server, client, agent)
 }
 
@@ -144,9 +142,7 @@ fn rst_stream_and_goaway_from_the_server() {
         "--no-discover",
         "--debug-requests",
     ]);
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
+    agent.wait_tls_probed();
     let seen: Value = serde_json::from_str(&client.ask("faults")).unwrap();
     assert_eq!(seen["/rst/f2"], "RemoteProtocolError");
     assert_eq!(seen["/goaway/f3"], 200);

@@ -42,12 +42,6 @@ fn tls_runs(m: &Samples) -> f64 {
         .sum()
 }
 
-fn wait_probed(agent: &Agent) {
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
-}
-
 #[test]
 fn an_unwatched_process_never_runs_the_tls_probes() {
     let server = https_server();
@@ -55,7 +49,7 @@ fn an_unwatched_process_never_runs_the_tls_probes() {
     let mut target = Py::start("tls_children.py", &[&port]);
     let mut bystander = Py::start("tls_children.py", &[&port]);
     let agent = Agent::start(&["--pid", &target.pid().to_string(), "--program-stats"]);
-    wait_probed(&agent);
+    agent.wait_tls_probed();
     let before = agent.settled();
     assert_eq!(bystander.ask("load 200"), "ok");
     let after = agent.settled();
@@ -98,7 +92,7 @@ fn forked_and_execd_children_are_probed() {
     let server = https_server();
     let mut target = Py::start("tls_children.py", &[&server.port.to_string()]);
     let agent = Agent::start(&["--pid", &target.pid().to_string()]);
-    wait_probed(&agent);
+    agent.wait_tls_probed();
     for _ in 0..5 {
         assert_eq!(target.ask("fork 4"), "ok");
         assert_eq!(target.ask("spawn 4"), "ok");

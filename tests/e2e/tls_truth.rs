@@ -177,9 +177,7 @@ fn check(label: &str, mut client: CClient, server_port: u16, planned: usize) -> 
         "--debug-requests",
     ]);
     // TLS probes are attached per process: the client (libssl mapped) exists.
-    wait_for(Duration::from_secs(10), "the TLS probes", || {
-        (!agent.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
-    });
+    agent.wait_tls_probed();
     let (made, tls_events) = client.run();
     assert_eq!(made.len(), planned, "requests the C client made");
     let (truth, server) = server_counts(server_port);

@@ -108,6 +108,14 @@ impl Agent {
         serde_json::from_str(&self.get("/health/details").body).expect("details are JSON")
     }
 
+    /// Waits until the agent has attached its TLS probes to a libssl of a
+    /// target (they are attached per process, once it is adopted).
+    pub fn wait_tls_probed(&self) {
+        wait_for(Duration::from_secs(20), "the TLS probes", || {
+            (!self.details()["tls_libraries"].as_array().unwrap().is_empty()).then_some(())
+        });
+    }
+
     /// Waits for the agent to exit by itself (at most `timeout`).
     pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
         wait_for(timeout, "the agent to exit", || self.child.try_wait().expect("wait agent"))
