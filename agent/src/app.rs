@@ -10,23 +10,23 @@ use std::{
 use pywats_agent_ebpf::abi::EventKind;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::sync::{Locked, ReadWrite};
 use crate::{
-    adopt::{self, live_processes, resolve_targets, seed_children},
     capabilities,
     cli::Args,
     ebpf::{self, loader, Probes},
     error::AgentError,
-    events::Handler,
     fs::{
         config::{self as fs_config, FileConfig},
         metrics::FsMetrics,
+        watches::watches,
         worker_status::WorkerStatus,
         FsPipeline,
     },
     http::{self, AgentStatus, Shared},
     metrics::{LostEvents, LostEventsHandle, MapInsertFailures, Metrics, ProgramStats},
     net::{
-        dependency::{service_addresses, Dependencies, DependencyGauges},
+        dependency::{Dependencies, DependencyGauges},
         endpoint::Endpoints,
         metrics::HttpMetrics,
         recent::Recent,
@@ -36,12 +36,11 @@ use crate::{
         admission::{self, Admission},
         identity::ReadError,
         sampler::ProcSampler,
+        Targets,
     },
-    seeding::seed_sockets,
-    specs::{discover, watches},
+    readers::{FsReader, NetReader},
     supervise::{self, Supervisor},
-    sync::{Locked, ReadWrite},
-    tls_attach::{self, TlsWork},
+    target::{self, matching, tls, Lifecycle},
 };
 
 /// How long a stopped part is shown on `/health/ready` before the agent exits:
@@ -86,37 +85,30 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     };
     let admission =
         Admission::new(&args.match_users, &args.match_exes, &admission::config_files(args.pywats_config.as_deref()))?;
-    let mut targets = resolve_targets(&args, &admission)?;
+    let joining = matching::at_start(&args, &admission)?;
     let mut file = match &args.config {
         Some(path) => fs_config::read_file(path).map_err(AgentError::Config)?,
         None => FileConfig::default(),
     };
     let routes: Vec<String> = args.routes.iter().cloned().chain(std::mem::take(&mut file.route)).collect();
     let endpoints = Endpoints::new(&routes, args.max_endpoints).map_err(AgentError::InvalidRoute)?;
-    let mut fs_spec = discover(&args, &mut targets)?;
-    let (configured, templates) = watches(&args, file, &targets)?;
-    fs_spec.queues.extend(configured.queues);
-    fs_spec.converters.extend(configured.converters);
+    let names: Vec<String> = joining.iter().map(|j| j.name.clone()).collect();
+    let first_pid = joining.iter().find(|j| j.pattern.is_none()).map(|j| j.name.as_str());
+    let templates = watches(&args, file, &names, first_pid)?;
     ebpf::privileges::check(&args.proc_root)?;
     let tracefs = ebpf::tracefs::ensure()?;
 
     let loader::Loaded {
         mut probes,
-        targets: mut target_map,
+        targets: kernel,
         proc_events,
         net_events,
         fs_events,
-        mut sockets,
+        sockets,
         lost,
         insert_failures,
     } = loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
-    // Roots go into the map before attaching (so the first fork is seen), the
-    // descendant scan after (so a fork racing the attach is found by the scan).
-    for t in targets.iter() {
-        target_map.insert(t.pid, t.pid)?;
-    }
     probes.attach_all()?;
-    seed_children(&mut target_map, &mut targets, &args.proc_root)?;
 
     let metrics = Arc::new(Metrics::new(started));
     for kind in EventKind::ALL {
@@ -127,49 +119,36 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     }
     metrics.programs_attached.set(probes.attached().len() as i64);
     metrics.register(Box::new(admission.metric()));
-    let targets = Arc::new(RwLock::new(targets));
+    let mut registry = Targets::default();
+    registry.set_patterns(args.matches.clone());
+    let targets = Arc::new(RwLock::new(registry));
     let recent = Arc::new(Mutex::new(Recent::default()));
     let deps = Arc::new(Mutex::new(Dependencies::new(Duration::from_secs(args.dependency_window))));
-    for (target, address) in &fs_spec.services {
-        deps.locked().set_service(target, service_addresses(address));
-    }
     metrics.register(Box::new(DependencyGauges::new(deps.clone())));
-    let mut net = NetPipeline::new(
+    let net = Arc::new(Mutex::new(NetPipeline::new(
         endpoints,
         HttpMetrics::new(&metrics),
         recent.clone(),
         targets.clone(),
         args.conn_limits(),
         deps.clone(),
-    );
-    let tgids: Vec<u32> =
-        targets.read_locked().iter().flat_map(|t| std::iter::once(t.pid).chain(t.children.iter())).collect();
-    seed_sockets(&mut sockets, &mut net, &tgids, &args.proc_root, |tgid| target_map.exec_gen(tgid))?;
-    let net = Arc::new(Mutex::new(net));
-    let mut fs = FsPipeline::new(
-        fs_spec.queues,
-        fs_spec.converters,
+    )));
+    let sockets = Arc::new(Mutex::new(sockets));
+    let fs = Arc::new(Mutex::new(FsPipeline::new(
+        Vec::new(),
+        Vec::new(),
         templates,
         FsMetrics::new(&metrics),
         args.proc_root.clone(),
         targets.clone(),
-    );
-    let matched: Vec<String> =
-        targets.read_locked().iter().filter(|t| t.pattern.is_some()).map(|t| t.name.clone()).collect();
-    for name in matched {
-        fs.adopt(&name);
-    }
-    let fs = Arc::new(Mutex::new(fs));
+    )));
     metrics.register(Box::new(WorkerStatus::new(fs.clone(), args.queue_stall_secs)));
 
     let lost = Arc::new(LostEvents::new(lost));
     metrics.register(Box::new(LostEventsHandle(lost.clone())));
     metrics.register(Box::new(MapInsertFailures::new(insert_failures)));
     let sampler = ProcSampler::new(targets.clone(), args.proc_root.clone(), metrics.collector_errors.clone());
-    for t in targets.read_locked().iter() {
-        sampler.prime(t.pid);
-        tracing::info!(target_name = %t.name, "watching pid {} ({}) and {} child process(es)", t.pid, t.exe, t.children.len());
-    }
+    let baselines = sampler.baselines();
     metrics.register(Box::new(sampler));
 
     let status = Arc::new(AgentStatus {
@@ -193,37 +172,57 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         capabilities::drop_unneeded(args.listen.port())?;
     }
     let mut parts = Supervisor::new();
-    let tls = tls_attach::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
-    let handler = Handler {
+    let tls = tls::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
+    let mut life = Lifecycle {
+        proc_root: args.proc_root.clone(),
+        registry: targets.clone(),
+        kernel,
+        net: net.clone(),
+        sockets: sockets.clone(),
+        tls: tls.clone(),
+        fs: fs.clone(),
+        sampler: baselines,
+        deps: deps.clone(),
+        metrics: metrics.clone(),
+        admission,
+    };
+    // The programs are attached: a child forked from now on is reported,
+    // and one forked before is found by the scan each join makes.
+    for j in joining {
+        life.join(j);
+    }
+    let shared = Shared {
         targets: targets.clone(),
         metrics: metrics.clone(),
+        lost,
+        status: status.clone(),
+        recent,
         net: net.clone(),
-        sockets: Arc::new(Mutex::new(sockets)),
         fs: fs.clone(),
-        proc_root: Arc::new(args.proc_root.clone()),
-        tls,
-        kernel_targets: Arc::new(Mutex::new(target_map)),
-        admission: Arc::new(admission),
+        deps,
+        heartbeats: parts.heartbeats(),
     };
-    for id in live_processes(&handler) {
-        handler.tls.send(TlsWork::Adopted(id));
-    }
-    let shared =
-        Shared { targets, metrics, lost, status: status.clone(), recent, net: net.clone(), fs: fs.clone(), deps };
 
     let stop = parts.stop_flag();
+    let args = Arc::new(args);
     {
-        let (h, stop) = (handler.clone(), stop.clone());
-        parts.thread("proc_reader", move || {
-            let fault = supervise::fault_injected("proc_reader");
-            ebpf::reader::drain(proc_events, |record| h.proc(record), || {}, &stop, fault)
+        let (args, stop) = (args.clone(), stop.clone());
+        parts.thread("lifecycle", move |beat| {
+            let fault = supervise::fault_injected("lifecycle");
+            target::owner::run(life, args, proc_events, &stop, beat, fault)
         })?;
     }
     {
-        let (h, net, stop) = (handler.clone(), net.clone(), stop.clone());
-        parts.thread("net_reader", move || {
+        let reader = NetReader { metrics: metrics.clone(), net, sockets };
+        let stop = stop.clone();
+        parts.thread("net_reader", move |beat| {
             let fault = supervise::fault_injected("net_reader");
-            ebpf::reader::drain(net_events, |record| h.net(record), || net.locked().drained(), &stop, fault)
+            let drained = |r: &mut NetReader| {
+                beat.beat();
+                supervise::stall_injected("net_reader", &stop);
+                r.net.locked().drained();
+            };
+            ebpf::reader::drain(net_events, &mut { reader }, |r, record| r.record(record), drained, &stop, fault)
         })?;
     }
     // The directories are re-read right after the file ring was drained, on
@@ -231,35 +230,28 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     // waiting in the ring (they arrive in batches), or it would "correct"
     // state that is only late. The folders are read without the fs lock.
     {
-        let (h, stop) = (handler.clone(), stop.clone());
-        let every = Duration::from_secs(args.reconcile_interval.max(1));
-        parts.thread("fs_reader", move || {
+        let mut reader = FsReader { metrics, fs, targets, tls, proc_root: args.proc_root.clone() };
+        let (stop, every) = (stop.clone(), Duration::from_secs(args.reconcile_interval.max(1)));
+        parts.thread("fs_reader", move |beat| {
             let mut next = std::time::Instant::now() + every;
-            let after = || {
+            let drained = |r: &mut FsReader| {
+                beat.beat();
+                supervise::stall_injected("fs_reader", &stop);
                 if std::time::Instant::now() >= next {
-                    let plan = fs.locked().scan_plan();
+                    let plan = r.fs.locked().scan_plan();
                     let scanned = plan.read();
-                    fs.locked().apply_scan(scanned);
+                    r.fs.locked().apply_scan(scanned);
                     next = std::time::Instant::now() + every;
                 }
             };
             let fault = supervise::fault_injected("fs_reader");
-            ebpf::reader::drain(fs_events, |record| h.fs(record), after, &stop, fault)
+            ebpf::reader::drain(fs_events, &mut reader, |r, record| r.record(record), drained, &stop, fault)
         })?;
     }
     if let Some(stats) = program_stats {
         shared.metrics.register(Box::new(stats));
     }
-    {
-        let stop = stop.clone();
-        parts.thread("liveness", move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                adopt::liveness_round(&args, &handler);
-                sleep_unless(&stop, adopt::LIVENESS_INTERVAL);
-            }
-            Ok(())
-        })?;
-    }
+    shared.metrics.register(Box::new(supervise::HeartbeatAges::new(parts.heartbeats())));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -288,9 +280,7 @@ async fn serve(
     let server = tokio::spawn(http::serve(server, shared, shutdown));
     let failure = tokio::select! {
         served = server => {
-            parts.shut_down();
-            drop(probes);
-            tracing::info!("programs detached");
+            shut_down(parts, probes);
             return served.unwrap_or_else(|e| Err(AgentError::Io(std::io::Error::other(e))));
         }
         stopped = parts.stopped() => stopped,
@@ -305,19 +295,17 @@ async fn serve(
     *status.stopped.write_locked() = Some(failure.clone());
     tokio::time::sleep(STOPPED_GRACE).await;
     let _ = stopped_tx.send(());
-    parts.shut_down();
-    drop(probes);
+    shut_down(parts, probes);
     Err(AgentError::PartStopped { part: failure.part, reason: failure.reason })
 }
 
-/// Sleeps `d` in short steps, returning early once `stop` is set (steps of
-/// 200 ms: shutdown waits at most that long for it, and an idle agent wakes
-/// for it 5 times a second).
-fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: Duration) {
-    let step = Duration::from_millis(200);
-    let mut left = d;
-    while !left.is_zero() && !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(step.min(left));
-        left = left.saturating_sub(step);
+/// Stops the parts (each within the deadline) and detaches the programs:
+/// a part left stuck may hold the probes, and then the process's exit
+/// detaches them.
+fn shut_down(parts: Supervisor, probes: Arc<Mutex<Probes>>) {
+    let left = parts.shut_down();
+    if left.is_empty() {
+        drop(probes);
+        tracing::info!("programs detached");
     }
 }

@@ -1,21 +1,18 @@
 //! pywats-agent: Prometheus metrics of an unmodified pyWATS client, from eBPF
 //! probes and procfs. The binary is `main.rs`; tests use this library.
 
-pub mod adopt;
 pub mod app;
 pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod ebpf;
 pub mod error;
-pub mod events;
 pub mod fs;
 pub mod http;
 pub mod metrics;
 pub mod net;
 pub mod proc;
-pub mod seeding;
-pub mod specs;
+pub mod readers;
 pub mod supervise;
 pub mod sync;
-pub mod tls_attach;
+pub mod target;

@@ -1,6 +1,8 @@
 //! What the agent may do once it runs: the capabilities it keeps after start,
 //! and whose processes `--match` adopts. Run as root through `cargo xtask test`.
 
+use std::process::{Child, Command, Stdio};
+
 use pywats_agent_tests::{agent::Agent, py::Py};
 
 /// The documented set (README, "Least privilege"): uprobes for new targets,
@@ -133,4 +135,44 @@ fn match_adopts_only_processes_of_allowed_users_and_executables() {
     // Root's process fails the exe filter, nobody's the user filter first.
     assert_eq!((rejected(&agent, "user"), rejected(&agent, "exe")), (1.0, 1.0));
     drop(theirs);
+}
+
+/// Without `--match-exe`, only a Python interpreter is adopted: what an
+/// operator types with the pattern in it (`grep`, `journalctl -g`, `less -p`,
+/// `tail -f` of the client's log) never becomes a target, and is counted once
+/// each as rejected.
+#[test]
+fn commands_typed_with_the_pattern_are_never_adopted() {
+    let token = format!("typed-{}", std::process::id());
+    let log = std::env::temp_dir().join(format!("{token}.log"));
+    std::fs::write(&log, "").unwrap();
+    let spawn = |program: &str, args: &[&str]| -> Child {
+        Command::new(program).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap()
+    };
+    let mut typed = vec![
+        // Each waits on its stdin (or the file) for as long as the test runs.
+        spawn("grep", &[&token]),
+        spawn("less", &["-p", &token]),
+        spawn("tail", &["-f", log.to_str().unwrap()]),
+        spawn("journalctl", &["--follow", "--grep", &token, "--directory", std::env::temp_dir().to_str().unwrap()]),
+    ];
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // journalctl leaves at once where it finds no journal to follow.
+    let alive: Vec<&mut Child> =
+        typed.iter_mut().filter_map(|c| c.try_wait().unwrap().is_none().then_some(c)).collect();
+    let running = alive.len();
+    assert!(running >= 3, "grep, less and tail wait on their input");
+    let client = Py::start("procs.py", &["plain", &token]);
+    let agent = Agent::start(&["--match", &token, "--no-discover"]);
+    // Three scans: at start and two rounds of the liveness loop.
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    assert_eq!(targets(&agent), [client.pid()]);
+    let m = agent.scrape();
+    assert_eq!(m.get("pywats_agent_match_rejected_total", &[("reason", "exe")]), Some(running as f64));
+    assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(1.0));
+    for mut c in typed {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    std::fs::remove_file(&log).unwrap();
 }

@@ -10,7 +10,7 @@ use pywats_agent_tests::{agent::Agent, http, py::Py, wait_for};
 #[test]
 fn a_dead_ring_reader_makes_the_agent_unready_then_exit_non_zero() {
     let py = Py::start("procs.py", &["sleeper"]);
-    for part in ["net_reader", "proc_reader", "fs_reader"] {
+    for part in ["net_reader", "lifecycle", "fs_reader"] {
         let mut cmd = Command::new(pywats_agent_tests::agent::bin());
         cmd.env("PYWATS_AGENT_TEST_FAULT", part);
         let mut agent = Agent::start_with(cmd, &["--pid", &py.pid().to_string()]);

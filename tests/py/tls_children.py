@@ -1,8 +1,8 @@
 """A target whose children make HTTPS requests: the TLS probes are attached per
 process, so a child must get its own as soon as it exists.
 
-Usage: tls_children.py PORT. Imports ssl (so libssl is mapped), prints "ready",
-then answers one line per command:
+Usage: tls_children.py PORT [TAG]. Imports ssl (so libssl is mapped), prints
+"ready", then answers one line per command (TAG, ignored, is for --match):
   fork N      forks a child that, after a second, opens a new connection and
               makes N GETs to /mix/200/10/cl/fork, then exits; answers "ok"
               once reaped. A child is probed once the agent has attached for
@@ -12,6 +12,14 @@ then answers one line per command:
               /mix/200/10/cl/spawn; answers "ok" once it exited
   load N      N GETs over one connection from this process
               (/mix/200/10/cl/load); answers "ok"
+  hostile DIR makes, in DIR, files named like libssl that are no library and
+              opens each (so the agent hears of them as a libssl opened):
+              libssl.so.3 a FIFO (held open for writing), libssl.so.1.1 a
+              symlink to /dev/zero, libssl.so.9 a symlink to the slave of a
+              pty whose master this process holds, libssl.so.4 an 8 GiB
+              sparse file; answers "ok"
+  ctrl_c 0    writes ^C to that pty's master: whoever has the slave as its
+              controlling terminal gets SIGINT; answers "ok"
 With `--requests PORT N PATH` it only makes the requests (the spawned child).
 """
 import http.client
@@ -35,6 +43,26 @@ def requests(port, n, path, delay=1.0):
     conn.close()
 
 
+held = []
+
+
+def hostile(d):
+    fifo = os.path.join(d, "libssl.so.3")
+    os.mkfifo(fifo)
+    held.append(os.open(fifo, os.O_RDWR | os.O_NONBLOCK))
+    os.symlink("/dev/zero", os.path.join(d, "libssl.so.1.1"))
+    os.close(os.open(os.path.join(d, "libssl.so.1.1"), os.O_RDONLY))
+    master, slave = os.openpty()
+    held.append(master)
+    os.symlink(os.ttyname(slave), os.path.join(d, "libssl.so.9"))
+    os.close(os.open(os.path.join(d, "libssl.so.9"), os.O_RDWR | os.O_NOCTTY))
+    os.close(slave)
+    with open(os.path.join(d, "big"), "wb") as f:
+        f.truncate(8 << 30)
+    os.rename(os.path.join(d, "big"), os.path.join(d, "libssl.so.4"))
+    os.close(os.open(os.path.join(d, "libssl.so.4"), os.O_RDONLY))
+
+
 def main():
     if sys.argv[1] == "--requests":
         requests(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
@@ -42,8 +70,16 @@ def main():
     port = int(sys.argv[1])
     print("ready", flush=True)
     for line in sys.stdin:
-        cmd, n = line.split()
-        n = int(n)
+        cmd, arg = line.split()
+        if cmd == "hostile":
+            hostile(arg)
+            print("ok", flush=True)
+            continue
+        if cmd == "ctrl_c":
+            os.write(held[1], b"\x03")
+            print("ok", flush=True)
+            continue
+        n = int(arg)
         if cmd == "fork":
             pid = os.fork()
             if pid == 0:

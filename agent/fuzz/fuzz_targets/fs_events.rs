@@ -90,8 +90,10 @@ fn pipeline() -> FsPipeline {
     static METRICS: OnceLock<FsMetrics> = OnceLock::new();
     let metrics = METRICS.get_or_init(|| FsMetrics::new(&Metrics::new(std::time::SystemTime::now())));
     // The events' process (tgid 1) is target "t", owner of every watch.
-    let me = ResolvedPid { pid: 1, comm: "t".into(), exe: String::new(), pod: None };
-    let targets = Arc::new(RwLock::new(Targets::new(&[me], &["t".to_string()])));
+    let me = ResolvedPid { pid: 1, start: 0, uids: (0, 0), comm: "t".into(), exe: String::new(), pod: None };
+    let mut registry = Targets::default();
+    registry.add(&me, None, "t");
+    let targets = Arc::new(RwLock::new(registry));
     // No such procfs: relative paths are unresolved (and counted), not read from this machine.
     FsPipeline::new(
         vec![q("q", "/fz/q", Preset::service()), q("p", "/fz/p", Preset::persistent())],

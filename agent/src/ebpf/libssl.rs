@@ -15,7 +15,7 @@
 //! same function. Otherwise (another layout, another ISA, inlined code) the
 //! exported functions are probed as before.
 
-use std::{collections::BTreeMap, path::Path};
+use std::collections::BTreeMap;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, OpKind};
 use object::{Architecture, Object, ObjectSection, ObjectSymbol};
@@ -36,18 +36,18 @@ struct Function {
     offset: u64,
 }
 
-/// What to attach in `lib`, and whether the internal functions were found
-/// (for the log). Empty when the file has none of the functions.
-pub fn probe_plan(lib: &Path) -> Result<(Vec<Probe>, bool), String> {
-    let data = std::fs::read(lib).map_err(|e| format!("reading {}: {e}", lib.display()))?;
-    let file = object::File::parse(&*data).map_err(|e| format!("{}: not an ELF library: {e}", lib.display()))?;
+/// What to attach in the library file `data`, and whether the internal
+/// functions were found (for the log). Empty when the file has none of the
+/// functions.
+pub fn probe_plan(data: &[u8]) -> Result<(Vec<Probe>, bool), String> {
+    let file = object::File::parse(data).map_err(|e| format!("not an ELF library: {e}"))?;
     let exported = exported_functions(&file);
     let mut plan = Vec::new();
     let mut internal = true;
     // Each direction: its wrappers (the `_ex` one first) and the programs
     // for the internal function (those of the `_ex` wrapper, same contract).
     for (ex, plain) in [("SSL_write_ex", "SSL_write"), ("SSL_read_ex", "SSL_read")] {
-        match shared_callee(&file, &data, &exported, ex, plain) {
+        match shared_callee(&file, data, &exported, ex, plain) {
             Some(target) => plan.extend(programs_of(ex).map(|index| (index, target.offset))),
             None => {
                 internal = false;
@@ -165,13 +165,13 @@ mod tests {
     fn probes_the_internal_functions_of_the_system_libssl() {
         // The test machines run Debian's OpenSSL 3, whose wrappers call the
         // internal functions directly.
-        let libs = crate::ebpf::tls::libssl_in_lib_dirs(Path::new("/proc"), std::process::id());
+        let libs = crate::ebpf::tls::libssl_in_lib_dirs(std::path::Path::new("/proc"), std::process::id());
         let lib = libs.iter().find(|p| p.to_string_lossy().ends_with("libssl.so.3")).expect("a system libssl 3");
-        let (plan, internal) = probe_plan(lib).unwrap();
+        let data = std::fs::read(lib).unwrap();
+        let (plan, internal) = probe_plan(&data).unwrap();
         assert!(internal, "{plan:?}");
         let names: Vec<&str> = plan.iter().map(|(i, _)| TLS_PROGRAMS[*i].program).collect();
         assert_eq!(names, ["ssl_write_ex", "ssl_write_ex_ret", "ssl_read_ex", "ssl_read_ex_ret", "ssl_free"]);
-        let data = std::fs::read(lib).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let exported = exported_functions(&file);
         // The internal function is none of the exported ones, and the pair of
@@ -185,8 +185,8 @@ mod tests {
 
     #[test]
     fn a_file_without_libssl_gets_no_probes() {
-        let (plan, _) = probe_plan(Path::new("/proc/self/exe")).unwrap();
+        let (plan, _) = probe_plan(&std::fs::read("/proc/self/exe").unwrap()).unwrap();
         assert!(plan.is_empty(), "{plan:?}");
-        assert!(probe_plan(Path::new("/nonexistent/libssl.so.3")).is_err());
+        assert!(probe_plan(b"not an ELF file").is_err());
     }
 }

@@ -22,12 +22,14 @@ const POLL_INTERVAL_MS: i32 = 10;
 /// at most this long.
 const IDLE_POLL_INTERVAL_MS: i32 = 160;
 
-/// Runs until `stop` is set; an error of `poll(2)` ends it. With `fault`
-/// (a test hook) it fails after its first pass.
-pub fn drain(
+/// Runs until `stop` is set; an error of `poll(2)` ends it. `handle` and
+/// `drained` share `state`. With `fault` (a test hook) it fails after its
+/// first pass.
+pub fn drain<S>(
     mut ring: RingBuf<MapData>,
-    mut handle: impl FnMut(&[u8]),
-    mut drained: impl FnMut(),
+    state: &mut S,
+    mut handle: impl FnMut(&mut S, &[u8]),
+    mut drained: impl FnMut(&mut S),
     stop: &AtomicBool,
     fault: bool,
 ) -> Result<(), String> {
@@ -44,11 +46,11 @@ pub fn drain(
         }
         let mut any = false;
         while let Some(record) = ring.next() {
-            handle(&record);
+            handle(state, &record);
             any = true;
         }
         interval = if any { POLL_INTERVAL_MS } else { (interval * 2).min(IDLE_POLL_INTERVAL_MS) };
-        drained();
+        drained(state);
         if fault {
             return Err("fault injected (PYWATS_AGENT_TEST_FAULT)".into());
         }

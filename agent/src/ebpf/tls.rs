@@ -12,7 +12,6 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     num::NonZeroU32,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -23,81 +22,91 @@ use aya::programs::{
 use pywats_agent_ebpf::abi::TLS_PROGRAMS;
 
 use crate::{
-    ebpf::{
-        libssl::{probe_plan, Probe},
-        loader::program_error,
-        Probes,
-    },
+    ebpf::{libssl::Probe, loader::program_error, Probes},
     error::AgentError,
+    fs::root::{FileStat, RootFile, TargetRoot},
+    proc::read_capped,
 };
 
 /// A library file: device and inode (the same file reached through different
 /// paths, such as `/lib` and `/usr/lib`, is probed once per process).
 type FileId = (u64, u64);
 
-/// A probed library file in one process: its path and the links to detach.
-type Probed = (PathBuf, Vec<(usize, UProbeLinkId)>);
+/// A probed library file in one process: its path (as shown), what `fstat`
+/// said of it when its plan was made, and the links to detach.
+type Probed = (PathBuf, FileStat, Vec<(usize, UProbeLinkId)>);
 
 /// A process: pid and start time (clock ticks after boot). A pid alone may
 /// name a new process after the probed one exited, which must get probes of
 /// its own.
 pub type ProcessKey = (u32, u64);
 
+/// Plans kept for files no probed process uses any more, at most.
+const SPARE_PLANS: usize = 16;
+
 /// Where distributions keep libssl, relative to a process's root. Probes are
 /// attached to these ahead of time, so a process that loads libssl later
 /// (Python imports `ssl` lazily) is probed from its first TLS call.
 const LIB_DIRS: [&str; 8] = [
-    "usr/lib/x86_64-linux-gnu",
-    "lib/x86_64-linux-gnu",
-    "usr/lib64",
-    "lib64",
-    "usr/lib",
-    "lib",
-    "usr/local/lib",
-    "usr/local/lib64",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/lib64",
+    "/usr/lib",
+    "/lib",
+    "/usr/local/lib",
+    "/usr/local/lib64",
 ];
+
+/// `/proc/<pid>/maps` of a process with many libraries is tens of KiB.
+const MAPS_CAP: u64 = 4 << 20;
 
 #[derive(Default)]
 pub struct TlsLinks {
-    /// What to attach in each library file, worked out once per file.
-    plans: BTreeMap<FileId, Vec<Probe>>,
+    /// What to attach in each library file, worked out once per file as
+    /// `fstat` of the fd it was read through saw it (a file rewritten in
+    /// place is another file, with a plan of its own).
+    plans: BTreeMap<FileStat, Vec<Probe>>,
     /// Per process: the library files probed and the links to detach.
     by_process: BTreeMap<ProcessKey, BTreeMap<FileId, Probed>>,
 }
 
 impl Probes {
-    /// Probes the libssl at `lib` (a path readable from here) for `process`
-    /// only, unless it is probed there already. Returns whether it attached.
-    pub fn attach_tls(&mut self, process: ProcessKey, lib: &Path) -> Result<bool, AgentError> {
-        let Some(id) = file_id(lib) else { return Ok(false) };
-        if self.tls.by_process.get(&process).is_some_and(|files| files.contains_key(&id)) {
+    /// Whether `process` has its probes in the file `stat` describes.
+    pub fn tls_probed(&self, process: ProcessKey, stat: &FileStat) -> bool {
+        self.tls.by_process.get(&process).is_some_and(|files| files.contains_key(&(stat.dev, stat.ino)))
+    }
+
+    /// The plan made for the file `stat` describes, if one was.
+    pub fn tls_plan(&self, stat: &FileStat) -> Option<Vec<Probe>> {
+        self.tls.plans.get(stat).cloned()
+    }
+
+    /// Keeps the plan of a file, dropping those of files nobody is probed in
+    /// when there are many: a process rewriting files makes new ones.
+    pub fn remember_tls_plan(&mut self, stat: FileStat, plan: Vec<Probe>) {
+        if self.tls.plans.len() >= SPARE_PLANS {
+            let used: BTreeSet<FileStat> =
+                self.tls.by_process.values().flat_map(|files| files.values().map(|(_, stat, _)| *stat)).collect();
+            self.tls.plans.retain(|s, _| used.contains(s));
+        }
+        self.tls.plans.insert(stat, plan);
+    }
+
+    /// Attaches `plan` in the libssl `lib` (opened and checked by the caller,
+    /// attached through its fd: the very file the plan was made of) for
+    /// `process` only, unless it is probed there already. Returns whether it
+    /// attached.
+    pub fn attach_tls(&mut self, process: ProcessKey, lib: &RootFile, plan: &[Probe]) -> Result<bool, AgentError> {
+        if plan.is_empty() || self.tls_probed(process, &lib.stat) {
             return Ok(false);
         }
         let (pid, _) = process;
         let Some(scope) = NonZeroU32::new(pid).map(UProbeScope::OneProcess) else { return Ok(false) };
-        let plan = match self.tls.plans.entry(id) {
-            std::collections::btree_map::Entry::Occupied(known) => known.get().clone(),
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                let (plan, internal) =
-                    probe_plan(lib).map_err(|reason| AgentError::Program { program: "ssl_write", reason })?;
-                tracing::info!(
-                    "libssl {}: {}",
-                    lib.display(),
-                    if internal {
-                        "probing its internal read and write functions"
-                    } else {
-                        "probing its exported SSL_read/SSL_write functions"
-                    }
-                );
-                slot.insert(plan).clone()
-            }
-        };
-        if plan.is_empty() {
-            return Ok(false);
-        }
         let started = std::time::Instant::now();
+        let target = lib.fd_path();
         let mut links = Vec::new();
-        for (index, offset) in plan {
+        for &(index, offset) in plan {
             let up = &TLS_PROGRAMS[index];
             let program: &mut UProbe = self
                 .ebpf
@@ -105,7 +114,7 @@ impl Probes {
                 .ok_or(AgentError::MissingProgram(up.program))?
                 .try_into()
                 .map_err(|e| program_error(up.program, e))?;
-            match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), lib, scope) {
+            match program.attach(UProbeAttachLocation::AbsoluteOffset(offset), &target, scope) {
                 Ok(link) => links.push((index, link)),
                 Err(e) => {
                     drop(self.take_links(links));
@@ -113,8 +122,9 @@ impl Probes {
                 }
             }
         }
-        tracing::debug!(pid, "TLS probes attached to {} in {:?}", lib.display(), started.elapsed());
-        self.tls.by_process.entry(process).or_default().insert(id, (lib.to_path_buf(), links));
+        tracing::debug!(pid, "TLS probes attached to {} in {:?}", lib.shown.display(), started.elapsed());
+        let id = (lib.stat.dev, lib.stat.ino);
+        self.tls.by_process.entry(process).or_default().insert(id, (lib.shown.clone(), lib.stat, links));
         Ok(true)
     }
 
@@ -123,7 +133,7 @@ impl Probes {
     /// milliseconds each): the caller drops them where no attach waits.
     pub fn detach_tls(&mut self, process: ProcessKey) -> Vec<UProbeLink> {
         let Some(files) = self.tls.by_process.remove(&process) else { return Vec::new() };
-        files.into_values().flat_map(|(_, links)| self.take_links(links)).collect()
+        files.into_values().flat_map(|(_, _, links)| self.take_links(links)).collect()
     }
 
     fn take_links(&mut self, links: Vec<(usize, UProbeLinkId)>) -> Vec<UProbeLink> {
@@ -151,7 +161,7 @@ impl Probes {
             .tls
             .by_process
             .values()
-            .flat_map(|files| files.values().map(|(path, _)| path.display().to_string()))
+            .flat_map(|files| files.values().map(|(path, _, _)| path.display().to_string()))
             .collect();
         paths.into_iter().collect()
     }
@@ -161,8 +171,8 @@ impl Probes {
     /// the bench, which plants bare uprobes at the same places).
     pub fn tls_probes(&self) -> Vec<TlsProbe> {
         let mut out: BTreeSet<TlsProbe> = BTreeSet::new();
-        for (id, (path, _)) in self.tls.by_process.values().flatten() {
-            for &(index, offset) in self.tls.plans.get(id).into_iter().flatten() {
+        for (path, stat, _) in self.tls.by_process.values().flat_map(|files| files.values()) {
+            for &(index, offset) in self.tls.plans.get(stat).into_iter().flatten() {
                 out.insert(TlsProbe {
                     library: path.display().to_string(),
                     program: TLS_PROGRAMS[index].program,
@@ -182,44 +192,34 @@ pub struct TlsProbe {
     pub offset: u64,
 }
 
-/// Library files mapped by `pid` whose name starts with `libssl.so`, as paths
-/// readable from here (through `/proc/<pid>/root`, so containers work).
+/// Library files mapped by `pid` whose name starts with `libssl.so`, as the
+/// process names them (paths in its root).
 pub fn libssl_of(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
-    let proc = proc_root.join(pid.to_string());
-    let Ok(maps) = std::fs::read_to_string(proc.join("maps")) else {
+    let Ok(maps) = read_capped(&proc_root.join(pid.to_string()).join("maps"), MAPS_CAP) else {
         return BTreeSet::new();
     };
-    maps.lines()
+    String::from_utf8_lossy(&maps)
+        .lines()
         .filter_map(|line| line.split_whitespace().nth(5))
         .filter(|path| path.starts_with('/') && is_libssl(Path::new(path)))
-        .map(|path| proc.join("root").join(path.trim_start_matches('/')))
+        .map(PathBuf::from)
         .collect()
 }
 
 /// The libssl files in the usual directories of `pid`'s root, which it may
-/// load later.
+/// load later (paths in its root).
 pub fn libssl_in_lib_dirs(proc_root: &Path, pid: u32) -> BTreeSet<PathBuf> {
-    let root = proc_root.join(pid.to_string()).join("root");
+    let root = TargetRoot::of(proc_root, pid);
     let mut out = BTreeSet::new();
-    for dir in LIB_DIRS {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else { continue };
-        out.extend(entries.flatten().map(|e| e.path()).filter(|p| is_libssl(p) && p.is_file()));
+    for dir in LIB_DIRS.map(Path::new) {
+        let Ok(entries) = root.read_dir(dir) else { continue };
+        out.extend(entries.flatten().map(|e| dir.join(e.file_name())).filter(|p| is_libssl(p)));
     }
     out
 }
 
-/// `path` as the agent reads it, for a path a process used (absolute, in its root).
-pub fn in_root(proc_root: &Path, pid: u32, path: &Path) -> Option<PathBuf> {
-    let rel = path.strip_prefix("/").ok()?;
-    Some(proc_root.join(pid.to_string()).join("root").join(rel))
-}
-
 pub fn is_libssl(path: &Path) -> bool {
     path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libssl.so"))
-}
-
-fn file_id(path: &Path) -> Option<FileId> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 #[cfg(test)]
@@ -241,12 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_of_a_process_are_read_through_its_root() {
-        assert_eq!(
-            in_root(Path::new("/proc"), 7, Path::new("/usr/lib/libssl.so.3")),
-            Some(PathBuf::from("/proc/7/root/usr/lib/libssl.so.3"))
-        );
-        assert_eq!(in_root(Path::new("/proc"), 7, Path::new("lib/libssl.so.3")), None);
+    fn libssl_is_known_by_its_name() {
         assert!(is_libssl(Path::new("/x/libssl.so.3")) && !is_libssl(Path::new("/x/libcrypto.so.3")));
     }
 }

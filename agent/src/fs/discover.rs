@@ -6,7 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::fs::{config::QueueSpec, converter::ConverterSpec, preset::Preset, root::TargetRoot};
+use crate::fs::{
+    config::QueueSpec,
+    converter::ConverterSpec,
+    preset::Preset,
+    root::{FileKind, TargetRoot},
+};
 
 /// Where the client keeps its config on Linux (`get_default_config_path`).
 pub const CONFIG_DIR: &str = "/var/lib/pywats";
@@ -84,7 +89,7 @@ fn folder(base: &Path, value: &str) -> Option<PathBuf> {
 /// Reads the config at `config` (a path in the target's view).
 pub fn read(proc_root: &Path, pid: u32, config: &Path) -> Result<Discovered, String> {
     let text = TargetRoot::of(proc_root, pid)
-        .read_to_string(config)
+        .read_string(config, FileKind::ClientConfig)
         .map_err(|e| format!("cannot read pyWATS config {}: {e}", config.display()))?;
     parse(&text, config)
 }

@@ -9,6 +9,7 @@ pub mod queue;
 pub mod resolve;
 pub mod root;
 pub mod scan;
+pub mod watches;
 pub mod worker_status;
 
 use std::{

@@ -30,6 +30,9 @@ fn problems(s: &Shared) -> Vec<String> {
     if attached < s.status.programs_expected {
         out.push(format!("{attached} of {} programs attached", s.status.programs_expected));
     }
+    for (part, age) in s.heartbeats.stalled() {
+        out.push(format!("{part} has made no progress for {}s", age.as_secs()));
+    }
     out.extend(s.targets.read_locked().problems());
     out
 }
@@ -85,6 +88,15 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         .collect();
     let lost: serde_json::Map<String, Value> =
         s.lost.totals().into_iter().map(|(kind, n)| (kind.name().to_string(), json!(n))).collect();
+    // One lock at a time (see `target`): each section is read on its own.
+    let connections = s.net.locked().connections();
+    let dependencies = s.deps.locked().views(monotonic_ns());
+    let watches = s.fs.locked().watches();
+    let programs_attached = s.status.programs_attached.read_locked().clone();
+    let tls_libraries = s.status.tls_libraries.read_locked().clone();
+    let tls_probes = s.status.tls_probes.read_locked().clone();
+    let parts: serde_json::Map<String, Value> =
+        s.heartbeats.ages().into_iter().map(|(part, age)| (part.to_string(), json!(age.as_secs_f64()))).collect();
     let body = json!({
         "status": if problems.is_empty() { "healthy" } else { "unhealthy" },
         "problems": problems,
@@ -96,13 +108,14 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "targets": targets,
         "watching": watching,
         "idle_patterns": idle_patterns,
-        "programs_attached": *s.status.programs_attached.read_locked(),
-        "tls_libraries": *s.status.tls_libraries.read_locked(),
-        "tls_probes": *s.status.tls_probes.read_locked(),
+        "programs_attached": programs_attached,
+        "tls_libraries": tls_libraries,
+        "tls_probes": tls_probes,
         "events": { "seen": seen, "lost": lost },
-        "connections": s.net.locked().connections(),
-        "dependencies": s.deps.locked().views(monotonic_ns()),
-        "watches": s.fs.locked().watches(),
+        "connections": connections,
+        "dependencies": dependencies,
+        "watches": watches,
+        "parts_idle_seconds": parts,
     });
     (code, Json(body))
 }

@@ -11,7 +11,7 @@ use crate::{
     metrics::{LostEvents, Metrics},
     net::{dependency::Dependencies, recent::Recent, NetPipeline},
     proc::Targets,
-    supervise::Stopped,
+    supervise::{Heartbeats, Stopped},
 };
 
 /// Facts about the agent itself, for health.
@@ -41,4 +41,6 @@ pub struct Shared {
     pub net: Arc<Mutex<NetPipeline>>,
     pub fs: Arc<Mutex<FsPipeline>>,
     pub deps: Arc<Mutex<Dependencies>>,
+    /// Each part's progress.
+    pub heartbeats: Arc<Heartbeats>,
 }

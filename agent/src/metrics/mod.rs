@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Liveness reads of `/proc/<pid>` that failed for another reason than
     /// "no such process", by errno: the process was kept.
     pub proc_read_errors: IntCounterVec,
+    /// Processes that became targets, by how: `pid` (named at start) or `match`.
+    pub targets_joined: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -96,8 +98,17 @@ impl Metrics {
                  process\" (e.g. emfile: the agent's fd limit), by kind: the process stays watched.",
                 &["kind"],
             ),
+            targets_joined: counter(
+                "pywats_agent_targets_joined_total",
+                "Processes that became targets, by how: pid (given by --pid) or match (found by --match, at \
+                 start or later; a restarted client joins again).",
+                &["how"],
+            ),
             registry,
         };
+        for how in ["pid", "match"] {
+            metrics.targets_joined.with_label_values(&[how]);
+        }
 
         metrics.register(Box::new(build_info));
         metrics.register(Box::new(start_time));
@@ -110,6 +121,8 @@ impl Metrics {
         metrics.register(Box::new(metrics.tls_attach.clone()));
         metrics.register(Box::new(metrics.limit_hits.clone()));
         metrics.register(Box::new(metrics.proc_read_errors.clone()));
+        metrics.register(Box::new(metrics.targets_joined.clone()));
+        metrics.register(Box::new(crate::fs::root::REFUSED.clone()));
         metrics
     }
 

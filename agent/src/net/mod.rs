@@ -16,6 +16,7 @@ pub mod recent;
 pub mod report;
 pub mod retry;
 pub mod seed;
+pub mod sockets;
 pub mod table;
 
 use std::{
@@ -152,11 +153,6 @@ impl NetPipeline {
             deps,
             tls_peers: HashMap::new(),
         }
-    }
-
-    /// The addresses of `target`'s WATS service, from its client config.
-    pub fn set_service(&self, target: &str, addrs: Vec<SocketAddr>) {
-        self.deps.locked().set_service(target, addrs);
     }
 
     /// A call of `target` to `server` ended: dependency health, with its cap counted.

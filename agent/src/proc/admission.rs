@@ -1,9 +1,12 @@
 //! Which processes `--match` may adopt: a command line is anyone's to
 //! choose, so a process whose command line holds the pattern must also run as
 //! an allowed user (its real and effective uid both: a set-uid program run by
-//! another user is that user's) and, with `--match-exe`, run an allowed
-//! executable. Otherwise anyone on the machine could start a process that
-//! takes a dead client's name and series.
+//! another user is that user's) and an allowed executable: those
+//! `--match-exe` names, by default a Python interpreter (the pyWATS client is
+//! Python). Otherwise anyone on the machine could start a process that takes
+//! a dead client's name and series, and an operator's own `grep
+//! pywats_client`, `journalctl -g pywats_client` or `less` of its log would
+//! become a target whose exit reads as a client down.
 
 use std::{
     collections::BTreeSet,
@@ -41,9 +44,30 @@ impl Rejected {
 const GLOB: MatchOptions =
     MatchOptions { case_sensitive: true, require_literal_separator: true, require_literal_leading_dot: false };
 
+/// Which executables may be adopted.
+enum Exes {
+    /// A Python interpreter: its file name starts with `python`
+    /// (`python3`, `python3.11`, a venv's copy named `python`).
+    Python,
+    /// Those `--match-exe` names.
+    Named(Vec<Pattern>),
+}
+
+impl Exes {
+    fn allow(&self, exe: &str) -> bool {
+        match self {
+            Exes::Python => {
+                let name = Path::new(exe).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                exe.starts_with('/') && name.starts_with("python")
+            }
+            Exes::Named(patterns) => patterns.iter().any(|p| p.matches_with(exe, GLOB)),
+        }
+    }
+}
+
 pub struct Admission {
     users: BTreeSet<u32>,
-    exes: Vec<Pattern>,
+    exes: Exes,
     /// `pywats_agent_match_rejected_total{reason}`: each rejected process once.
     rejected: IntCounterVec,
     /// Processes rejected at the latest scans, not counted again.
@@ -66,12 +90,17 @@ impl Admission {
         } else {
             users.iter().map(|u| uid_of(u)).collect::<Result<_, _>>()?
         };
-        let exes = exes.iter().map(|e| exe_pattern(e)).collect::<Result<_, _>>()?;
+        let exes = if exes.is_empty() {
+            Exes::Python
+        } else {
+            Exes::Named(exes.iter().map(|e| exe_pattern(e)).collect::<Result<_, _>>()?)
+        };
         let rejected = IntCounterVec::new(
             Opts::new(
                 "pywats_agent_match_rejected_total",
                 "Processes whose command line matched a --match pattern but that were not adopted, by reason: \
-                 user (not a --match-user) or exe (not a --match-exe). Each process counts once.",
+                 user (not a --match-user) or exe (not a --match-exe; by default, not a Python interpreter). \
+                 Each process counts once.",
             ),
             &["reason"],
         )
@@ -99,7 +128,7 @@ impl Admission {
         }
         // A binary replaced on disk (an upgrade) still runs: readlink adds " (deleted)".
         let exe = exe.strip_suffix(" (deleted)").unwrap_or(exe);
-        if !self.exes.is_empty() && !self.exes.iter().any(|p| p.matches_with(exe, GLOB)) {
+        if !self.exes.allow(exe) {
             return Err(Rejected::Exe);
         }
         Ok(())
@@ -178,7 +207,7 @@ mod tests {
     fn real_and_effective_uid_must_both_be_allowed() {
         let a = admission(&["0", "1000"], &[]);
         assert_eq!(a.judge((0, 0), "/usr/bin/python3"), Ok(()));
-        assert_eq!(a.judge((1000, 1000), ""), Ok(()));
+        assert_eq!(a.judge((1000, 1000), "/usr/local/bin/python3.11"), Ok(()));
         assert_eq!(a.judge((1000, 0), "/usr/bin/python3"), Ok(()));
         assert_eq!(a.judge((65534, 65534), "/usr/bin/python3"), Err(Rejected::User));
         // Another user running a set-uid-root program.
@@ -226,10 +255,24 @@ mod tests {
         }
     }
 
+    /// Without `--match-exe`, only a Python interpreter: never a command an
+    /// operator typed with the pattern in it.
+    #[test]
+    fn by_default_only_a_python_interpreter_is_adopted() {
+        let a = admission(&["0"], &[]);
+        for exe in ["/usr/bin/python3.11", "/opt/venv/bin/python", "/usr/bin/python3.11 (deleted)"] {
+            assert_eq!(a.judge((0, 0), exe), Ok(()), "{exe}");
+        }
+        for exe in ["/usr/bin/grep", "/usr/bin/journalctl", "/usr/bin/less", "/usr/bin/tail", "", "python3"] {
+            assert_eq!(a.judge((0, 0), exe), Err(Rejected::Exe), "{exe}");
+        }
+    }
+
     #[test]
     fn a_rejected_process_counts_once() {
         let a = admission(&["0"], &[]);
-        let p = ResolvedPid { pid: 7, start: 70, uids: (1000, 1000), comm: "py".into(), exe: String::new(), pod: None };
+        let exe = "/usr/bin/python3".to_string();
+        let p = ResolvedPid { pid: 7, start: 70, uids: (1000, 1000), comm: "py".into(), exe, pod: None };
         assert!(!a.admit(&p, "pywats_client"));
         assert!(!a.admit(&p, "pywats_client"));
         assert_eq!(a.metric().with_label_values(&["user"]).get(), 1);

@@ -12,9 +12,16 @@
 
 use std::{collections::HashSet, path::Path};
 
-use crate::fs::root::TargetRoot;
+use crate::{
+    fs::root::{FileKind, TargetRoot},
+    proc::read_capped,
+};
 
 const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// `/proc/<pid>/cgroup`: a line per hierarchy.
+const CGROUP_CAP: u64 = 64 << 10;
+/// A process's environment is what it chose: only this much is looked at.
+const ENVIRON_CAP: u64 = 1 << 20;
 
 /// Where a process runs. Empty strings are unknown (Prometheus drops empty labels).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -31,17 +38,17 @@ impl PodIdentity {
     /// The identity of `pid`; `None` when it runs in no container.
     pub fn read(proc_root: &Path, pid: u32) -> Option<PodIdentity> {
         let proc = proc_root.join(pid.to_string());
-        let cgroup = std::fs::read_to_string(proc.join("cgroup")).ok()?;
+        let cgroup = String::from_utf8(read_capped(&proc.join("cgroup"), CGROUP_CAP).ok()?).ok()?;
         let (pod_uid, container) = parse_cgroup(&cgroup)?;
         let mut id = PodIdentity { pod_uid: pod_uid.unwrap_or_default(), container, ..PodIdentity::default() };
         if id.pod_uid.is_empty() {
             return Some(id);
         }
         let root = TargetRoot::of(proc_root, pid);
-        let hostname = std::fs::read(proc.join("environ")).ok().and_then(|env| hostname_of(&env));
-        let hostname = hostname.or_else(|| root.read_to_string(Path::new("/etc/hostname")).ok());
+        let hostname = read_capped(&proc.join("environ"), ENVIRON_CAP).ok().and_then(|env| hostname_of(&env));
+        let hostname = hostname.or_else(|| root.read_string(Path::new("/etc/hostname"), FileKind::PodName).ok());
         id.pod = hostname.map(|h| h.trim().to_string()).filter(|h| is_dns_name(h)).unwrap_or_default();
-        let namespace = root.read_to_string(Path::new(NAMESPACE_FILE)).unwrap_or_default();
+        let namespace = root.read_string(Path::new(NAMESPACE_FILE), FileKind::PodName).unwrap_or_default();
         id.namespace = Some(namespace.trim()).filter(|n| is_dns_name(n)).unwrap_or_default().to_string();
         Some(id)
     }
@@ -71,7 +78,7 @@ pub fn pods_on_node(proc_root: &Path) -> HashSet<String> {
     let Ok(dir) = std::fs::read_dir(proc_root) else { return HashSet::new() };
     dir.flatten()
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
-        .filter_map(|e| std::fs::read_to_string(e.path().join("cgroup")).ok())
+        .filter_map(|e| String::from_utf8(read_capped(&e.path().join("cgroup"), CGROUP_CAP).ok()?).ok())
         .filter_map(|text| parse_cgroup(&text)?.0)
         .collect()
 }

@@ -65,12 +65,35 @@ fn boot_time(proc_root: &Path) -> Option<u64> {
     stat.lines().find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
 }
 
+/// Each target's CPU time at its previous reading: `cpu_percent` is the rate
+/// since then, as psutil's is.
+#[derive(Clone)]
+pub struct CpuBaselines {
+    proc_root: PathBuf,
+    by_pid: Arc<Mutex<HashMap<u32, CpuBaseline>>>,
+}
+
+impl CpuBaselines {
+    /// Takes the baseline of a new target, so that its first reading is a rate.
+    pub fn prime(&self, pid: u32) {
+        if let Ok(r) = read(&self.proc_root, pid) {
+            let mut b = self.by_pid.locked();
+            b.insert(pid, CpuBaseline { ticks: r.cpu_ticks, at: Instant::now(), percent: 0.0 });
+        }
+    }
+
+    /// A target process left.
+    pub fn forget(&self, pid: u32) {
+        self.by_pid.locked().remove(&pid);
+    }
+}
+
 pub struct ProcSampler {
     targets: Arc<RwLock<Targets>>,
     proc_root: PathBuf,
     ticks_per_second: f64,
     boot_time: f64,
-    baselines: Mutex<HashMap<u32, CpuBaseline>>,
+    baselines: CpuBaselines,
     cpu_percent: GaugeVec,
     memory: GaugeVec,
     threads: GaugeVec,
@@ -139,10 +162,10 @@ impl ProcSampler {
         let boot_time = boot_time(&proc_root).unwrap_or(0) as f64;
         ProcSampler {
             targets,
+            baselines: CpuBaselines { proc_root: proc_root.clone(), by_pid: Arc::default() },
             proc_root,
             ticks_per_second: procfs::ticks_per_second() as f64,
             boot_time,
-            baselines: Mutex::new(HashMap::new()),
             cpu_percent,
             memory,
             threads,
@@ -160,16 +183,13 @@ impl ProcSampler {
         }
     }
 
-    /// Takes the CPU baseline of a new target.
-    pub fn prime(&self, pid: u32) {
-        if let Ok(r) = read(&self.proc_root, pid) {
-            let mut b = self.baselines.locked();
-            b.insert(pid, CpuBaseline { ticks: r.cpu_ticks, at: Instant::now(), percent: 0.0 });
-        }
+    /// The handle through which targets get their CPU baseline when they join.
+    pub fn baselines(&self) -> CpuBaselines {
+        self.baselines.clone()
     }
 
     fn cpu_percent(&self, pid: u32, ticks: u64, now: Instant) -> f64 {
-        let mut baselines = self.baselines.locked();
+        let mut baselines = self.baselines.by_pid.locked();
         let Some(prev) = baselines.get(&pid).copied() else {
             baselines.insert(pid, CpuBaseline { ticks, at: now, percent: 0.0 });
             return 0.0;
@@ -242,7 +262,7 @@ impl ProcSampler {
                 .with_label_values(&[&t.name, &pid, &t.exe, &pod.namespace, &pod.pod, &pod.pod_uid, &pod.container])
                 .set(1.0);
         }
-        self.baselines.locked().retain(|pid, _| live.contains(pid));
+        self.baselines.by_pid.locked().retain(|pid, _| live.contains(pid));
     }
 }
 

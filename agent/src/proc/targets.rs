@@ -128,25 +128,6 @@ pub fn name_targets(pids: &[ResolvedPid], names: &[String]) -> Result<Vec<String
 }
 
 impl Targets {
-    pub fn new(resolved: &[ResolvedPid], names: &[String]) -> Targets {
-        let targets = resolved
-            .iter()
-            .zip(names)
-            .map(|(p, name)| TargetState {
-                name: name.clone(),
-                pid: p.pid,
-                start: p.start,
-                exe: p.exe.clone(),
-                alive: true,
-                children: Children::default(),
-                exited_at: None,
-                pattern: None,
-                pod: p.pod.clone(),
-            })
-            .collect();
-        Targets { targets, patterns: Vec::new(), departed: VecDeque::new() }
-    }
-
     pub fn set_patterns(&mut self, patterns: Vec<String>) {
         self.patterns = patterns;
     }
@@ -164,9 +145,9 @@ impl Targets {
             .or_else(|| self.departed.iter().rev().find(|(p, _)| *p == pid).map(|(_, name)| name.as_str()))
     }
 
-    /// Whether `pid` is a live target or one of their descendants.
-    pub fn knows(&self, pid: u32) -> bool {
-        self.targets.iter().any(|t| t.alive && (t.pid == pid || t.children.contains(pid)))
+    /// Every live target process and descendant.
+    pub fn known_pids(&self) -> std::collections::BTreeSet<u32> {
+        self.targets.iter().filter(|t| t.alive).flat_map(|t| std::iter::once(t.pid).chain(t.children.iter())).collect()
     }
 
     /// The start time of `pid`, a live target or a child of one, when known.
@@ -199,10 +180,11 @@ impl Targets {
         }
     }
 
-    /// A process `pattern` found: it takes the place of an exited target of
-    /// the same name (a restarted client keeps its series), or gets `name`
+    /// A process joins as a target: given by `--pid` (`pattern` `None`), or
+    /// found by `pattern`, when it takes the place of an exited target of the
+    /// same name (a restarted client keeps its series). Otherwise `name` is
     /// made unique. Returns the name it got.
-    pub fn add_matched(&mut self, p: &ResolvedPid, pattern: &str, name: &str) -> String {
+    pub fn add(&mut self, p: &ResolvedPid, pattern: Option<&str>, name: &str) -> String {
         let state = |name: String| TargetState {
             name,
             pid: p.pid,
@@ -211,12 +193,14 @@ impl Targets {
             alive: true,
             children: Children::default(),
             exited_at: None,
-            pattern: Some(pattern.to_string()),
+            pattern: pattern.map(str::to_string),
             pod: p.pod.clone(),
         };
-        if let Some(t) = self.targets.iter_mut().find(|t| t.name == name && !t.alive) {
-            *t = state(name.to_string());
-            return name.to_string();
+        if pattern.is_some() {
+            if let Some(t) = self.targets.iter_mut().find(|t| t.name == name && !t.alive) {
+                *t = state(name.to_string());
+                return name.to_string();
+            }
         }
         let mut candidate = name.to_string();
         let mut k = 2;
@@ -230,20 +214,6 @@ impl Targets {
 
     pub fn iter(&self) -> impl Iterator<Item = &TargetState> {
         self.targets.iter()
-    }
-
-    /// Renames the target of `pid` unless the name is taken.
-    pub fn rename(&mut self, pid: u32, name: &str) -> bool {
-        if self.targets.iter().any(|t| t.name == name) {
-            return false;
-        }
-        match self.targets.iter_mut().find(|t| t.pid == pid) {
-            Some(t) => {
-                t.name = name.to_string();
-                true
-            }
-            None => false,
-        }
     }
 
     /// Why the target set is not what was asked for: `--pid` targets that
@@ -352,7 +322,8 @@ mod tests {
 
     #[test]
     fn children_join_and_leave_and_root_exit_ends_target() {
-        let mut t = Targets::new(&[pid(10, "py")], &["py".into()]);
+        let mut t = Targets::default();
+        t.add(&pid(10, "py"), None, "py");
         assert_eq!(t.add_child(10, 11, Some(5)), Change::ChildJoined { target: "py".into(), child: 11 });
         assert_eq!(t.add_child(10, 11, Some(5)), Change::Unknown);
         assert_eq!(t.add_child(99, 12, Some(5)), Change::Unknown);
@@ -365,7 +336,8 @@ mod tests {
 
     #[test]
     fn a_childs_pid_reused_by_a_new_child_takes_its_start_time() {
-        let mut t = Targets::new(&[pid(10, "py")], &["py".into()]);
+        let mut t = Targets::default();
+        t.add(&pid(10, "py"), None, "py");
         assert_eq!(t.add_child(10, 11, None), Change::ChildJoined { target: "py".into(), child: 11 });
         assert_eq!(t.start_of(11), None);
         assert_eq!(t.live_processes(), [ProcId { pid: 10, start: 1010 }]);
@@ -386,14 +358,14 @@ mod tests {
         // Nothing to watch is not a problem, but it shows.
         assert!(t.problems().is_empty());
         assert_eq!(t.idle_patterns(), ["pywats_client"]);
-        assert_eq!(t.add_matched(&pid(20, "python3"), "pywats_client", "station"), "station");
-        assert!(t.idle_patterns().is_empty() && t.knows(20));
-        assert_eq!(t.add_matched(&pid(21, "python3"), "pywats_client", "station"), "station-2");
+        assert_eq!(t.add(&pid(20, "python3"), Some("pywats_client"), "station"), "station");
+        assert!(t.idle_patterns().is_empty() && t.known_pids().contains(&20));
+        assert_eq!(t.add(&pid(21, "python3"), Some("pywats_client"), "station"), "station-2");
         t.exited(20, 20);
         t.exited(21, 21);
         assert!(t.problems().is_empty());
         assert_eq!(t.idle_patterns(), ["pywats_client"]);
-        assert_eq!(t.add_matched(&pid(30, "python3"), "pywats_client", "station"), "station");
+        assert_eq!(t.add(&pid(30, "python3"), Some("pywats_client"), "station"), "station");
         assert_eq!(t.iter().filter(|x| x.alive).count(), 1);
         assert_eq!(
             t.iter().filter(|x| x.name == "station").map(|x| (x.pid, x.alive)).collect::<Vec<_>>(),

@@ -89,10 +89,13 @@ pub fn descendants(proc_root: &Path, root: u32) -> BTreeSet<ProcId> {
     found
 }
 
+/// As much of a command line as `--match` looks at (Linux allows 2 MiB).
+const CMDLINE_CAP: u64 = 64 << 10;
+
 /// The command line of `pid`, arguments joined by spaces; `None` for kernel
 /// threads, zombies and processes gone.
 pub fn cmdline(proc_root: &Path, pid: u32) -> Option<String> {
-    let raw = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")).ok()?;
+    let raw = crate::proc::read_capped(&proc_root.join(pid.to_string()).join("cmdline"), CMDLINE_CAP).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let text = text.trim_end_matches('\0');
     (!text.is_empty()).then(|| text.replace('\0', " "))

@@ -20,13 +20,15 @@ use crate::sync::{Locked, ReadWrite};
 use crate::{
     clock::monotonic_ns,
     ebpf::{
+        libssl::probe_plan,
         tls::{self, ProcessKey},
         Probes,
     },
+    fs::root::{FileKind, TargetRoot},
     http::AgentStatus,
     metrics::Metrics,
     proc::identity::{Liveness, ProcId},
-    supervise::Supervisor,
+    supervise::{self, Heartbeat, Supervisor},
 };
 
 /// Work waiting for the thread; beyond this it is dropped and counted (the
@@ -44,8 +46,9 @@ pub enum TlsWork {
     /// A target opened a libssl file (path as the process wrote it): an
     /// exec'd child loading it, a `dlopen`. The kernel woke the agent for it.
     Opened { id: ProcId, path: PathBuf, reported_ns: u64 },
-    /// A target process is gone.
-    Exited(u32),
+    /// A target process is gone: the one of that start time, or every process
+    /// of that pid (`None`: its exit event, which names the pid only).
+    Exited { pid: u32, start: Option<u64> },
     /// The periodic re-check: the live target processes.
     Recheck(Vec<ProcId>),
 }
@@ -79,14 +82,14 @@ pub fn start(
     let busy = Arc::new(AtomicU64::new(0));
     let reaper_busy = busy.clone();
     let stop = parts.stop_flag();
-    parts.thread("tls_detach", move || {
-        reap_when_quiet(reaped, &reaper_busy, &stop);
+    parts.thread("tls_detach", move |beat| {
+        reap_when_quiet(reaped, &reaper_busy, &stop, &beat);
         Ok(())
     })?;
     let worker = Worker { probes, status, metrics: metrics.clone(), proc_root, reap, busy };
     let stop = parts.stop_flag();
-    parts.thread("tls_attach", move || {
-        worker.run(rx, &stop);
+    parts.thread("tls_attach", move |beat| {
+        worker.run(rx, &stop, &beat);
         Ok(())
     })?;
     Ok(TlsQueue { tx, metrics })
@@ -108,9 +111,10 @@ struct Worker {
 /// processes are dropped once no attach has run for [`QUIET`].
 const QUIET: Duration = Duration::from_secs(1);
 
-fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &AtomicBool) {
+fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &AtomicBool, beat: &Heartbeat) {
     let mut waiting: Vec<UProbeLink> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
+        beat.beat();
         match reaped.recv_timeout(QUIET / 4) {
             Ok(links) => waiting.extend(links),
             Err(RecvTimeoutError::Timeout) => {}
@@ -125,17 +129,19 @@ fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &A
 }
 
 impl Worker {
-    fn run(self, rx: Receiver<TlsWork>, stop: &AtomicBool) {
+    fn run(self, rx: Receiver<TlsWork>, stop: &AtomicBool, beat: &Heartbeat) {
         while !stop.load(Ordering::Relaxed) {
+            beat.beat();
+            supervise::stall_injected("tls_attach", stop);
             let work = match rx.recv_timeout(QUIET / 4) {
                 Ok(work) => work,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let changed = match work {
-                TlsWork::Adopted(id) => self.attach(id, |root, pid| {
-                    let mut libs = tls::libssl_of(root, pid);
-                    libs.extend(tls::libssl_in_lib_dirs(root, pid));
+                TlsWork::Adopted(id) => self.attach(id, |proc_root, pid| {
+                    let mut libs = tls::libssl_of(proc_root, pid);
+                    libs.extend(tls::libssl_in_lib_dirs(proc_root, pid));
                     libs
                 }),
                 TlsWork::Forked { id, reported_ns } => {
@@ -143,12 +149,17 @@ impl Worker {
                     self.observe(attached, reported_ns)
                 }
                 TlsWork::Opened { id, path, reported_ns } => {
-                    let attached = self.attach(id, |root, pid| tls::in_root(root, pid, &path).into_iter().collect());
+                    let attached = self.attach(id, |_, _| BTreeSet::from([path]));
                     self.observe(attached, reported_ns)
                 }
-                TlsWork::Exited(pid) => {
-                    let gone: Vec<_> =
-                        self.probes.locked().tls_processes().into_iter().filter(|p| p.0 == pid).collect();
+                TlsWork::Exited { pid, start } => {
+                    let gone: Vec<_> = self
+                        .probes
+                        .locked()
+                        .tls_processes()
+                        .into_iter()
+                        .filter(|p| p.0 == pid && start.is_none_or(|s| s == p.1))
+                        .collect();
                     gone.into_iter().fold(false, |changed, p| self.detach(p) | changed)
                 }
                 TlsWork::Recheck(live) => self.recheck(&live),
@@ -180,17 +191,18 @@ impl Worker {
         any
     }
 
-    /// Probes the libraries `libs` finds for process `id`, if its pid still
-    /// names it: before (a pid given to a new process would get probes meant
-    /// for the old one) and after (it may have changed while attaching,
-    /// which takes milliseconds).
+    /// Probes the libraries `libs` finds for process `id` (paths in its
+    /// root), if its pid still names it: before (a pid given to a new process
+    /// would get probes meant for the old one) and after (it may have changed
+    /// while attaching, which takes milliseconds).
     fn attach(&self, id: ProcId, libs: impl FnOnce(&Path, u32) -> BTreeSet<PathBuf>) -> bool {
         if id.check(&self.proc_root) != Liveness::Alive {
             return false;
         }
+        let root = TargetRoot::of(&self.proc_root, id.pid);
         let mut changed = false;
         for lib in libs(&self.proc_root, id.pid) {
-            changed |= self.attach_one(id, &lib);
+            changed |= self.attach_one(id, &root, &lib);
         }
         if changed && id.check(&self.proc_root) == Liveness::Reused {
             self.detach((id.pid, id.start));
@@ -199,17 +211,55 @@ impl Worker {
         changed
     }
 
-    fn attach_one(&self, id: ProcId, lib: &Path) -> bool {
-        let result = self.probes.locked().attach_tls((id.pid, id.start), lib);
+    /// Opens the library through the process's root (a regular file within
+    /// its cap, or nothing), works out where the probes go unless that file
+    /// was seen before, and attaches them through the same fd. The file is
+    /// read without the probes lock.
+    fn attach_one(&self, id: ProcId, root: &TargetRoot, path: &Path) -> bool {
+        let process = (id.pid, id.start);
+        let lib = match root.open_file(path, FileKind::Library) {
+            Ok(lib) => lib,
+            // Counted and logged as refused, or simply not there.
+            Err(_) => return false,
+        };
+        let known = {
+            let probes = self.probes.locked();
+            if probes.tls_probed(process, &lib.stat) {
+                return false;
+            }
+            probes.tls_plan(&lib.stat)
+        };
+        let plan = match known {
+            Some(plan) => plan,
+            None => match lib.read().map_err(|e| e.to_string()).and_then(|data| probe_plan(&data)) {
+                Ok((plan, internal)) => {
+                    tracing::info!(
+                        "libssl {}: {}",
+                        lib.shown.display(),
+                        if internal {
+                            "probing its internal read and write functions"
+                        } else {
+                            "probing its exported SSL_read/SSL_write functions"
+                        }
+                    );
+                    self.probes.locked().remember_tls_plan(lib.stat, plan.clone());
+                    plan
+                }
+                Err(e) => return self.failed(&lib.shown, id.pid, &e),
+            },
+        };
+        let result = self.probes.locked().attach_tls(process, &lib, &plan);
         self.busy.store(monotonic_ns(), Ordering::Relaxed);
         match result {
             Ok(attached) => attached,
-            Err(e) => {
-                self.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
-                tracing::warn!("cannot attach the TLS probes to {} for pid {}: {e}", lib.display(), id.pid);
-                false
-            }
+            Err(e) => self.failed(&lib.shown, id.pid, &e.to_string()),
         }
+    }
+
+    fn failed(&self, lib: &Path, pid: u32, e: &str) -> bool {
+        self.metrics.collector_errors.with_label_values(&["tls_attach"]).inc();
+        tracing::warn!("cannot attach the TLS probes to {} for pid {pid}: {e}", lib.display());
+        false
     }
 
     /// Probes what live targets map now (a library loaded from an unusual

@@ -1,0 +1,244 @@
+//! A target's life, with one owner.
+//!
+//! Processes become targets (named at start with `--pid`, or found by
+//! `--match`, at start or later), call exec, fork children and leave (their
+//! exit event, or the liveness check when that event was lost). All of it
+//! happens in [`Lifecycle`], which one thread owns: the `lifecycle` thread
+//! reads the kernel's process events and runs the liveness rounds between
+//! them ([`owner`]). Joining, exec and leaving are each written once, and
+//! tell the per-target parts in one fixed order:
+//!
+//! registry → kernel target set → sockets → TLS probes → files → sampler →
+//! dependency health.
+//!
+//! Locks: each part's state has a lock of its own, and each step below takes
+//! only that part's lock and releases it before the next step, so the owner
+//! never holds two. The other threads each hold at most one part lock at a
+//! time too (the net reader: the pipeline, then, released, the socket map;
+//! the file reader: the file pipeline; the server: one per page section).
+//! Inside a part, the pipelines read the registry (`Targets`) and record
+//! dependency health: those two are leaves, under which nothing else is
+//! locked. With no thread waiting for a part lock while holding another, no
+//! cycle of waits can form. The kernel target set is not shared at all: only
+//! the owner changes it (the kernel changes it for forks and exits itself).
+
+pub mod config;
+pub mod liveness;
+pub mod matching;
+pub mod owner;
+pub mod tls;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use crate::sync::{Locked, ReadWrite};
+use crate::{
+    ebpf::{loader::SocketMap, KernelTargets},
+    fs::{discover::Discovered, FsPipeline},
+    metrics::Metrics,
+    net::{
+        dependency::{service_addresses, Dependencies},
+        NetPipeline,
+    },
+    proc::{
+        admission::Admission,
+        identity::ProcId,
+        sampler::CpuBaselines,
+        targets::Change,
+        tree::{self, ResolvedPid},
+        Targets,
+    },
+    target::tls::{TlsQueue, TlsWork},
+};
+
+pub use crate::net::sockets::seed_sockets;
+
+/// A process about to become a target.
+pub struct Joining {
+    pub process: ResolvedPid,
+    /// The `--match` pattern that found it; `None` for a `--pid` target.
+    pub pattern: Option<String>,
+    /// The name it asks for (made unique when taken).
+    pub name: String,
+    /// Its pyWATS client config, when discovery found one.
+    pub config: Option<Discovered>,
+}
+
+/// The handles of every per-target part.
+pub struct Lifecycle {
+    pub proc_root: PathBuf,
+    pub registry: Arc<RwLock<Targets>>,
+    pub kernel: KernelTargets,
+    pub net: Arc<Mutex<NetPipeline>>,
+    pub sockets: Arc<Mutex<SocketMap>>,
+    pub tls: TlsQueue,
+    pub fs: Arc<Mutex<FsPipeline>>,
+    pub sampler: CpuBaselines,
+    pub deps: Arc<Mutex<Dependencies>>,
+    pub metrics: Arc<Metrics>,
+    /// Whose processes `--match` may adopt.
+    pub admission: Admission,
+}
+
+impl Lifecycle {
+    /// A process becomes a target, with the descendants it has now, its open
+    /// sockets, its libssl, its client's queues and converters. Returns the
+    /// name it got.
+    pub fn join(&mut self, j: Joining) -> String {
+        let Joining { process: p, pattern, name, config } = j;
+        // Registry.
+        let name = self.registry.write_locked().add(&p, pattern.as_deref(), &name);
+        // Kernel target set: the root first, so that a fork from now on is
+        // reported; then the descendants it has (a fork racing the scan is
+        // reported by its event, and added twice harmlessly).
+        let mut ids = vec![p.id()];
+        let mut refused = self.kernel.insert(p.pid, p.pid).is_err();
+        for child in tree::descendants(&self.proc_root, p.pid) {
+            refused |= self.kernel.insert(child.pid, p.pid).is_err();
+            let change = self.registry.write_locked().add_child(p.pid, child.pid, Some(child.start));
+            log(&change);
+            ids.push(child);
+        }
+        if refused {
+            self.metrics.collector_errors.with_label_values(&["target_map"]).inc();
+            tracing::warn!(target_name = %name, "the kernel's target map refused pid {} or a child", p.pid);
+        }
+        // Sockets: just inserted, no exec counted yet.
+        let tgids: Vec<u32> = ids.iter().map(|id| id.pid).collect();
+        self.seed(&tgids, |_| 0, &name);
+        // TLS probes.
+        for &id in &ids {
+            self.tls.send(TlsWork::Adopted(id));
+        }
+        // Files: the client's own queues and converters, and the watches
+        // from the flags and the TOML file meant for this target.
+        let service = config.as_ref().and_then(|c| c.service.clone());
+        if let Some(c) = config {
+            let queues = c.queues.into_iter().map(|q| (q, name.clone())).collect();
+            let converters = c.converters.into_iter().map(|q| (q, name.clone())).collect();
+            self.fs.locked().extend(queues, converters);
+        }
+        self.fs.locked().adopt(&name);
+        // Sampler: the CPU baseline, so its first reading is a rate, not 0.
+        self.sampler.prime(p.pid);
+        // Dependency health: which server is the client's WATS.
+        if let Some(url) = service {
+            self.set_service(&name, url);
+        }
+        self.metrics.targets_joined.with_label_values(&[if pattern.is_some() { "match" } else { "pid" }]).inc();
+        let how = pattern.map_or_else(|| "given by --pid".to_string(), |p| format!("matches {p:?}"));
+        tracing::info!(target_name = %name, "watching pid {} ({}, {how}) and {} child process(es)", p.pid, p.exe, ids.len() - 1);
+        name
+    }
+
+    /// A target forked: the kernel added the child to its set already.
+    pub fn forked(&mut self, root: u32, child: u32, own_memory: bool, reported_ns: u64) {
+        // Its identity is read at once: its pid alone may name another
+        // process by the time anyone looks again.
+        let id = ProcId::of(&self.proc_root, child).ok();
+        let change = self.registry.write_locked().add_child(root, child, id.map(|c| c.start));
+        // A child sharing its parent's memory (vfork, posix_spawn) is about
+        // to exec: it gets probes if the new program opens libssl.
+        if let (Some(id), true) = (id, own_memory) {
+            self.tls.send(TlsWork::Forked { id, reported_ns });
+        }
+        log(&change);
+    }
+
+    /// A target process called exec: the sockets it closed on exec (CLOEXEC)
+    /// closed without a `close()`, so its connections end and the sockets
+    /// that survived are registered again, under its new exec generation.
+    pub fn exec(&mut self, root: u32, pid: u32, ts_ns: u64) {
+        let change = self.registry.write_locked().exec(root, pid, tree::exe_of(&self.proc_root, pid));
+        let exec_gen = self.kernel.exec_gen(pid);
+        self.net.locked().process_exited(pid, ts_ns);
+        self.seed(&[pid], |_| exec_gen, "");
+        log(&change);
+    }
+
+    /// A target process is gone.
+    pub fn leave(&mut self, root: u32, pid: u32, ts_ns: u64, how: Left) {
+        let change = self.registry.write_locked().exited(root, pid);
+        let start = match how {
+            // The kernel took it out of its set itself.
+            Left::Exit => None,
+            Left::Missed(start) => {
+                self.kernel.remove(pid);
+                start
+            }
+            // In the kernel's set only if a target forked the new process: it stays.
+            Left::Reused(start) => start,
+        };
+        // Its sockets closed without close().
+        self.net.locked().process_exited(pid, ts_ns);
+        self.sockets.locked().forget_process(pid);
+        self.tls.send(TlsWork::Exited { pid, start });
+        self.sampler.forget(pid);
+        log(&change);
+    }
+
+    /// Registers the TCP sockets `tgids` hold now, in the kernel's socket map
+    /// and the pipeline.
+    fn seed(&self, tgids: &[u32], exec_gen: impl Fn(u32) -> u32, name: &str) {
+        if let Err(e) = seed_sockets(&self.sockets, &self.net, tgids, &self.proc_root, exec_gen) {
+            self.metrics.collector_errors.with_label_values(&["socket_seed"]).inc();
+            tracing::warn!(target_name = %name, "open sockets of pids {tgids:?}: {e}");
+        }
+    }
+
+    /// The service address is resolved off this thread: a name lookup may
+    /// wait on DNS for seconds, and the client's config chooses the name.
+    fn set_service(&self, name: &str, url: String) {
+        let (deps, name) = (self.deps.clone(), name.to_string());
+        let spawned = std::thread::Builder::new().name("resolve".into()).spawn(move || {
+            let addrs = service_addresses(&url);
+            deps.locked().set_service(&name, addrs);
+        });
+        if let Err(e) = spawned {
+            self.metrics.collector_errors.with_label_values(&["resolve"]).inc();
+            tracing::warn!("cannot start a thread to resolve the WATS service address: {e}");
+        }
+    }
+
+    /// Every live process of every target whose start time is known.
+    pub fn live_processes(&self) -> Vec<ProcId> {
+        self.registry.read_locked().live_processes()
+    }
+}
+
+/// How a target process left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Left {
+    /// Its exit event.
+    Exit,
+    /// The liveness check found it gone: its exit event was lost (start time when known).
+    Missed(Option<u64>),
+    /// Its pid names another process now.
+    Reused(Option<u64>),
+}
+
+/// Socket-map entries of a process that is gone.
+trait ForgetProcess {
+    fn forget_process(&mut self, tgid: u32);
+}
+
+impl ForgetProcess for SocketMap {
+    fn forget_process(&mut self, tgid: u32) {
+        let stale: Vec<_> = self.keys().flatten().filter(|k| k.tgid == tgid).collect();
+        for key in stale {
+            let _ = self.remove(&key);
+        }
+    }
+}
+
+pub fn log(change: &Change) {
+    match change {
+        Change::ChildJoined { target, child } => tracing::debug!(target_name = %target, "child process {child} joined"),
+        Change::ChildLeft { target, child } => tracing::debug!(target_name = %target, "child process {child} exited"),
+        Change::TargetExited { target, pid } => tracing::warn!(target_name = %target, "target process {pid} exited"),
+        Change::Exec { target, pid } => tracing::debug!(target_name = %target, "process {pid} called exec"),
+        Change::Unknown => {}
+    }
+}

@@ -1,0 +1,76 @@
+//! The `lifecycle` thread, owner of [`Lifecycle`]: it applies the kernel's
+//! process events as they come and, between them, runs the liveness round
+//! (exits the events missed, new `--match` processes, the TLS re-check).
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use pywats_agent_ebpf::abi::{Event, EventKind, CLONE_VM};
+
+use crate::sync::ReadWrite;
+use crate::{
+    cli::Args,
+    ebpf, readers,
+    supervise::{self, Heartbeat},
+    target::{liveness, matching, tls::TlsWork, Left, Lifecycle},
+};
+
+/// How often targets are checked against procfs (an exit event may have been
+/// lost) and `--match` looks for new processes.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Runs until `stop` is set.
+pub fn run(
+    mut life: Lifecycle,
+    args: Arc<Args>,
+    ring: RingBuf<MapData>,
+    stop: &AtomicBool,
+    beat: Heartbeat,
+    fault: bool,
+) -> Result<(), String> {
+    let mut next_round = Instant::now() + LIVENESS_INTERVAL;
+    let after = |life: &mut Lifecycle| {
+        beat.beat();
+        supervise::stall_injected("lifecycle", stop);
+        if Instant::now() >= next_round {
+            round(&args, life);
+            next_round = Instant::now() + LIVENESS_INTERVAL;
+        }
+    };
+    ebpf::reader::drain(ring, &mut life, proc_event, after, stop, fault)
+}
+
+/// One liveness round.
+fn round(args: &Args, life: &mut Lifecycle) {
+    liveness::check(life);
+    if !args.matches.is_empty() {
+        let known = life.registry.read_locked().known_pids();
+        let found = matching::later(args, |pid| known.contains(&pid), &life.admission);
+        for joining in found {
+            life.join(joining);
+        }
+    }
+    let live = life.live_processes();
+    life.tls.send(TlsWork::Recheck(live));
+}
+
+/// One record of the process-event ring.
+fn proc_event(life: &mut Lifecycle, record: &[u8]) {
+    let Some(decoded) = readers::decode(&life.metrics, record) else { return };
+    let Event::Proc(kind, ev) = decoded else {
+        return life.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc();
+    };
+    life.metrics.events.with_label_values(&[kind.name()]).inc();
+    let (tgid, ts) = (ev.header.tgid, ev.header.ts_ns);
+    match kind {
+        EventKind::ProcFork => life.forked(ev.root_tgid, ev.child_tgid, ev.header.ret as u64 & CLONE_VM == 0, ts),
+        // The kernel took the process out of its set itself.
+        EventKind::ProcExit => life.leave(ev.root_tgid, tgid, ts, Left::Exit),
+        EventKind::ProcExec => life.exec(ev.root_tgid, tgid, ts),
+        // Event::decode only makes Proc of the three kinds above.
+        _ => {}
+    }
+}
