@@ -130,7 +130,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         HttpMetrics::new(&metrics),
         recent.clone(),
         targets.clone(),
-        args.conn_limits(),
+        args.net_limits(),
         deps.clone(),
     )));
     let sockets = Arc::new(Mutex::new(sockets));

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Parser;
 use pywats_agent_ebpf::abi::{FS_EVENTS_BYTES, NET_EVENTS_BYTES};
 
-use crate::net::limits::ConnLimits;
+use crate::net::limits::NetLimits;
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pywats-agent", version, about = "eBPF observability for an unmodified pyWATS client")]
@@ -32,6 +32,16 @@ pub struct Args {
     /// e.g. `/usr/bin/python3.*`.
     #[arg(long = "match-exe", value_name = "PATH_OR_GLOB", env = "PYWATS_AGENT_MATCH_EXE", value_delimiter = ';')]
     pub match_exes: Vec<String>,
+
+    /// With --match: at most this many live targets; a process found past it
+    /// waits for room (`pywats_agent_match_rejected_total{reason="limit"}`).
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_TARGETS", default_value_t = 64)]
+    pub max_targets: usize,
+
+    /// With --match: a target whose process exited (and whose name no new
+    /// process took) is forgotten this many seconds later, with its series.
+    #[arg(long, value_name = "SECS", env = "PYWATS_AGENT_FORGET_EXITED_AFTER", default_value_t = 3600)]
+    pub forget_exited_after: u64,
 
     /// Address of the metrics and health server. Loopback by default: a
     /// deployment that is scraped from elsewhere says so (the systemd unit,
@@ -101,6 +111,12 @@ pub struct Args {
     /// before new ones become `other`.
     #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_ENDPOINTS", default_value_t = 500)]
     pub max_endpoints: usize,
+
+    /// Distinct (method, endpoint, code) label sets per target and role; past
+    /// it a new set is recorded as `other` for all three
+    /// (`pywats_agent_limit_hits_total{limit="target_series"}`).
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_MAX_SERIES", default_value_t = 1000)]
+    pub max_series: usize,
 
     /// Connections tracked at once; past it the least recently active one is
     /// evicted (counted in `pywats_agent_limit_hits_total{limit="connections"}`).
@@ -193,11 +209,12 @@ pub struct Args {
 
 impl Args {
     /// The caps on tracked connections.
-    pub fn conn_limits(&self) -> ConnLimits {
-        ConnLimits {
+    pub fn net_limits(&self) -> NetLimits {
+        NetLimits {
             max_connections: self.max_connections as usize,
             idle_ns: self.connection_idle_secs.saturating_mul(1_000_000_000),
             max_buffered: (self.max_buffered_mib as usize) << 20,
+            max_series: self.max_series,
         }
     }
 }

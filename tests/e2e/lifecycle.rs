@@ -109,3 +109,65 @@ fn a_stuck_part_makes_the_agent_unready_with_its_name() {
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+fn requests_of(m: &Samples, target: &str) -> Option<f64> {
+    let series = m.series("pywats_http_requests_total");
+    let mine: Vec<f64> = series.iter().filter(|(l, _)| l["target"] == target).map(|(_, v)| *v).collect();
+    (!mine.is_empty()).then(|| mine.iter().sum())
+}
+
+fn live_targets(agent: &Agent) -> Vec<(String, u32)> {
+    let d = agent.details();
+    let mut out: Vec<(String, u32)> = d["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["alive"].as_bool() == Some(true))
+        .map(|t| (t["name"].as_str().unwrap().to_string(), t["pid"].as_u64().unwrap() as u32))
+        .collect();
+    out.sort();
+    out
+}
+
+/// `--max-targets`: a matching process past the cap waits (counted once)
+/// until a target leaves. `--forget-exited-after`: a `--match` target that
+/// exited is forgotten with its series; the others keep theirs, exactly.
+#[test]
+fn match_targets_are_capped_and_forgotten_after_they_exit() {
+    let port = free_port();
+    let _server = Py::start("http_server.py", &[&port.to_string()]);
+    let tag = format!("bounded-{}", std::process::id());
+    let client = || Py::start("http_client.py", &[&port.to_string(), &tag]);
+    let (mut a, mut b) = (client(), client());
+    let agent = Agent::start(&["--match", &tag, "--no-discover", "--max-targets", "2", "--forget-exited-after", "3"]);
+    let first = live_targets(&agent);
+    assert_eq!(first.iter().map(|(_, pid)| *pid).collect::<Vec<_>>().len(), 2);
+    let name_of = |pid: u32| first.iter().find(|(_, p)| *p == pid).unwrap().0.clone();
+    let (name_a, name_b) = (name_of(a.pid()), name_of(b.pid()));
+    let mut c = client();
+    let rejected = |m: &Samples| m.get("pywats_agent_match_rejected_total", &[("reason", "limit")]);
+    wait_for(Duration::from_secs(10), "the third process turned away", || {
+        (rejected(&agent.scrape()) == Some(1.0)).then_some(())
+    });
+    a.ask("load 5");
+    b.ask("load 7");
+    wait_for(Duration::from_secs(10), "12 requests", || {
+        let m = agent.scrape();
+        (requests_of(&m, &name_a) == Some(5.0) && requests_of(&m, &name_b) == Some(7.0)).then_some(())
+    });
+    b.kill();
+    let name_c = wait_for(Duration::from_secs(10), "the third process adopted", || {
+        live_targets(&agent).into_iter().find(|(_, pid)| *pid == c.pid()).map(|(name, _)| name)
+    });
+    assert_ne!(name_c, name_b, "the exited target keeps its name until it is forgotten");
+    c.ask("load 3");
+    let m = wait_for(Duration::from_secs(20), "the exited target forgotten", || {
+        let m = agent.scrape();
+        (requests_of(&m, &name_b).is_none() && requests_of(&m, &name_c) == Some(3.0)).then_some(m)
+    });
+    assert_eq!(requests_of(&m, &name_a), Some(5.0));
+    assert_eq!(rejected(&m), Some(1.0), "turned away once however many rounds met it");
+    assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(3.0));
+    assert_eq!(m.get("pywats_agent_targets", &[("state", "exited")]), Some(0.0));
+    assert!(agent.details()["targets"].as_array().unwrap().iter().all(|t| t["name"] != name_b.as_str()));
+}

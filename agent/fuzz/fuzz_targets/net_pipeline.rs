@@ -15,14 +15,14 @@ use pywats_agent::{
     net::{
         conn::Role,
         endpoint::Endpoints,
-        limits::{ConnLimits, MAX_ENDPOINT_LABEL},
+        limits::{NetLimits, MAX_ENDPOINT_LABEL},
         metrics::HttpMetrics,
         NetPipeline,
     },
 };
 use pywats_agent_ebpf::abi::{direction, role, ConnEvent, DataEvent, EventHeader, EventKind, SEQ_UNKNOWN};
 
-const LIMITS: ConnLimits = ConnLimits { max_connections: 4, idle_ns: 1_000_000_000, max_buffered: 256 << 10 };
+const LIMITS: NetLimits = NetLimits { max_connections: 4, idle_ns: 1_000_000_000, max_buffered: 256 << 10, max_series: 64 };
 const METHODS: [&str; 10] = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "other"];
 
 struct Feed<'a> {

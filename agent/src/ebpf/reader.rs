@@ -1,7 +1,7 @@
 //! Drains a ring buffer on a thread of its own: every record is handed to
 //! `handle` as a byte slice while the record is held; `drained` runs after each
 //! pass, when the ring was just emptied. A thread, not an async task, so that a
-//! busy ring can never starve the HTTP server or the liveness loop.
+//! busy ring can never starve the HTTP server or the lifecycle thread.
 
 use std::{
     os::fd::AsRawFd,

@@ -4,7 +4,7 @@
 //!
 //! A process gets its probes when it becomes a target, when a target forks it
 //! or it calls exec (the kernel's process events wake the agent at once), and
-//! when it opens a libssl file (the file events); the liveness loop re-checks
+//! when it opens a libssl file (the file events); the liveness round re-checks
 //! its mapped libraries every 2 s. Probes may be attached before the library
 //! is mapped: the kernel plants them when the process maps it. They are
 //! detached when the process exits.

@@ -169,6 +169,18 @@ impl FsMetrics {
         registry.register(Box::new(m.converter_corrections.clone()));
         registry.register(Box::new(m.converter_untracked.clone()));
         registry.register(Box::new(m.path_errors.clone()));
+        for family in [&m.depth, &m.items] {
+            registry.per_target(family.clone());
+        }
+        for family in [&m.outcomes, &m.transitions, &m.corrections, &m.queue_untracked, &m.executions] {
+            registry.per_target(family.clone());
+        }
+        for family in [&m.converter_corrections, &m.converter_untracked] {
+            registry.per_target(family.clone());
+        }
+        registry.per_target(m.processing.clone());
+        registry.per_target(m.converter_duration.clone());
+        registry.per_target(m.in_progress.clone());
         m
     }
 

@@ -28,7 +28,7 @@ use crate::{
         converter::{Converter, ConverterSpec, Finished, Pickup, Status},
         metrics::{ConverterSeries, FsMetrics, QueueSeries},
         preset::State,
-        queue::{Change, Items, Reconciled},
+        queue::{Change, ItemBudget, Items, Reconciled},
         root::TargetRoot,
         scan::{ConverterRead, QueueRead, ScanPlan, Scanned},
         worker_status::QueueAges,
@@ -73,6 +73,8 @@ pub struct FsPipeline {
     /// process shared it (a bare station), so its folders can still be read
     /// after it exited.
     host_roots: HashMap<String, Option<TargetRoot>>,
+    /// Items all queues may track together.
+    budget: ItemBudget,
 }
 
 /// The target whose watches an event may touch; `None`: any.
@@ -173,6 +175,7 @@ impl FsPipeline {
             proc_root,
             targets,
             host_roots: HashMap::new(),
+            budget: ItemBudget::default(),
         };
         p.extend(queues, converters);
         p
@@ -191,7 +194,8 @@ impl FsPipeline {
                 tracing::warn!(queue = %spec.name, target_name = %target, "queue directory {} does not exist (yet): watching it anyway", spec.dir.display());
             }
             let series = self.metrics.queue(&target, &spec.name, &spec.preset.item_type);
-            let mut q = WatchedQueue { spec, target, items: Items::default(), series };
+            let items = Items::new(queue::MAX_ITEMS, self.budget.clone());
+            let mut q = WatchedQueue { spec, target, items, series };
             q.items.begin_scan();
             let first = scan::Since::FileTimes;
             let listing = root.and_then(|r| scan::list_queue(&r, &q.spec.dir, &q.spec.preset, queue::MAX_ITEMS, first));
@@ -238,6 +242,13 @@ impl FsPipeline {
             .map(|(c, _)| (c.clone(), target.to_string()))
             .collect();
         self.extend(queues, converters);
+    }
+
+    /// A target that is gone: its watches go (their series with the target's).
+    pub fn forget_target(&mut self, target: &str) {
+        self.queues.retain(|q| q.target != target);
+        self.converters.retain(|c| c.target != target);
+        self.host_roots.remove(target);
     }
 
     /// Where `target`'s folders are read: through its process's root while

@@ -8,6 +8,10 @@
 use std::{
     collections::{HashMap, HashSet},
     num::NonZeroU64,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
 };
 
 use crate::fs::{preset::State, worker_status::Ages};
@@ -17,6 +21,39 @@ use crate::fs::{preset::State, worker_status::Ages};
 /// Past it, new items are refused and counted
 /// (`pywats_agent_queue_items_untracked_total`); the depth is then a lower bound.
 pub const MAX_ITEMS: usize = 1_000_000;
+
+/// Items tracked in all queues together: every target's client config adds
+/// queues, so the per-queue cap alone bounds nothing. Past it, new items are
+/// refused and counted as above.
+pub const MAX_ITEMS_TOTAL: usize = 2_000_000;
+
+/// The items all queues may hold together: each queue's [`Items`] takes from
+/// it and gives back (all of its items when it is dropped).
+#[derive(Clone, Debug)]
+pub struct ItemBudget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl ItemBudget {
+    pub fn new(max: usize) -> ItemBudget {
+        ItemBudget { used: Arc::default(), max }
+    }
+
+    fn take(&self) -> bool {
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1)).is_ok()
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Default for ItemBudget {
+    fn default() -> ItemBudget {
+        ItemBudget::new(MAX_ITEMS_TOTAL)
+    }
+}
 
 /// How a processed item ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +135,7 @@ pub struct Items {
     items: HashMap<Box<str>, Item>,
     counts: [usize; 4],
     cap: usize,
+    budget: ItemBudget,
     /// Disagreements the last listing showed: id → the listing's state.
     suspects: HashMap<Box<str>, Option<State>>,
     touched: Touched,
@@ -107,16 +145,24 @@ pub struct Items {
 
 impl Default for Items {
     fn default() -> Items {
-        Items::with_cap(MAX_ITEMS)
+        Items::new(MAX_ITEMS, ItemBudget::default())
+    }
+}
+
+impl Drop for Items {
+    fn drop(&mut self) {
+        self.budget.give(self.items.len());
     }
 }
 
 impl Items {
-    pub fn with_cap(cap: usize) -> Items {
+    /// At most `cap` items, each also taken from `budget`.
+    pub fn new(cap: usize, budget: ItemBudget) -> Items {
         Items {
             items: HashMap::new(),
             counts: [0; 4],
             cap,
+            budget,
             suspects: HashMap::new(),
             touched: Touched::Idle,
             ages: Ages::default(),
@@ -151,7 +197,7 @@ impl Items {
             self.counts[slot.state.index()] -= 1;
             self.ages.remove(slot.state, slot.since_ns);
             *slot = item;
-        } else if self.items.len() >= self.cap {
+        } else if self.items.len() >= self.cap || !self.budget.take() {
             return false;
         } else {
             self.items.insert(id.into(), item);
@@ -163,6 +209,7 @@ impl Items {
 
     fn take(&mut self, id: &str) -> Option<Item> {
         let item = self.items.remove(id)?;
+        self.budget.give(1);
         self.counts[item.state.index()] -= 1;
         self.ages.remove(item.state, item.since_ns);
         Some(item)
@@ -384,7 +431,7 @@ mod tests {
             assert_eq!(q.len(), 1);
         }
         // Too many changes to remember during one read: the listing is dropped.
-        let mut q = Items::with_cap(2);
+        let mut q = Items::new(2, ItemBudget::default());
         q.begin_scan();
         for id in ["x", "y", "z"] {
             q.forget(id, State::Queued);
@@ -396,7 +443,7 @@ mod tests {
 
     #[test]
     fn the_cap_refuses_new_items_and_counts_them() {
-        let mut q = Items::with_cap(2);
+        let mut q = Items::new(2, ItemBudget::default());
         assert_eq!(q.set("a", State::Queued, 1), Some(Change::Enqueued));
         assert_eq!(q.set("b", State::Queued, 1), Some(Change::Enqueued));
         assert_eq!(q.set("c", State::Queued, 1), Some(Change::Untracked));
@@ -438,7 +485,7 @@ mod tests {
         for seed in 1..=200u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
             let cap = 1 + rng.below(40) as usize;
-            let mut q = Items::with_cap(cap);
+            let mut q = Items::new(cap, ItemBudget::default());
             let ids: Vec<String> = (0..50).map(|i| format!("id{i}")).collect();
             for step in 0..2000u64 {
                 let id = &ids[rng.below(ids.len() as u64) as usize];
@@ -497,5 +544,20 @@ mod tests {
         assert_eq!(q.count(State::Queued), 100_000);
         // Quadratic bookkeeping took minutes here; linear takes well under a second.
         assert!(start.elapsed() < std::time::Duration::from_secs(5), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn all_queues_share_one_budget() {
+        let budget = ItemBudget::new(3);
+        let (mut a, mut b) = (Items::new(10, budget.clone()), Items::new(10, budget.clone()));
+        let item = Item { state: State::Queued, since_ns: None };
+        assert!(a.put("1", item) && a.put("2", item) && b.put("1", item));
+        assert!(!b.put("2", item), "the budget is spent");
+        assert!(a.put("1", item), "an item known already moves freely");
+        a.take("1");
+        assert!(b.put("2", item));
+        drop(a);
+        assert!(b.put("3", item), "a queue dropped gives its items back");
+        assert!(!b.put("4", item));
     }
 }

@@ -5,12 +5,14 @@ mod lost;
 mod programs;
 mod ratelimit;
 
-use std::time::SystemTime;
+use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 
 use prometheus::{
-    core::Collector, Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    core::{Collector, MetricVec, MetricVecBuilder},
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::sync::Locked;
 
 pub use lost::{LostEvents, LostEventsHandle, MapInsertFailures};
 pub use programs::ProgramStats;
@@ -20,8 +22,32 @@ pub use ratelimit::RateLimitedLog;
 /// uses (the Rust crate's defaults lack .075, .75 and 7.5).
 pub const PYWATS_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0];
 
+/// A family whose series carry a `target` label: a forgotten target's
+/// series go with it.
+pub trait TargetSeries: Send + Sync {
+    fn forget(&self, target: &str);
+}
+
+impl<T: MetricVecBuilder> TargetSeries for MetricVec<T> {
+    fn forget(&self, target: &str) {
+        let Some(names) = self.desc().first().map(|d| d.variable_labels.clone()) else { return };
+        for family in self.collect() {
+            for m in family.get_metric() {
+                let labels: HashMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                if labels.get("target") == Some(&target) {
+                    let values: Vec<&str> =
+                        names.iter().map(|n| labels.get(n.as_str()).copied().unwrap_or("")).collect();
+                    let _ = self.remove_label_values(&values);
+                }
+            }
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The families with a `target` label.
+    per_target: Mutex<Vec<Box<dyn TargetSeries>>>,
     pub events: IntCounterVec,
     pub decode_errors: IntCounterVec,
     pub programs_attached: IntGauge,
@@ -105,6 +131,7 @@ impl Metrics {
                 &["how"],
             ),
             registry,
+            per_target: Mutex::default(),
         };
         for how in ["pid", "match"] {
             metrics.targets_joined.with_label_values(&[how]);
@@ -124,6 +151,18 @@ impl Metrics {
         metrics.register(Box::new(metrics.targets_joined.clone()));
         metrics.register(Box::new(crate::fs::root::REFUSED.clone()));
         metrics
+    }
+
+    /// Notes a family whose series carry a `target` label (registered too).
+    pub fn per_target(&self, family: impl TargetSeries + 'static) {
+        self.per_target.locked().push(Box::new(family));
+    }
+
+    /// Removes every series of a target that is gone.
+    pub fn forget_target(&self, target: &str) {
+        for family in self.per_target.locked().iter() {
+            family.forget(target);
+        }
     }
 
     /// Registers a component's collector. Names are fixed in code, so a clash is a bug.
@@ -154,5 +193,25 @@ mod tests {
         assert!(text.contains("pywats_agent_events_total{kind=\"proc_fork\"} 1"), "{text}");
         assert!(text.contains(&format!("pywats_agent_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
         assert_eq!(TextEncoder::new().format_type(), "text/plain; version=0.0.4");
+    }
+
+    #[test]
+    fn a_forgotten_targets_series_go_and_the_others_stay() {
+        let m = Metrics::new(SystemTime::now());
+        let requests = counter("t_requests_total", "test", &["method", "target", "code"]);
+        let durations = prometheus::HistogramVec::new(HistogramOpts::new("t_seconds", "test"), &["target"]).unwrap();
+        m.register(Box::new(requests.clone()));
+        m.register(Box::new(durations.clone()));
+        m.per_target(requests.clone());
+        m.per_target(durations.clone());
+        for (method, target, code) in [("GET", "a", "200"), ("POST", "a", "500"), ("GET", "b", "200")] {
+            requests.with_label_values(&[method, target, code]).inc();
+            durations.with_label_values(&[target]).observe(0.1);
+        }
+        m.forget_target("a");
+        let text = m.render();
+        assert!(!text.contains("target=\"a\""), "{text}");
+        assert!(text.contains("t_requests_total{code=\"200\",method=\"GET\",target=\"b\"} 1"), "{text}");
+        assert!(text.contains("t_seconds_count{target=\"b\"} 1"), "{text}");
     }
 }

@@ -193,6 +193,13 @@ impl Dependencies {
         self.services.insert(target.to_string(), addrs);
     }
 
+    /// A target that is gone.
+    pub fn forget(&mut self, target: &str) {
+        self.deps.retain(|(t, _), _| t != target);
+        self.per_target.remove(target);
+        self.services.remove(target);
+    }
+
     fn kind(&self, target: &str, server: &SocketAddr) -> Kind {
         match self.services.get(target) {
             Some(addrs) if addrs.contains(server) => Kind::Wats,

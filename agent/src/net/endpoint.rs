@@ -96,6 +96,11 @@ impl Endpoints {
         Ok(Endpoints { templates, max, seen: HashMap::new() })
     }
 
+    /// A target that is gone.
+    pub fn forget(&mut self, target_name: &str) {
+        self.seen.remove(target_name);
+    }
+
     /// The label value for a request target (`/path?query`, or an absolute
     /// URL) of `target_name` in `role`; `Err` names the cap that made it `other`.
     pub fn label(&mut self, target_name: &str, role: Role, target: &str) -> Result<String, Limit> {

@@ -1,6 +1,11 @@
 //! `code` and `method` label values, bounded whatever peers send: status
 //! codes to the IANA registry, methods to the standard set, anything else
-//! to `other` (the request is still counted, under `other`).
+//! to `other` (the request is still counted, under `other`); and the label
+//! sets of a target, bounded as a whole ([`LabelSets`]).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::net::conn::Role;
 
 /// The label value for whatever falls outside a bounded set.
 pub const OTHER: &str = "other";
@@ -30,9 +35,59 @@ pub fn method(method: &str) -> Option<&'static str> {
     METHODS.iter().find(|m| **m == method).copied()
 }
 
+/// The (method, endpoint, code) label sets a target has used in a role, at
+/// most `max` of them: each label is bounded on its own, but their product
+/// is not (500 endpoints × 10 methods × 64 codes). Past it a new set is
+/// recorded as `other` for all three (its status and error type kept).
+pub struct LabelSets {
+    max: usize,
+    seen: HashMap<(String, Role), HashSet<LabelSet>>,
+}
+
+/// Method, endpoint and code.
+type LabelSet = (String, String, String);
+
+impl LabelSets {
+    pub fn new(max: usize) -> LabelSets {
+        LabelSets { max, seen: HashMap::new() }
+    }
+
+    /// Whether the set may have series of its own (known, or room for it).
+    pub fn admit(&mut self, target: &str, role: Role, method: &str, endpoint: &str, code: &str) -> bool {
+        let sets = self.seen.entry((target.to_string(), role)).or_default();
+        let key = (method.to_string(), endpoint.to_string(), code.to_string());
+        if sets.contains(&key) {
+            return true;
+        }
+        if sets.len() >= self.max {
+            return false;
+        }
+        sets.insert(key);
+        true
+    }
+
+    /// A target that is gone.
+    pub fn forget(&mut self, target: &str) {
+        self.seen.retain(|(t, _), _| t != target);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_targets_label_sets_are_bounded_per_role() {
+        let mut sets = LabelSets::new(2);
+        assert!(sets.admit("t", Role::Client, "GET", "/a", "200"));
+        assert!(sets.admit("t", Role::Client, "GET", "/a", "404"));
+        assert!(!sets.admit("t", Role::Client, "POST", "/a", "200"));
+        assert!(sets.admit("t", Role::Client, "GET", "/a", "200"), "a known set stays");
+        assert!(sets.admit("t", Role::Server, "POST", "/a", "200"), "each role has its own");
+        assert!(sets.admit("u", Role::Client, "POST", "/a", "200"), "each target has its own");
+        sets.forget("t");
+        assert!(sets.admit("t", Role::Client, "POST", "/a", "200"));
+    }
 
     #[test]
     fn registered_codes_only() {

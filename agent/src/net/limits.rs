@@ -49,20 +49,22 @@ pub fn extend_within(buf: &mut Vec<u8>, bytes: &[u8], cap: usize) {
 }
 
 /// Caps that depend on the host, from flags (`--max-connections`,
-/// `--connection-idle-secs`, `--max-buffered-mib`).
+/// `--connection-idle-secs`, `--max-buffered-mib`, `--max-series`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnLimits {
+pub struct NetLimits {
     /// Connections tracked at once; past it the least recently active is evicted.
     pub max_connections: usize,
     /// A connection without events for this long is evicted (its close event may have been lost).
     pub idle_ns: u64,
     /// Bytes buffered across all connections; past it the least recently active are evicted.
     pub max_buffered: usize,
+    /// (method, endpoint, code) label sets per target and role ([`LabelSets`](crate::net::labels::LabelSets)).
+    pub max_series: usize,
 }
 
-impl Default for ConnLimits {
-    fn default() -> ConnLimits {
-        ConnLimits { max_connections: 4096, idle_ns: 600 * 1_000_000_000, max_buffered: 16 << 20 }
+impl Default for NetLimits {
+    fn default() -> NetLimits {
+        NetLimits { max_connections: 4096, idle_ns: 600 * 1_000_000_000, max_buffered: 16 << 20, max_series: 1000 }
     }
 }
 
@@ -105,10 +107,13 @@ pub enum Limit {
     /// The threads remembered with their TLS handshake's socket, cleared past
     /// `MAX_TLS_PEERS`: TLS connections opened next lack a server.
     TlsPeers,
+    /// A new (method, endpoint, code) label set of a target and role past
+    /// `--max-series`: recorded as `other` for all three.
+    TargetSeries,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 18] = [
         Limit::Http1Head,
         Limit::Http1Pending,
         Limit::H2Frame,
@@ -126,6 +131,7 @@ impl Limit {
         Limit::RetryKeys,
         Limit::Dependencies,
         Limit::TlsPeers,
+        Limit::TargetSeries,
     ];
 
     pub fn name(self) -> &'static str {
@@ -147,6 +153,7 @@ impl Limit {
             Limit::RetryKeys => "retry_keys",
             Limit::Dependencies => "dependencies",
             Limit::TlsPeers => "tls_peers",
+            Limit::TargetSeries => "target_series",
         }
     }
 }

@@ -140,6 +140,12 @@ impl HttpMetrics {
         registry.register(Box::new(m.skipped_bytes.clone()));
         registry.register(Box::new(m.requests_lost.clone()));
         registry.register(Box::new(m.buffered_bytes.clone()));
+        for family in [&m.requests, &m.retries, &m.errors, &m.server_requests, &m.requests_lost] {
+            registry.per_target(family.clone());
+        }
+        for family in [&m.duration, &m.request_size, &m.response_size, &m.server_duration] {
+            registry.per_target(family.clone());
+        }
         m
     }
 }

@@ -37,8 +37,8 @@ use crate::{
         dependency::{Dependencies, Failure},
         endpoint::Endpoints,
         http1::Chunk,
-        labels::OTHER,
-        limits::{ConnLimits, Limit},
+        labels::{LabelSets, OTHER},
+        limits::{Limit, NetLimits},
         metrics::HttpMetrics,
         recent::{Recent, RecentRequest},
         report::{Exchange, Notice, Outcome, Protocol},
@@ -104,6 +104,7 @@ pub struct ConnSummary {
 pub struct NetPipeline {
     conns: ConnTable,
     endpoints: Endpoints,
+    label_sets: LabelSets,
     retries: Retries,
     metrics: HttpMetrics,
     recent: Arc<Mutex<Recent>>,
@@ -137,12 +138,13 @@ impl NetPipeline {
         metrics: HttpMetrics,
         recent: Arc<Mutex<Recent>>,
         targets: Arc<RwLock<Targets>>,
-        limits: ConnLimits,
+        limits: NetLimits,
         deps: Arc<Mutex<Dependencies>>,
     ) -> NetPipeline {
         NetPipeline {
             conns: ConnTable::new(limits),
             endpoints,
+            label_sets: LabelSets::new(limits.max_series),
             retries: Retries::default(),
             metrics,
             recent,
@@ -350,6 +352,14 @@ impl NetPipeline {
         self.exits.queued.extend(keys.into_iter().map(|key| (key, ts_ns)));
     }
 
+    /// A target that is gone: what is kept per target name (endpoint label
+    /// values, label sets, failures awaiting a retry) goes.
+    pub fn forget_target(&mut self, target: &str) {
+        self.endpoints.forget(target);
+        self.label_sets.forget(target);
+        self.retries.forget(target);
+    }
+
     /// A drain pass of the socket ring ended: exits queued before it began
     /// are applied, those queued during it wait for the next pass; idle
     /// connections are evicted.
@@ -452,6 +462,12 @@ impl NetPipeline {
             Outcome::StreamReset => ("none".to_string(), Some("stream_reset"), "stream_reset"),
         };
         let status = if error_type.is_some() { "error" } else { "success" };
+        let (method, endpoint, code) = if self.label_sets.admit(target, role, method, &endpoint, &code) {
+            (method, endpoint, code)
+        } else {
+            self.limit(Limit::TargetSeries);
+            (OTHER, OTHER.to_string(), OTHER.to_string())
+        };
         let seconds = x.end_ns.saturating_sub(x.start_ns) as f64 / 1e9;
         let series = [target, method, endpoint.as_str()];
         let retry = match role {

@@ -22,6 +22,11 @@ pub struct Recorded {
 }
 
 impl Retries {
+    /// A target that is gone.
+    pub fn forget(&mut self, target: &str) {
+        self.failed.retain(|(t, ..), _| t != target);
+    }
+
     /// Records a finished request.
     pub fn record(&mut self, key: (String, String, String, u64), start_ns: u64, end_ns: u64, failed: bool) -> Recorded {
         let retry = self.failed.get(&key).is_some_and(|&t| t <= start_ns && start_ns - t <= WINDOW_NS);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::net::{conn::Connection, limits::ConnLimits, limits::Limit};
+use crate::net::{conn::Connection, limits::Limit, limits::NetLimits};
 
 /// (tgid, connection id from the kernel).
 pub type Key = (u32, u64);
@@ -32,11 +32,11 @@ pub struct ConnTable {
     next_touch: u64,
     /// Sum of the connections' accounted bytes.
     held: usize,
-    limits: ConnLimits,
+    limits: NetLimits,
 }
 
 impl ConnTable {
-    pub fn new(limits: ConnLimits) -> ConnTable {
+    pub fn new(limits: NetLimits) -> ConnTable {
         ConnTable { conns: HashMap::new(), order: BTreeMap::new(), next_touch: 0, held: 0, limits }
     }
 
@@ -149,7 +149,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn table(max_connections: usize, idle_secs: u64, max_buffered: usize) -> ConnTable {
-        ConnTable::new(ConnLimits { max_connections, idle_ns: idle_secs * S, max_buffered })
+        ConnTable::new(NetLimits { max_connections, idle_ns: idle_secs * S, max_buffered, ..NetLimits::default() })
     }
 
     fn conn() -> Connection {

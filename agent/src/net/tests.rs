@@ -37,7 +37,7 @@ struct Run {
 const SECOND: u64 = 1_000_000_000;
 
 impl Run {
-    fn new(limits: ConnLimits, max_endpoints: usize) -> Run {
+    fn new(limits: NetLimits, max_endpoints: usize) -> Run {
         let m = HttpMetrics::new(&Metrics::new(SystemTime::UNIX_EPOCH));
         let endpoints = Endpoints::new(&[], max_endpoints).unwrap();
         let deps = Arc::new(Mutex::new(Dependencies::default()));
@@ -118,7 +118,7 @@ impl Run {
 
 #[test]
 fn codes_and_methods_outside_the_standard_sets_are_other_and_counted() {
-    let mut r = Run::new(ConnLimits::default(), 500);
+    let mut r = Run::new(NetLimits::default(), 500);
     r.connect(1);
     for code in 200..500 {
         r.exchange(1, "GET", "/codes", code);
@@ -138,7 +138,7 @@ fn codes_and_methods_outside_the_standard_sets_are_other_and_counted() {
 
 #[test]
 fn endpoints_are_capped_per_target_and_role_and_by_length() {
-    let mut r = Run::new(ConnLimits::default(), 3);
+    let mut r = Run::new(NetLimits::default(), 3);
     r.connect(1);
     for path in ["/a", "/b", "/c", "/d", "/e"] {
         r.exchange(1, "GET", path, 200);
@@ -152,7 +152,7 @@ fn endpoints_are_capped_per_target_and_role_and_by_length() {
 
 #[test]
 fn pending_requests_are_capped() {
-    let mut r = Run::new(ConnLimits::default(), 500);
+    let mut r = Run::new(NetLimits::default(), 500);
     r.connect(1);
     // Requests whose responses never come (say, the response stream lost sync).
     for _ in 0..HTTP1_MAX_PENDING + 10 {
@@ -166,7 +166,7 @@ fn pending_requests_are_capped() {
 
 #[test]
 fn connections_past_the_cap_are_evicted_least_recent_first() {
-    let mut r = Run::new(ConnLimits { max_connections: 3, ..ConnLimits::default() }, 500);
+    let mut r = Run::new(NetLimits { max_connections: 3, ..NetLimits::default() }, 500);
     for conn in 1..=5 {
         r.connect(conn);
         r.io(conn, true, b"GET /wait HTTP/1.1\r\n\r\n");
@@ -184,7 +184,7 @@ fn connections_past_the_cap_are_evicted_least_recent_first() {
 
 #[test]
 fn idle_connections_expire_their_late_close_is_ignored() {
-    let mut r = Run::new(ConnLimits { idle_ns: 60 * SECOND, ..ConnLimits::default() }, 500);
+    let mut r = Run::new(NetLimits { idle_ns: 60 * SECOND, ..NetLimits::default() }, 500);
     r.connect(1);
     r.io(1, true, b"GET /idle HTTP/1.1\r\n\r\n");
     r.connect(2);
@@ -198,7 +198,7 @@ fn idle_connections_expire_their_late_close_is_ignored() {
 
 #[test]
 fn bytes_held_together_stay_within_the_budget() {
-    let mut r = Run::new(ConnLimits { max_buffered: 1 << 20, ..ConnLimits::default() }, 500);
+    let mut r = Run::new(NetLimits { max_buffered: 1 << 20, ..NetLimits::default() }, 500);
     let mut half = b"GET /x HTTP/1.1\r\nX: ".to_vec();
     half.resize(12_000, b'a');
     for conn in 0..1000 {
@@ -219,7 +219,7 @@ fn v4(port: u16) -> SockAddr {
 
 #[test]
 fn connect_outcomes_and_exchanges_feed_dependency_health() {
-    let mut r = Run::new(ConnLimits::default(), 500);
+    let mut r = Run::new(NetLimits::default(), 500);
     let (server, none) = (v4(8080), SockAddr::default());
     // A blocking connect refused.
     r.conn_event(K::SockConnect, 1, -111, server);
@@ -248,7 +248,7 @@ fn connect_outcomes_and_exchanges_feed_dependency_health() {
 
 #[test]
 fn a_tls_connection_takes_the_server_of_its_threads_handshake() {
-    let mut r = Run::new(ConnLimits::default(), 500);
+    let mut r = Run::new(NetLimits::default(), 500);
     r.conn_event(K::SockConnect, 1, 0, v4(8443));
     r.io(1, true, &[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]);
     let ssl = TLS_CONN | 0x5000;

@@ -29,6 +29,8 @@ use crate::{
 pub enum Rejected {
     User,
     Exe,
+    /// `--max-targets` live `--match` targets already.
+    Limit,
 }
 
 impl Rejected {
@@ -36,6 +38,7 @@ impl Rejected {
         match self {
             Rejected::User => "user",
             Rejected::Exe => "exe",
+            Rejected::Limit => "limit",
         }
     }
 }
@@ -99,13 +102,13 @@ impl Admission {
             Opts::new(
                 "pywats_agent_match_rejected_total",
                 "Processes whose command line matched a --match pattern but that were not adopted, by reason: \
-                 user (not a --match-user) or exe (not a --match-exe; by default, not a Python interpreter). \
-                 Each process counts once.",
+                 user (not a --match-user), exe (not a --match-exe; by default, not a Python interpreter) or \
+                 limit (--max-targets live targets already). Each process counts once.",
             ),
             &["reason"],
         )
         .expect("valid metric definition");
-        for reason in [Rejected::User, Rejected::Exe] {
+        for reason in [Rejected::User, Rejected::Exe, Rejected::Limit] {
             rejected.with_label_values(&[reason.label()]);
         }
         Ok(Admission { users, exes, rejected, seen: Default::default() })
@@ -137,18 +140,31 @@ impl Admission {
     /// Judges a matching process; a rejection is counted and logged the
     /// first time this process is seen.
     pub fn admit(&self, p: &ResolvedPid, pattern: &str) -> bool {
-        let Err(why) = self.judge(p.uids, &p.exe) else { return true };
+        match self.judge(p.uids, &p.exe) {
+            Ok(()) => true,
+            Err(why) => {
+                self.reject(p, pattern, why);
+                false
+            }
+        }
+    }
+
+    /// A matching process turned away: counted and logged the first time
+    /// this process is seen.
+    pub fn reject(&self, p: &ResolvedPid, pattern: &str, why: Rejected) {
         if self.seen.locked().insert(p.id()) {
             self.rejected.with_label_values(&[why.label()]).inc();
+            let reason = match why {
+                Rejected::User | Rejected::Exe => format!("not an allowed {}", why.label()),
+                Rejected::Limit => "--max-targets targets are watched already".to_string(),
+            };
             tracing::info!(
-                "pid {} ({}, uid {}) matches {pattern:?} but is not adopted: not an allowed {}",
+                "pid {} ({}, uid {}) matches {pattern:?} but is not adopted: {reason}",
                 p.pid,
                 p.exe,
-                p.uids.1,
-                why.label()
+                p.uids.1
             );
         }
-        false
     }
 
     /// Forgets rejected processes that no scan finds any more (the set stays

@@ -212,6 +212,20 @@ impl Targets {
         candidate
     }
 
+    /// Takes out the `--match` targets that exited before `before` (and whose
+    /// name no new process took since): returns their names.
+    pub fn forget_exited(&mut self, before: SystemTime) -> Vec<String> {
+        let old = |t: &TargetState| t.pattern.is_some() && !t.alive && t.exited_at.is_some_and(|at| at < before);
+        let names = self.targets.iter().filter(|t| old(t)).map(|t| t.name.clone()).collect();
+        self.targets.retain(|t| !old(t));
+        names
+    }
+
+    /// Live `--match` targets.
+    pub fn matched_alive(&self) -> usize {
+        self.targets.iter().filter(|t| t.alive && t.pattern.is_some()).count()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &TargetState> {
         self.targets.iter()
     }
@@ -349,6 +363,26 @@ mod tests {
         assert_eq!(t.add_child(10, 11, Some(9)), Change::ChildJoined { target: "py".into(), child: 11 });
         assert_eq!(t.start_of(11), Some(9));
         assert_eq!(t.live_processes(), [ProcId { pid: 10, start: 1010 }, ProcId { pid: 11, start: 9 }]);
+    }
+
+    #[test]
+    fn only_matched_targets_that_exited_long_enough_ago_are_forgotten() {
+        let mut t = Targets::default();
+        t.add(&pid(10, "py"), None, "given");
+        t.add(&pid(20, "py"), Some("p"), "old");
+        t.add(&pid(30, "py"), Some("p"), "recent");
+        t.add(&pid(40, "py"), Some("p"), "alive");
+        assert_eq!(t.matched_alive(), 3);
+        for pid in [10, 20] {
+            t.exited(pid, pid);
+        }
+        let cut = SystemTime::now() + std::time::Duration::from_millis(1);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        t.exited(30, 30);
+        assert_eq!(t.forget_exited(cut), ["old"]);
+        let left: Vec<_> = t.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(left, ["given", "recent", "alive"]);
+        assert_eq!(t.matched_alive(), 1);
     }
 
     #[test]

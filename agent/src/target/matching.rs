@@ -7,7 +7,7 @@ use crate::{
     cli::Args,
     error::AgentError,
     proc::{
-        admission::Admission,
+        admission::{Admission, Rejected},
         identity::Liveness,
         k8s::PodIdentity,
         targets::name_targets,
@@ -55,8 +55,12 @@ pub fn at_start(args: &Args, admission: &Admission) -> Result<Vec<Joining>, Agen
     }
     let taken = |pid: u32| out.iter().any(|j: &Joining| j.process.pid == pid);
     let found = new_matches(args, taken, admission);
-    for (pattern, p) in found {
-        out.push(matched(args, p, pattern));
+    for (i, (pattern, p)) in found.into_iter().enumerate() {
+        if i < args.max_targets {
+            out.push(joining(args, p, pattern));
+        } else {
+            admission.reject(&p, &pattern, Rejected::Limit);
+        }
     }
     for p in args.matches.iter().filter(|p| !out.iter().any(|j| j.pattern.as_ref() == Some(*p))) {
         tracing::info!("no process matches {p:?} yet: looking again every {}s", LIVENESS_INTERVAL.as_secs());
@@ -64,15 +68,15 @@ pub fn at_start(args: &Args, admission: &Admission) -> Result<Vec<Joining>, Agen
     Ok(out)
 }
 
-/// Processes `--match` found since the last look, not watched yet.
-pub fn later(args: &Args, known: impl Fn(u32) -> bool, admission: &Admission) -> Vec<Joining> {
-    let found = new_matches(args, known, admission);
-    found.into_iter().map(|(pattern, p)| matched(args, p, pattern)).collect()
+/// Processes `--match` found since the last look, not watched yet, with the
+/// pattern that found them.
+pub fn later(args: &Args, known: impl Fn(u32) -> bool, admission: &Admission) -> Vec<(String, ResolvedPid)> {
+    new_matches(args, known, admission)
 }
 
 /// A process `pattern` found joins under its client's instance id, else its
 /// pod's or process's name.
-fn matched(args: &Args, p: ResolvedPid, pattern: String) -> Joining {
+pub fn joining(args: &Args, p: ResolvedPid, pattern: String) -> Joining {
     let config = config::guessed(args, p.pid);
     let name = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
     Joining { process: p, pattern: Some(pattern), name, config }

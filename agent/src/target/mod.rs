@@ -179,6 +179,20 @@ impl Lifecycle {
         log(&change);
     }
 
+    /// `--match` targets that exited before `before` are forgotten, and every
+    /// part forgets what it kept under their names: what a node where
+    /// clients come and go keeps stays bounded.
+    pub fn forget_exited(&mut self, before: std::time::SystemTime) {
+        let gone = self.registry.write_locked().forget_exited(before);
+        for name in gone {
+            self.net.locked().forget_target(&name);
+            self.fs.locked().forget_target(&name);
+            self.deps.locked().forget(&name);
+            self.metrics.forget_target(&name);
+            tracing::info!(target_name = %name, "forgot target {name}: exited long ago, its series removed");
+        }
+    }
+
     /// Registers the TCP sockets `tgids` hold now, in the kernel's socket map
     /// and the pipeline.
     fn seed(&self, tgids: &[u32], exec_gen: impl Fn(u32) -> u32, name: &str) {

@@ -4,7 +4,7 @@
 
 use std::{
     sync::{atomic::AtomicBool, Arc},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -13,7 +13,9 @@ use pywats_agent_ebpf::abi::{Event, EventKind, CLONE_VM};
 use crate::sync::ReadWrite;
 use crate::{
     cli::Args,
-    ebpf, readers,
+    ebpf,
+    proc::admission::Rejected,
+    readers,
     supervise::{self, Heartbeat},
     target::{liveness, matching, tls::TlsWork, Left, Lifecycle},
 };
@@ -43,15 +45,24 @@ pub fn run(
     ebpf::reader::drain(ring, &mut life, proc_event, after, stop, fault)
 }
 
-/// One liveness round.
+/// One liveness round: exits missed, new `--match` processes (up to
+/// `--max-targets` live ones), `--match` targets exited long ago forgotten,
+/// the TLS probes re-checked.
 fn round(args: &Args, life: &mut Lifecycle) {
     liveness::check(life);
     if !args.matches.is_empty() {
         let known = life.registry.read_locked().known_pids();
         let found = matching::later(args, |pid| known.contains(&pid), &life.admission);
-        for joining in found {
-            life.join(joining);
+        for (pattern, p) in found {
+            if life.registry.read_locked().matched_alive() >= args.max_targets {
+                life.admission.reject(&p, &pattern, Rejected::Limit);
+                continue;
+            }
+            life.join(matching::joining(args, p, pattern));
         }
+    }
+    if let Some(before) = SystemTime::now().checked_sub(Duration::from_secs(args.forget_exited_after)) {
+        life.forget_exited(before);
     }
     let live = life.live_processes();
     life.tls.send(TlsWork::Recheck(live));

@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Work waiting for the thread; beyond this it is dropped and counted (the
-/// liveness loop's periodic re-check still finds those processes).
+/// liveness round's periodic re-check still finds those processes).
 const QUEUE: usize = 1024;
 
 pub enum TlsWork {
@@ -53,7 +53,7 @@ pub enum TlsWork {
     Recheck(Vec<ProcId>),
 }
 
-/// The sending side, held by the event handlers and the liveness loop.
+/// The sending side, held by the lifecycle and the file reader.
 #[derive(Clone)]
 pub struct TlsQueue {
     tx: SyncSender<TlsWork>,
