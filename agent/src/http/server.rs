@@ -1,6 +1,6 @@
 //! Routes, request accounting and access control; the server's setup.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::{MatchedPath, Request, State},
@@ -20,17 +20,20 @@ use crate::{
         health,
         limits::{ServerLimits, ServerMetrics},
         listener,
+        render::Renderer,
         state::Shared,
     },
     metrics::Metrics,
     sync::Locked,
 };
 
-/// Rendering reads /proc for every target (the sampler): off the async workers.
-async fn metrics(State(s): State<Shared>) -> Response {
-    match tokio::task::spawn_blocking(move || s.metrics.render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the metrics failed: {e}\n")).into_response(),
+/// One render for every scrape that asks while it runs (render.rs).
+async fn metrics(renderer: Arc<Renderer>) -> Response {
+    match renderer.text().await {
+        Some(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
+        None => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed (see the agent's log)\n").into_response()
+        }
     }
 }
 
@@ -45,13 +48,31 @@ async fn not_found() -> (StatusCode, &'static str) {
 }
 
 /// Counts every request by route (never the raw path: unknown paths are
-/// `other`, so a scanner cannot grow the label set) and status code.
+/// `other`, so a scanner cannot grow the label set) and status code; a
+/// request whose client left before the answer (hyper drops it) as `none`.
 async fn count(State(s): State<Shared>, request: Request, next: Next) -> Response {
     let path =
         request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "other".into());
+    let mut unanswered = Unanswered { metrics: &s.metrics, path: Some(path) };
     let response = next.run(request).await;
-    s.metrics.http_requests.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
+    if let Some(path) = unanswered.path.take() {
+        s.metrics.http_requests.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
+    }
     response
+}
+
+/// Counts a request with code `none` unless it was answered.
+struct Unanswered<'a> {
+    metrics: &'a Metrics,
+    path: Option<String>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            self.metrics.http_requests.with_label_values(&[path.as_str(), "none"]).inc();
+        }
+    }
 }
 
 /// What the routes offer beyond the defaults.
@@ -63,9 +84,10 @@ pub struct RouteOptions {
     pub auth_probes: bool,
 }
 
-pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions) -> Router {
+pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions, server: ServerMetrics) -> Router {
+    let renderer = Renderer::new(shared.metrics.clone(), server.clone());
     let mut router = Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(move || metrics(renderer.clone())))
         .route("/health", get(health::summary))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
@@ -76,7 +98,7 @@ pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions) -> Rout
     router
         .fallback(not_found)
         // Inside the counting layer: refusals are counted too.
-        .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes), auth::require))
+        .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes, server), auth::require))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
         .with_state(shared)
 }
@@ -105,14 +127,15 @@ pub async fn serve(
     let scheme = if access.tls.is_some() { "https" } else { "http" };
     let auth = if access.credentials.required() { "credentials required" } else { "no credentials required" };
     tracing::info!(
-        "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections)",
-        limits.max_connections
+        "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections, {} per peer)",
+        limits.max_connections,
+        limits.max_connections_per_peer
     );
     if access.credentials.required() && access.tls.is_none() && !local.ip().is_loopback() {
         tracing::warn!("credentials are required but TLS is off: they cross the network in the clear");
     }
     let metrics = ServerMetrics::new(&shared.metrics);
     let access = LiveAccess::new(access);
-    let router = router(shared, access.clone(), routes);
+    let router = router(shared, access.clone(), routes, metrics.clone());
     listener::run(listener, router, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
 }
