@@ -26,7 +26,10 @@ use axum::{
 use hyper::body::{Bytes, Frame, SizeHint};
 use tokio::sync::Notify;
 
-use crate::{http::peer::Peer, sync::Locked};
+use crate::{
+    http::{peer::Peer, requests::Requests},
+    sync::Locked,
+};
 
 /// Hands out the order in which connections became idle: older is smaller, 0 is "not idle".
 static IDLE_ORDER: AtomicU64 = AtomicU64::new(1);
@@ -150,13 +153,15 @@ impl hyper::body::Body for Answer {
     }
 }
 
-/// The service hyper calls for one connection: marks it busy per request
-/// and tells the router who the peer is (the per-peer credential budget).
+/// The service hyper calls for one connection: marks it busy per request,
+/// tells the router who the peer is (the per-peer credential budget), and
+/// counts the request, answered or not.
 #[derive(Clone)]
 pub struct Observed<S> {
     pub inner: S,
     pub activity: Arc<Activity>,
     pub peer: Peer,
+    pub requests: Requests,
 }
 
 type Answered<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
@@ -171,11 +176,14 @@ where
     type Future = Answered<S::Error>;
 
     fn call(&self, mut request: Request<B>) -> Self::Future {
+        // Here, not in the future: hyper may drop that unpolled when the client is gone.
+        let pending = self.requests.begin(request.uri().path());
         request.extensions_mut().insert(self.peer);
         let busy = self.activity.dispatched();
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await?;
+            pending.answered(response.status());
             Ok(response.map(|body| Body::new(Answer { body, _busy: busy })))
         })
     }

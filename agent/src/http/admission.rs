@@ -1,9 +1,9 @@
 //! Who gets a connection. At most `max` connections at once, and at most
 //! `per_peer` from one peer ([`Peer`]), so that one client cannot take every
 //! slot. A new connection past either cap takes the place of an idle
-//! keep-alive connection ([`Activity`]), which is closed: of its own peer
-//! when the peer is at its cap, else of the peer holding the most
-//! connections, the one idle longest. Only with none idle is it refused.
+//! keep-alive connection ([`Activity`]), which is closed: at `max`, the one
+//! idle longest of the peer holding the most connections; at `per_peer`,
+//! the peer's own one idle longest. Only with none idle is it refused.
 //! Probes and scrapes open a connection and ask at once, so connections
 //! that sit idle can never lock them out.
 //!
@@ -54,10 +54,10 @@ impl<K: Hash + Eq + Clone> Admission<K> {
     /// limit that refused it counted.
     pub fn admit(&mut self, peer: Peer) -> Result<Admitted, ServerLimit> {
         let mine = self.peers.get(&peer).copied().unwrap_or(0);
-        let (victim, limit) = if mine >= self.per_peer {
-            (self.oldest_idle(|e| e.peer == peer), ServerLimit::ConnectionsPerPeer)
-        } else if self.entries.len() - self.closing >= self.max {
+        let (victim, limit) = if self.entries.len() - self.closing >= self.max {
             (self.oldest_idle(|_| true), ServerLimit::Connections)
+        } else if mine >= self.per_peer {
+            (self.oldest_idle(|e| e.peer == peer), ServerLimit::ConnectionsPerPeer)
         } else {
             return Ok(Admitted::Free);
         };
@@ -211,7 +211,7 @@ mod tests {
             t.insert(key, peer(1), idle());
         }
         assert_eq!(counts(&t), (MAX_CLOSING + 1, MAX_CLOSING));
-        assert_eq!(t.admit(peer(1)), Err(ServerLimit::ConnectionsPerPeer));
+        assert_eq!(t.admit(peer(1)), Err(ServerLimit::Connections));
         t.ended(&0);
         assert_eq!(t.admit(peer(1)), Ok(Admitted::Evicting));
     }

@@ -31,14 +31,23 @@ use crate::{
             TLS_HANDSHAKE_TIMEOUT,
         },
         peer::Peer,
+        requests::Requests,
     },
     metrics::RateLimitedLog,
 };
+
+/// What the server serves: the router, and the count of its requests
+/// (taken per connection, where hyper hands each request over).
+pub struct Pages {
+    pub router: Router,
+    pub requests: Requests,
+}
 
 /// What a connection needs, cloned into each.
 #[derive(Clone)]
 struct Conn {
     router: Router,
+    requests: Requests,
     deadlines: Deadlines,
     metrics: ServerMetrics,
     stop: watch::Receiver<bool>,
@@ -55,7 +64,7 @@ pub struct Reloads {
 /// what is still open after [`SHUTDOWN_DEADLINE`].
 pub async fn run(
     listener: TcpListener,
-    router: Router,
+    pages: Pages,
     reloads: Reloads,
     limits: ServerLimits,
     metrics: ServerMetrics,
@@ -64,7 +73,13 @@ pub async fn run(
     let Reloads { files, access, mut hangup } = reloads;
     let mut admission = Admission::new(limits.max_connections, limits.max_connections_per_peer);
     let (stop_tx, stop) = watch::channel(false);
-    let conn = Conn { router, deadlines: limits.deadlines, metrics: metrics.clone(), stop };
+    let conn = Conn {
+        router: pages.router,
+        requests: pages.requests,
+        deadlines: limits.deadlines,
+        metrics: metrics.clone(),
+        stop,
+    };
     let accept_errors = RateLimitedLog::new(Duration::from_secs(10));
     let mut open = JoinSet::new();
     tokio::pin!(shutdown);
@@ -170,8 +185,12 @@ impl Conn {
         activity: Arc<Activity>,
     ) {
         let io = TokioIo::new(Timed::new(io, self.deadlines, activity.clone()));
-        let service =
-            Observed { inner: TowerToHyperService::new(self.router.clone()), activity: activity.clone(), peer };
+        let service = Observed {
+            inner: TowerToHyperService::new(self.router.clone()),
+            activity: activity.clone(),
+            peer,
+            requests: self.requests.clone(),
+        };
         let connection = http1::Builder::new()
             .max_buf_size(MAX_HEAD_BYTES)
             .max_headers(MAX_HEADERS)

@@ -12,6 +12,7 @@ pub mod limits;
 mod listener;
 mod peer;
 mod render;
+mod requests;
 mod server;
 mod state;
 mod tls;

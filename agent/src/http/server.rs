@@ -1,11 +1,11 @@
-//! Routes, request accounting and access control; the server's setup.
+//! Routes and access control; the server's setup.
 
 use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::State,
     http::{header, StatusCode},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -19,8 +19,9 @@ use crate::{
         auth::{self, Gate},
         health,
         limits::{ServerLimits, ServerMetrics},
-        listener,
+        listener::{self, Pages},
         render::Renderer,
+        requests::Requests,
         state::Shared,
     },
     metrics::Metrics,
@@ -47,34 +48,6 @@ async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "not found: try /metrics or /health\n")
 }
 
-/// Counts every request by route (never the raw path: unknown paths are
-/// `other`, so a scanner cannot grow the label set) and status code; a
-/// request whose client left before the answer (hyper drops it) as `none`.
-async fn count(State(s): State<Shared>, request: Request, next: Next) -> Response {
-    let path =
-        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "other".into());
-    let mut unanswered = Unanswered { metrics: &s.metrics, path: Some(path) };
-    let response = next.run(request).await;
-    if let Some(path) = unanswered.path.take() {
-        s.metrics.http_requests.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
-    }
-    response
-}
-
-/// Counts a request with code `none` unless it was answered.
-struct Unanswered<'a> {
-    metrics: &'a Metrics,
-    path: Option<String>,
-}
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take() {
-            self.metrics.http_requests.with_label_values(&[path.as_str(), "none"]).inc();
-        }
-    }
-}
-
 /// What the routes offer beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteOptions {
@@ -84,23 +57,29 @@ pub struct RouteOptions {
     pub auth_probes: bool,
 }
 
-pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions, server: ServerMetrics) -> Router {
+/// The pages every agent serves; `/debug/requests` besides with `--debug-requests`.
+const PAGES: [&str; 5] = ["/metrics", "/health", "/health/live", "/health/ready", "/health/details"];
+const DEBUG_REQUESTS: &str = "/debug/requests";
+
+pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions, server: ServerMetrics) -> Pages {
     let renderer = Renderer::new(shared.metrics.clone(), server.clone());
+    let [metrics_page, summary, live, ready, details] = PAGES;
     let mut router = Router::new()
-        .route("/metrics", get(move || metrics(renderer.clone())))
-        .route("/health", get(health::summary))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/details", get(health::details));
+        .route(metrics_page, get(move || metrics(renderer.clone())))
+        .route(summary, get(health::summary))
+        .route(live, get(health::live))
+        .route(ready, get(health::ready))
+        .route(details, get(health::details));
+    let mut routes = PAGES.to_vec();
     if options.debug_requests {
-        router = router.route("/debug/requests", get(recent_requests));
+        router = router.route(DEBUG_REQUESTS, get(recent_requests));
+        routes.push(DEBUG_REQUESTS);
     }
-    router
+    let router = router
         .fallback(not_found)
-        // Inside the counting layer: refusals are counted too.
         .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes, server), auth::require))
-        .layer(middleware::from_fn_with_state(shared.clone(), count))
-        .with_state(shared)
+        .with_state(shared.clone());
+    Pages { router, requests: Requests::new(shared.metrics.http_requests.clone(), routes) }
 }
 
 /// How the server is set up, from the flags and `--web-config`.
@@ -136,6 +115,6 @@ pub async fn serve(
     }
     let metrics = ServerMetrics::new(&shared.metrics);
     let access = LiveAccess::new(access);
-    let router = router(shared, access.clone(), routes, metrics.clone());
-    listener::run(listener, router, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
+    let pages = router(shared, access.clone(), routes, metrics.clone());
+    listener::run(listener, pages, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
 }
