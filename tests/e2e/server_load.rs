@@ -23,6 +23,7 @@ use pywats_agent_tests::{
     agent::{self, Agent},
     free_port,
     http::{self, Client, KeepAlive},
+    pki::Pki,
     proc, prom,
     py::{python, Py},
     wait_for,
@@ -115,7 +116,9 @@ fn a_thousand_scrapes_that_hang_up_keep_memory_and_threads_bounded() {
                 for i in 0..SCRAPES / CLIENTS as usize {
                     let mut s = http::connect_from(peer(2 + c), port).unwrap_or_else(|e| panic!("scrape {i}: {e}"));
                     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
-                    // Hung up at once (for HTTP, a client that ends its side is gone)...
+                    // Hung up (for HTTP, a client that ends its side is gone) a
+                    // moment later, so that the agent has begun on the scrape...
+                    thread::sleep(Duration::from_millis(2));
                     s.shutdown(std::net::Shutdown::Write).unwrap();
                     // ...and the next scrape only once the agent has closed this
                     // one, so that a client holds one connection at a time.
@@ -182,7 +185,7 @@ fn sixty_four_idle_keep_alives_do_not_lock_out_a_probe_or_a_scrape() {
     let mut held: Vec<KeepAlive> = Vec::new();
     for p in 2..6 {
         for _ in 0..MAX_PER_PEER {
-            let mut c = KeepAlive::connect_from(peer(p), port).unwrap();
+            let mut c = KeepAlive::connect_from(peer(p), port, &Client::plain()).unwrap();
             assert!(answers(&mut c));
             held.push(c);
         }
@@ -210,12 +213,12 @@ fn sixty_four_idle_keep_alives_do_not_lock_out_a_probe_or_a_scrape() {
     // new one past them closing its own connection idle longest.
     let mut mine: Vec<KeepAlive> = Vec::new();
     for _ in 0..MAX_CONNECTIONS {
-        let mut c = KeepAlive::connect_from(peer(6), port).unwrap();
+        let mut c = KeepAlive::connect_from(peer(6), port, &Client::plain()).unwrap();
         assert!(answers(&mut c), "a new connection of a peer at its cap gets in");
         mine.push(c);
     }
     // A probe from that same peer gets in too.
-    let mut probe = KeepAlive::connect_from(peer(6), port).unwrap();
+    let mut probe = KeepAlive::connect_from(peer(6), port, &Client::plain()).unwrap();
     assert_eq!(probe.get("/health/live").unwrap().status, 200);
     let m = agent.scrape();
     let evicted = (MAX_CONNECTIONS - MAX_PER_PEER + 1) as f64;
@@ -225,6 +228,38 @@ fn sixty_four_idle_keep_alives_do_not_lock_out_a_probe_or_a_scrape() {
     let newest: Vec<usize> = (MAX_CONNECTIONS - MAX_PER_PEER + 1..MAX_CONNECTIONS).collect();
     assert_eq!(open, newest, "the peer's 15 newest are left, beside the probe");
     assert_eq!(agent.get("/health/ready").status, 200);
+}
+
+/// The same over TLS: a connection is idle once its answer is through TLS and flushed.
+#[test]
+fn idle_tls_keep_alives_give_way_too() {
+    let pki = Pki::new("idle-tls");
+    let server = pki.server("agent");
+    let web = pki.dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", server.cert.display(), server.key.display()),
+    )
+    .unwrap();
+    let target = idle_target();
+    let pid = target.pid().to_string();
+    let tls = Client::tls(&pki.ca(), None);
+    let agent = Agent::start_client(
+        Command::new(agent::bin()),
+        &["--pid", &pid, "--target-name", "station", "--no-discover", "--web-config", web.to_str().unwrap()],
+        tls.clone(),
+    );
+    let mut mine: Vec<KeepAlive> = Vec::new();
+    for _ in 0..MAX_PER_PEER + 2 {
+        let mut c = KeepAlive::connect_from(peer(7), agent.port, &tls).unwrap();
+        assert!(answers(&mut c));
+        mine.push(c);
+    }
+    let m = agent.scrape();
+    assert_eq!(limit(&m, "http_idle_evicted"), 2.0);
+    assert_eq!(limit(&m, "http_connections_per_peer"), 0.0);
+    let open: Vec<usize> = (0..mine.len()).filter(|&i| answers(&mut mine[i])).collect();
+    assert_eq!(open, (2..MAX_PER_PEER + 2).collect::<Vec<_>>());
 }
 
 /// A user's password as `Authorization: Basic …`.
@@ -276,7 +311,7 @@ fn a_flood_of_wrong_passwords_stays_within_its_budget_and_scrapes_go_on() {
         assert_eq!(good.get(port, "/metrics").unwrap().status, 200);
     }
     // A scraper with a wrong password gets its 401 every time, for one run.
-    let mut stale = KeepAlive::connect_from(peer(9), port).unwrap();
+    let mut stale = KeepAlive::connect_from(peer(9), port, &Client::plain()).unwrap();
     for _ in 0..20 {
         assert_eq!(stale.get_with("/metrics", Some(&basic(USER, "last-years-pw"))).unwrap().status, 401);
     }
@@ -292,7 +327,7 @@ fn a_flood_of_wrong_passwords_stays_within_its_budget_and_scrapes_go_on() {
         .map(|f| {
             thread::spawn(move || {
                 let mut got = Got::default();
-                let mut c = KeepAlive::connect_from(peer(2 + f), port).unwrap();
+                let mut c = KeepAlive::connect_from(peer(2 + f), port, &Client::plain()).unwrap();
                 let mut i = 0;
                 while start.elapsed() < FLOOD {
                     i += 1;

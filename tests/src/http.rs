@@ -177,25 +177,38 @@ pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<Tc
     Ok(stream)
 }
 
+/// A byte stream to the agent: plain TCP or TLS.
+trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
 /// One connection for many requests: it still serves when the agent can
 /// open no new file (its fds exhausted), as a connection open before does.
 pub struct KeepAlive {
-    stream: std::io::BufReader<TcpStream>,
+    stream: std::io::BufReader<Box<dyn Stream>>,
 }
 
 impl KeepAlive {
     pub fn connect(port: u16) -> std::io::Result<KeepAlive> {
-        Self::over(TcpStream::connect(("127.0.0.1", port))?)
+        Self::over(TcpStream::connect(("127.0.0.1", port))?, None)
     }
 
-    /// From `source` (see [`connect_from`]).
-    pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<KeepAlive> {
-        Self::over(connect_from(source, port)?)
+    /// From `source` (see [`connect_from`]), over TLS when `client` is a TLS one.
+    pub fn connect_from(source: std::net::Ipv4Addr, port: u16, client: &Client) -> std::io::Result<KeepAlive> {
+        Self::over(connect_from(source, port)?, client.tls.clone())
     }
 
-    fn over(s: TcpStream) -> std::io::Result<KeepAlive> {
+    fn over(s: TcpStream, tls: Option<Arc<ClientConfig>>) -> std::io::Result<KeepAlive> {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(KeepAlive { stream: std::io::BufReader::new(s) })
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(s),
+            Some(config) => {
+                let name = ServerName::try_from("127.0.0.1").expect("an IP address");
+                let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                Box::new(StreamOwned::new(conn, s))
+            }
+        };
+        Ok(KeepAlive { stream: std::io::BufReader::new(stream) })
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {

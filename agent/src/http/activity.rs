@@ -156,7 +156,6 @@ impl hyper::body::Body for Answer {
 /// The service hyper calls for one connection: marks it busy per request,
 /// tells the router who the peer is (the per-peer credential budget), and
 /// counts the request, answered or not.
-#[derive(Clone)]
 pub struct Observed<S> {
     pub inner: S,
     pub activity: Arc<Activity>,

@@ -46,7 +46,7 @@ pub enum Admitted {
 
 impl<K: Hash + Eq + Clone> Admission<K> {
     pub fn new(max: usize, per_peer: usize) -> Admission<K> {
-        Admission { max, per_peer: per_peer.min(max), entries: HashMap::new(), peers: HashMap::new(), closing: 0 }
+        Admission { max, per_peer, entries: HashMap::new(), peers: HashMap::new(), closing: 0 }
     }
 
     /// Decides on a connection from `peer` (evicting one if needed); the
