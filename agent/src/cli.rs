@@ -70,12 +70,21 @@ pub struct Args {
     #[arg(long, env = "PYWATS_AGENT_DEBUG_REQUESTS")]
     pub debug_requests: bool,
 
-    /// Connections the server holds at once; more are accepted and closed at
-    /// once (`pywats_agent_limit_hits_total{limit="http_connections"}`).
+    /// Connections the server holds at once; past it a new connection
+    /// replaces the connection idle longest, and with none idle it is accepted
+    /// and closed at once (`pywats_agent_limit_hits_total{limit="http_connections"}`).
     /// Lowered to a quarter of the open-file limit when that is smaller.
     #[arg(long, value_name = "N", env = "PYWATS_AGENT_WEB_MAX_CONNECTIONS", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub web_max_connections: u32,
+
+    /// Connections one peer (an IPv4 address, an IPv6 /64) may hold at once.
+    /// Past this, or past --web-max-connections, a new connection replaces
+    /// an idle keep-alive one (`limit="http_idle_evicted"`), else it is closed
+    /// at once (`limit="http_connections_per_peer"`).
+    #[arg(long, value_name = "N", env = "PYWATS_AGENT_WEB_MAX_CONNECTIONS_PER_PEER", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub web_max_connections_per_peer: u32,
 
     /// Seconds a client has to send a whole request head, from the
     /// connection's start or the head's first byte (`limit="http_header_timeout"`).

@@ -393,9 +393,15 @@ fn two_thousand_idle_connections_under_1024_fds_leave_the_watch_exact() {
             }
         })
     };
-    // Held connections stay held for the test's length.
-    let agent =
-        Agent::start_with(cmd, &agent_args(&pid, &["--web-max-connections", "1000", "--web-header-timeout", "600"]));
+    // Held connections stay held for the test's length; all come from one
+    // peer, allowed as many as the cap.
+    let agent = Agent::start_with(
+        cmd,
+        &agent_args(
+            &pid,
+            &["--web-max-connections", "1000", "--web-max-connections-per-peer", "1000", "--web-header-timeout", "600"],
+        ),
+    );
     assert!(agent.log().contains("--web-max-connections 1000 lowered to 256"), "{}", agent.log());
     assert_eq!(w.client.ask("open"), "\"ok\"");
     let fds_before = proc::open_fds(agent.pid());

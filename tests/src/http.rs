@@ -146,22 +146,82 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     Client::plain().get(port, path)
 }
 
+/// A connection to 127.0.0.1:`port` from `source`, any loopback address
+/// (all of 127.0.0.0/8 is the machine itself): a peer of its own, as the
+/// agent's per-peer limits count them.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, owned by the TcpStream as soon as it exists.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a socket we own.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let (from, to) = (sockaddr(source, 0), sockaddr(std::net::Ipv4Addr::LOCALHOST, port));
+    // SAFETY: valid sockaddr_in structs of the given length.
+    if unsafe { libc::bind(fd, (&from as *const libc::sockaddr_in).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::connect(fd, (&to as *const libc::sockaddr_in).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
+}
+
+/// A byte stream to the agent: plain TCP or TLS.
+trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
 /// One connection for many requests: it still serves when the agent can
 /// open no new file (its fds exhausted), as a connection open before does.
 pub struct KeepAlive {
-    stream: std::io::BufReader<TcpStream>,
+    stream: std::io::BufReader<Box<dyn Stream>>,
 }
 
 impl KeepAlive {
     pub fn connect(port: u16) -> std::io::Result<KeepAlive> {
-        let s = TcpStream::connect(("127.0.0.1", port))?;
+        Self::over(TcpStream::connect(("127.0.0.1", port))?, None)
+    }
+
+    /// From `source` (see [`connect_from`]), over TLS when `client` is a TLS one.
+    pub fn connect_from(source: std::net::Ipv4Addr, port: u16, client: &Client) -> std::io::Result<KeepAlive> {
+        Self::over(connect_from(source, port)?, client.tls.clone())
+    }
+
+    fn over(s: TcpStream, tls: Option<Arc<ClientConfig>>) -> std::io::Result<KeepAlive> {
         s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(KeepAlive { stream: std::io::BufReader::new(s) })
+        let stream: Box<dyn Stream> = match tls {
+            None => Box::new(s),
+            Some(config) => {
+                let name = ServerName::try_from("127.0.0.1").expect("an IP address");
+                let conn = ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                Box::new(StreamOwned::new(conn, s))
+            }
+        };
+        Ok(KeepAlive { stream: std::io::BufReader::new(stream) })
     }
 
     pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        self.get_with(path, None)
+    }
+
+    /// With an `Authorization` value.
+    pub fn get_with(&mut self, path: &str, authorization: Option<&str>) -> std::io::Result<Response> {
         use std::io::BufRead;
-        write!(self.stream.get_mut(), "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        // One write: a request in pieces waits for the server's delayed ACK (Nagle).
+        let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\r\n");
+        self.stream.get_mut().write_all(request.as_bytes())?;
         let mut head = Vec::new();
         loop {
             let mut line = String::new();

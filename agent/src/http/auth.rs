@@ -4,14 +4,19 @@
 //!
 //! Comparisons do not leak through timing: passwords go through bcrypt (an
 //! unknown user costs the same bcrypt run as a known one), and the token is
-//! compared as SHA-256 digests in constant time. A password that bcrypt
-//! accepted is remembered as a digest of (user, password, hash), so that a
-//! scrape every few seconds does not pay a bcrypt run each time; a reload
-//! starts with an empty memory. Nothing presented is ever logged.
+//! compared as SHA-256 digests in constant time. bcrypt's verdicts are
+//! remembered as digests of (user, password, hash), never the password
+//! itself: an accepted one so that a scrape every few seconds does not pay a
+//! bcrypt run each time, a rejected one so that a scraper with a wrong
+//! password keeps getting its 401 at no cost. Any other password costs a
+//! run, and failed runs have a budget ([`super::budget`]): past it the
+//! answer is 429 without a run. A reload starts with empty memories, and
+//! keeps the budget. Nothing presented is ever logged.
 
 use std::{
     collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use axum::{
@@ -19,18 +24,30 @@ use axum::{
     http::{header, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
+    Extension,
 };
 use base64::Engine;
 use ring::digest::{digest, SHA256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::{http::access::LiveAccess, sync::Locked};
+use crate::{
+    http::{
+        access::LiveAccess,
+        budget::{Budget, Refused, RATES},
+        limits::ServerMetrics,
+        peer::Peer,
+    },
+    sync::Locked,
+};
 
 /// Digests of accepted (user, password, hash) remembered; past it the memory is cleared.
 const REMEMBERED: usize = 64;
-/// bcrypt runs at once: each takes tens of milliseconds of a core by design.
-const BCRYPT_AT_ONCE: usize = 2;
+/// Digests of rejected ones remembered; past it that memory is cleared.
+const REMEMBERED_REJECTED: usize = 1024;
+/// bcrypt runs at once: each takes tens of milliseconds of a core by design,
+/// and one core is all that checking passwords may take.
+const BCRYPT_AT_ONCE: usize = 1;
 /// The paths probes use: open without credentials unless `--auth-probes`.
 pub const PROBES: [&str; 2] = ["/health/live", "/health/ready"];
 const REALM: &str = "pywats-agent";
@@ -49,11 +66,36 @@ fn sha256(parts: &[&[u8]]) -> Digest {
     out
 }
 
+/// A bounded set of digests: full, it starts over.
+struct Memory {
+    cap: usize,
+    digests: Mutex<HashSet<Digest>>,
+}
+
+impl Memory {
+    fn new(cap: usize) -> Memory {
+        Memory { cap, digests: Mutex::new(HashSet::new()) }
+    }
+
+    fn contains(&self, key: &Digest) -> bool {
+        self.digests.locked().contains(key)
+    }
+
+    fn insert(&self, key: Digest) {
+        let mut digests = self.digests.locked();
+        if digests.len() >= self.cap {
+            digests.clear();
+        }
+        digests.insert(key);
+    }
+}
+
 /// Who may read the pages. Without users and token, anyone.
 pub struct Credentials {
     users: BTreeMap<String, String>,
     token: Option<Digest>,
-    accepted: Mutex<HashSet<Digest>>,
+    accepted: Memory,
+    rejected: Memory,
 }
 
 /// What a quick look at an `Authorization` value decided.
@@ -71,7 +113,12 @@ enum Verdict {
 
 impl Credentials {
     pub fn new(users: BTreeMap<String, String>, token: Option<&[u8]>) -> Credentials {
-        Credentials { users, token: token.map(|t| sha256(&[t])), accepted: Mutex::new(HashSet::new()) }
+        Credentials {
+            users,
+            token: token.map(|t| sha256(&[t])),
+            accepted: Memory::new(REMEMBERED),
+            rejected: Memory::new(REMEMBERED_REJECTED),
+        }
     }
 
     pub fn none() -> Credentials {
@@ -112,18 +159,22 @@ impl Credentials {
             None => (self.users.values().next().cloned().unwrap_or_default(), false),
         };
         let key = sha256(&[user, password, hash.as_bytes()]);
-        if known && self.accepted.locked().contains(&key) {
+        if known && self.accepted.contains(&key) {
             return Verdict::Accept;
+        }
+        if self.rejected.contains(&key) {
+            return Verdict::Reject;
         }
         Verdict::Bcrypt { password: password.to_vec(), hash, known, key }
     }
 
-    fn remember(&self, key: Digest) {
-        let mut accepted = self.accepted.locked();
-        if accepted.len() >= REMEMBERED {
-            accepted.clear();
+    /// bcrypt's verdict on `key`.
+    fn remember(&self, key: Digest, accepted: bool) {
+        if accepted {
+            self.accepted.insert(key);
+        } else {
+            self.rejected.insert(key);
         }
-        accepted.insert(key);
     }
 
     /// `WWW-Authenticate` values: one per accepted scheme.
@@ -139,54 +190,99 @@ impl Credentials {
     }
 }
 
-/// What the middleware needs.
+/// What the middleware needs. Outlives reloads: the budget is the peers', not the file's.
 #[derive(Clone)]
 pub struct Gate {
     pub access: LiveAccess,
     /// `--auth-probes`: probes need credentials too.
     pub probes_too: bool,
     bcrypt: Arc<Semaphore>,
+    budget: Arc<Budget>,
+    metrics: ServerMetrics,
+}
+
+/// What checking a request's credentials came to.
+enum Check {
+    Accepted,
+    Rejected,
+    Refused(Refused),
 }
 
 impl Gate {
-    pub fn new(access: LiveAccess, probes_too: bool) -> Gate {
-        Gate { access, probes_too, bcrypt: Arc::new(Semaphore::new(BCRYPT_AT_ONCE)) }
+    pub fn new(access: LiveAccess, probes_too: bool, metrics: ServerMetrics) -> Gate {
+        Gate {
+            access,
+            probes_too,
+            bcrypt: Arc::new(Semaphore::new(BCRYPT_AT_ONCE)),
+            budget: Arc::new(Budget::new(RATES, Instant::now())),
+            metrics,
+        }
     }
 
-    /// Whether `authorization` is accepted by `credentials`.
-    async fn accepts(&self, credentials: &Arc<Credentials>, authorization: Option<&HeaderValue>) -> bool {
-        let Some(value) = authorization else { return false };
-        match credentials.look(value.as_bytes()) {
-            Verdict::Accept => true,
-            Verdict::Reject => false,
-            Verdict::Bcrypt { password, hash, known, key } => {
-                let Ok(_permit) = self.bcrypt.acquire().await else { return false };
-                let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-                    .await
-                    .unwrap_or(false);
-                if ok && known {
-                    credentials.remember(key);
-                }
-                ok && known
-            }
+    /// Checks `authorization` against `credentials`, within `peer`'s budget.
+    async fn check(&self, credentials: &Arc<Credentials>, peer: Peer, authorization: Option<&HeaderValue>) -> Check {
+        let Some(value) = authorization else { return Check::Rejected };
+        let (password, hash, known, key) = match credentials.look(value.as_bytes()) {
+            Verdict::Accept => return Check::Accepted,
+            Verdict::Reject => return Check::Rejected,
+            Verdict::Bcrypt { password, hash, known, key } => (password, hash, known, key),
+        };
+        if let Err(refused) = self.budget.reserve(peer, Instant::now()) {
+            self.metrics.hit(refused.limit);
+            return Check::Refused(refused);
+        }
+        // The token reserved stays spent if this future is dropped (the client left).
+        let Ok(_permit) = self.bcrypt.acquire().await else { return Check::Rejected };
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+            && known;
+        self.metrics.bcrypt_checked(ok);
+        credentials.remember(key, ok);
+        if ok {
+            self.budget.refund(peer);
+            Check::Accepted
+        } else {
+            Check::Rejected
         }
     }
 }
 
 /// Lets a request through when no credentials are configured, when it is a
-/// probe (unless `--auth-probes`), or when its credentials are valid; else 401.
-pub async fn require(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+/// probe (unless `--auth-probes`), or when its credentials are valid; else
+/// 401, or 429 when its peer (or everyone) has failed too often of late.
+pub async fn require(
+    State(gate): State<Gate>,
+    Extension(peer): Extension<Peer>,
+    request: Request,
+    next: Next,
+) -> Response {
     let credentials = gate.access.current().credentials.clone();
     let open = !credentials.required() || (!gate.probes_too && PROBES.contains(&request.uri().path()));
-    if open || gate.accepts(&credentials, request.headers().get(header::AUTHORIZATION)).await {
+    if open {
         return next.run(request).await;
     }
-    let mut response =
-        (StatusCode::UNAUTHORIZED, format!("unauthorized: credentials for realm {REALM} needed\n")).into_response();
-    for challenge in credentials.challenges() {
-        response.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
+    match gate.check(&credentials, peer, request.headers().get(header::AUTHORIZATION)).await {
+        Check::Accepted => next.run(request).await,
+        Check::Rejected => {
+            let mut response =
+                (StatusCode::UNAUTHORIZED, format!("unauthorized: credentials for realm {REALM} needed\n"))
+                    .into_response();
+            for challenge in credentials.challenges() {
+                response.headers_mut().append(header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        }
+        Check::Refused(refused) => {
+            let seconds = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                format!("too many failed credential checks: try again in {seconds} s\n"),
+            )
+                .into_response()
+        }
     }
-    response
 }
 
 #[cfg(test)]
@@ -203,9 +299,7 @@ mod tests {
             Verdict::Reject => false,
             Verdict::Bcrypt { password, hash, known, key } => {
                 let ok = bcrypt::verify(password, &hash).unwrap() && known;
-                if ok {
-                    c.remember(key);
-                }
+                c.remember(key, ok);
                 ok
             }
         }
@@ -220,8 +314,11 @@ mod tests {
         // Remembered: the second time needs no bcrypt run.
         assert!(matches!(c.look(&basic("alice", "pw-a")), Verdict::Accept));
         assert!(!run(&c, &basic("alice", "pw-b")));
-        assert!(!run(&c, &basic("bob", "pw-a")), "an unknown user with a known password");
+        // Remembered too: a wrong password given again costs no bcrypt run.
+        assert!(matches!(c.look(&basic("alice", "pw-b")), Verdict::Reject));
         assert!(matches!(c.look(&basic("bob", "pw-a")), Verdict::Bcrypt { known: false, .. }), "costs a bcrypt run");
+        assert!(!run(&c, &basic("bob", "pw-a")), "an unknown user with a known password");
+        assert!(matches!(c.look(&basic("bob", "pw-a")), Verdict::Reject));
         assert!(!run(&c, b"Basic !!!"));
         assert!(!run(&c, b"Basic"));
         assert!(!run(&c, b"Bearer pw-a"), "no token configured");
@@ -249,12 +346,13 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_is_bounded() {
+    fn the_memories_are_bounded() {
         let users = BTreeMap::from([("u".to_string(), bcrypt::hash("p", 4).unwrap())]);
         let c = Credentials::new(users, None);
-        for i in 0..(REMEMBERED as u64 * 2) {
-            c.remember(sha256(&[&i.to_le_bytes()]));
-            assert!(c.accepted.locked().len() <= REMEMBERED);
+        for i in 0..(REMEMBERED_REJECTED as u64 * 2) {
+            c.remember(sha256(&[&i.to_le_bytes()]), i % 2 == 0);
+            assert!(c.accepted.digests.locked().len() <= REMEMBERED);
+            assert!(c.rejected.digests.locked().len() <= REMEMBERED_REJECTED);
         }
     }
 }

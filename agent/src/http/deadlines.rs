@@ -11,11 +11,15 @@
 //! here from the bytes (an empty line after a non-empty one, CRLF or LF:
 //! where hyper's parser ends a head too); whatever hyper then makes of the
 //! head, it answers, and its answer starts the idle deadline.
+//!
+//! The same stream tells the connection's [`Activity`] what it does: bytes
+//! read, written and flushed (when it is idle, to be evicted).
 
 use std::{
     future::Future,
     io,
     pin::Pin,
+    sync::Arc,
     task::{ready, Context, Poll},
     time::Duration,
 };
@@ -24,6 +28,8 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     time::{Instant, Sleep},
 };
+
+use crate::http::activity::Activity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Deadlines {
@@ -89,17 +95,19 @@ pub struct Timed<T> {
     read_deadline: Pin<Box<Sleep>>,
     /// Armed while a write is pending.
     stalled: Option<Pin<Box<Sleep>>>,
+    activity: Arc<Activity>,
 }
 
 impl<T> Timed<T> {
     /// Starts the head deadline now.
-    pub fn new(io: T, limits: Deadlines) -> Timed<T> {
+    pub fn new(io: T, limits: Deadlines, activity: Arc<Activity>) -> Timed<T> {
         Timed {
             io,
             limits,
             phase: Phase::Head { line: false, content: false },
             read_deadline: Box::pin(tokio::time::sleep(limits.head)),
             stalled: None,
+            activity,
         }
     }
 
@@ -137,6 +145,7 @@ impl<T> Timed<T> {
     fn on_written(&mut self, n: usize) {
         self.stalled = None;
         if n > 0 {
+            self.activity.wrote();
             // An answer ends the head, also one hyper gave before the head's
             // end was seen here (an error response).
             self.phase = Phase::Between { answered: true };
@@ -166,7 +175,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Timed<T> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.on_read(&buf.filled()[before..]);
+                let bytes = &buf.filled()[before..];
+                if !bytes.is_empty() {
+                    this.activity.read();
+                }
+                this.on_read(bytes);
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -216,6 +229,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Timed<T> {
         match Pin::new(&mut this.io).poll_flush(cx) {
             Poll::Ready(r) => {
                 this.stalled = None;
+                if r.is_ok() {
+                    this.activity.flushed();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => this.poll_stall(cx).map(Err),
@@ -243,7 +259,7 @@ mod tests {
     /// The server's end wrapped, the client's end bare; `cap` bytes of buffer each way.
     fn pair(cap: usize) -> (Timed<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         let (server, client) = tokio::io::duplex(cap);
-        (Timed::new(server, LIMITS), client)
+        (Timed::new(server, LIMITS, Arc::default()), client)
     }
 
     /// Reads until an error; returns it and how long it took (paused time).

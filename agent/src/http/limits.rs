@@ -30,6 +30,8 @@ pub const NOFILE_SHARE: u64 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    /// Connections from one peer (an IPv4 address, an IPv6 /64).
+    pub max_connections_per_peer: usize,
     pub deadlines: Deadlines,
 }
 
@@ -46,6 +48,7 @@ impl ServerLimits {
         }
         ServerLimits {
             max_connections,
+            max_connections_per_peer: (args.web_max_connections_per_peer as usize).min(max_connections),
             deadlines: Deadlines {
                 head: Duration::from_secs(args.web_header_timeout),
                 idle: Duration::from_secs(args.web_idle_timeout),
@@ -71,11 +74,17 @@ pub fn connection_cap(requested: usize, nofile: Option<u64>) -> usize {
     }
 }
 
-/// A server limit that refused something.
+/// A server limit that refused something, or closed something to make room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServerLimit {
-    /// A connection past `--web-max-connections`: accepted and closed at once.
+    /// A connection past `--web-max-connections` with no connection idle:
+    /// accepted and closed at once.
     Connections,
+    /// A connection past `--web-max-connections-per-peer` with none of the
+    /// peer's connections idle: accepted and closed at once.
+    ConnectionsPerPeer,
+    /// An idle keep-alive connection closed to admit a new one (either cap).
+    IdleEvicted,
     /// No complete request head within `--web-header-timeout`.
     HeaderTimeout,
     /// The client read nothing of a response for [`SEND_TIMEOUT`].
@@ -84,24 +93,36 @@ pub enum ServerLimit {
     TlsHandshakeTimeout,
     /// A head over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]: 431.
     RequestHead,
+    /// A credential not checked because its peer's failure budget was spent: 429.
+    AuthFailuresPerPeer,
+    /// A credential not checked because the agent's failure budget was spent: 429.
+    AuthFailures,
 }
 
 impl ServerLimit {
-    pub const ALL: [ServerLimit; 5] = [
+    pub const ALL: [ServerLimit; 9] = [
         ServerLimit::Connections,
+        ServerLimit::ConnectionsPerPeer,
+        ServerLimit::IdleEvicted,
         ServerLimit::HeaderTimeout,
         ServerLimit::SendTimeout,
         ServerLimit::TlsHandshakeTimeout,
         ServerLimit::RequestHead,
+        ServerLimit::AuthFailuresPerPeer,
+        ServerLimit::AuthFailures,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             ServerLimit::Connections => "http_connections",
+            ServerLimit::ConnectionsPerPeer => "http_connections_per_peer",
+            ServerLimit::IdleEvicted => "http_idle_evicted",
             ServerLimit::HeaderTimeout => "http_header_timeout",
             ServerLimit::SendTimeout => "http_send_timeout",
             ServerLimit::TlsHandshakeTimeout => "http_tls_handshake_timeout",
             ServerLimit::RequestHead => "http_request_head",
+            ServerLimit::AuthFailuresPerPeer => "http_auth_failures_per_peer",
+            ServerLimit::AuthFailures => "http_auth_failures",
         }
     }
 }
@@ -113,6 +134,33 @@ pub struct ServerMetrics {
     pub connections: IntGauge,
     reloads: IntCounterVec,
     limit_hits: IntCounterVec,
+    /// Renders of `/metrics`, by outcome ([`Render`]).
+    renders: IntCounterVec,
+    /// bcrypt runs, by result.
+    bcrypt: IntCounterVec,
+}
+
+/// How a render of `/metrics` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Render {
+    /// At least one scrape got it.
+    Answered,
+    /// Every scrape waiting for it had gone when it was done.
+    Abandoned,
+    /// Every scrape waiting for it had gone before it began: not rendered.
+    Skipped,
+}
+
+impl Render {
+    const ALL: [Render; 3] = [Render::Answered, Render::Abandoned, Render::Skipped];
+
+    fn name(self) -> &'static str {
+        match self {
+            Render::Answered => "answered",
+            Render::Abandoned => "abandoned",
+            Render::Skipped => "skipped",
+        }
+    }
 }
 
 impl ServerMetrics {
@@ -128,15 +176,49 @@ impl ServerMetrics {
             &["result"],
         )
         .expect("valid metric definition");
+        let renders = IntCounterVec::new(
+            Opts::new(
+                "pywats_agent_metrics_renders_total",
+                "Renders of /metrics, by outcome: answered, abandoned (every scrape waiting for it had gone), \
+                 skipped (they had gone before it began). Scrapes that arrive while a render runs share it.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric definition");
+        let bcrypt = IntCounterVec::new(
+            Opts::new(
+                "pywats_agent_http_bcrypt_checks_total",
+                "Passwords checked with bcrypt, by result (accepted, rejected); remembered ones and those \
+                 refused by the failure budget are not checked.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric definition");
         m.register(Box::new(connections.clone()));
         m.register(Box::new(reloads.clone()));
+        m.register(Box::new(renders.clone()));
+        m.register(Box::new(bcrypt.clone()));
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
         for limit in ServerLimit::ALL {
             m.limit_hits.with_label_values(&[limit.name()]);
         }
-        ServerMetrics { connections, reloads, limit_hits: m.limit_hits.clone() }
+        for outcome in Render::ALL {
+            renders.with_label_values(&[outcome.name()]);
+        }
+        for result in ["accepted", "rejected"] {
+            bcrypt.with_label_values(&[result]);
+        }
+        ServerMetrics { connections, reloads, limit_hits: m.limit_hits.clone(), renders, bcrypt }
+    }
+
+    pub fn rendered(&self, outcome: Render) {
+        self.renders.with_label_values(&[outcome.name()]).inc();
+    }
+
+    pub fn bcrypt_checked(&self, accepted: bool) {
+        self.bcrypt.with_label_values(&[if accepted { "accepted" } else { "rejected" }]).inc();
     }
 
     pub fn hit(&self, limit: ServerLimit) {

@@ -1,6 +1,7 @@
-//! The accept loop: TLS when configured (and then nothing else), a cap on
-//! connections, per-connection deadlines, SIGHUP reloads, and a shutdown
-//! that ends within [`SHUTDOWN_DEADLINE`]. axum's own `serve` has no TLS,
+//! The accept loop: TLS when configured (and then nothing else), caps on
+//! connections in all and per peer that idle keep-alive connections give
+//! way to (admission.rs), per-connection deadlines, SIGHUP reloads, and a
+//! shutdown that ends within [`SHUTDOWN_DEADLINE`]. axum's own `serve` has no TLS,
 //! no header timeout and no deadline on its graceful shutdown; the router
 //! is the same, served by hyper's HTTP/1 connection.
 
@@ -13,7 +14,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     signal::unix::Signal,
-    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    sync::watch,
     task::JoinSet,
 };
 use tokio_rustls::TlsAcceptor;
@@ -22,19 +23,31 @@ use crate::{
     error::AgentError,
     http::{
         access::{AccessFiles, LiveAccess},
+        activity::{Activity, Observed},
+        admission::{Admission, Admitted},
         deadlines::{Deadlines, Expired, Timed},
         limits::{
             ServerLimit, ServerLimits, ServerMetrics, MAX_HEADERS, MAX_HEAD_BYTES, SHUTDOWN_DEADLINE,
             TLS_HANDSHAKE_TIMEOUT,
         },
+        peer::Peer,
+        requests::Requests,
     },
     metrics::RateLimitedLog,
 };
+
+/// What the server serves: the router, and the count of its requests
+/// (taken per connection, where hyper hands each request over).
+pub struct Pages {
+    pub router: Router,
+    pub requests: Requests,
+}
 
 /// What a connection needs, cloned into each.
 #[derive(Clone)]
 struct Conn {
     router: Router,
+    requests: Requests,
     deadlines: Deadlines,
     metrics: ServerMetrics,
     stop: watch::Receiver<bool>,
@@ -51,16 +64,22 @@ pub struct Reloads {
 /// what is still open after [`SHUTDOWN_DEADLINE`].
 pub async fn run(
     listener: TcpListener,
-    router: Router,
+    pages: Pages,
     reloads: Reloads,
     limits: ServerLimits,
     metrics: ServerMetrics,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let Reloads { files, access, mut hangup } = reloads;
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut admission = Admission::new(limits.max_connections, limits.max_connections_per_peer);
     let (stop_tx, stop) = watch::channel(false);
-    let conn = Conn { router, deadlines: limits.deadlines, metrics: metrics.clone(), stop };
+    let conn = Conn {
+        router: pages.router,
+        requests: pages.requests,
+        deadlines: limits.deadlines,
+        metrics: metrics.clone(),
+        stop,
+    };
     let accept_errors = RateLimitedLog::new(Duration::from_secs(10));
     let mut open = JoinSet::new();
     tokio::pin!(shutdown);
@@ -77,17 +96,30 @@ pub async fn run(
                     tracing::error!("SIGHUP: {e}; the configuration in force stays");
                 }
             },
-            // Reap finished connections so the set stays as small as the cap.
-            Some(_) = open.join_next(), if !open.is_empty() => {}
+            // Reap finished connections: their slots are free again.
+            Some(ended) = open.join_next_with_id(), if !open.is_empty() => {
+                admission.ended(&match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                });
+            }
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        // Closed at once: its fd is back before the next accept.
-                        drop(stream);
-                        metrics.hit(ServerLimit::Connections);
-                        continue;
-                    };
-                    open.spawn(conn.clone().serve(stream, peer, access.current().tls.clone(), permit));
+                Ok((stream, addr)) => {
+                    let peer = Peer::of(addr);
+                    match admission.admit(peer) {
+                        Ok(Admitted::Free) => {}
+                        Ok(Admitted::Evicting) => metrics.hit(ServerLimit::IdleEvicted),
+                        Err(limit) => {
+                            // Closed at once: its fd is back before the next accept.
+                            drop(stream);
+                            metrics.hit(limit);
+                            continue;
+                        }
+                    }
+                    let activity = Arc::new(Activity::default());
+                    let tls = access.current().tls.clone();
+                    let task = open.spawn(conn.clone().serve(stream, addr, peer, tls, activity.clone()));
+                    admission.insert(task.id(), peer, activity);
                 }
                 Err(e) => {
                     // EMFILE and the like: accepting again at once would spin.
@@ -121,27 +153,44 @@ impl Drop for Counted {
 }
 
 impl Conn {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>, permit: OwnedSemaphorePermit) {
-        let _permit = permit;
+    async fn serve(
+        self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        peer: Peer,
+        tls: Option<TlsAcceptor>,
+        activity: Arc<Activity>,
+    ) {
         self.metrics.connections.inc();
         let _counted = Counted(self.metrics.clone());
         let Some(acceptor) = tls else {
-            return self.http(stream, peer).await;
+            return self.http(stream, addr, peer, activity).await;
         };
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => self.http(tls, peer).await,
+            Ok(Ok(tls)) => self.http(tls, addr, peer, activity).await,
             // Plain HTTP on the TLS port ends here too: nothing is answered.
-            Ok(Err(e)) => tracing::debug!("TLS handshake with {peer} failed: {e}"),
+            Ok(Err(e)) => tracing::debug!("TLS handshake with {addr} failed: {e}"),
             Err(_) => {
                 self.metrics.hit(ServerLimit::TlsHandshakeTimeout);
-                tracing::debug!("TLS handshake with {peer}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
+                tracing::debug!("TLS handshake with {addr}: no handshake within {TLS_HANDSHAKE_TIMEOUT:?}");
             }
         }
     }
 
-    async fn http<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(mut self, io: T, peer: SocketAddr) {
-        let io = TokioIo::new(Timed::new(io, self.deadlines));
-        let service = TowerToHyperService::new(self.router.clone());
+    async fn http<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        mut self,
+        io: T,
+        addr: SocketAddr,
+        peer: Peer,
+        activity: Arc<Activity>,
+    ) {
+        let io = TokioIo::new(Timed::new(io, self.deadlines, activity.clone()));
+        let service = Observed {
+            inner: TowerToHyperService::new(self.router.clone()),
+            activity: activity.clone(),
+            peer,
+            requests: self.requests.clone(),
+        };
         let connection = http1::Builder::new()
             .max_buf_size(MAX_HEAD_BYTES)
             .max_headers(MAX_HEADERS)
@@ -156,6 +205,15 @@ impl Conn {
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
+            _ = activity.evicted() => {
+                if activity.is_idle() {
+                    tracing::debug!("connection from {addr} closed to make room for a new one");
+                    return;
+                }
+                // A request arrived as it was chosen: answered, then closed.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         };
         let Err(e) = result else { return };
         match Expired::of(&e) {
@@ -166,6 +224,6 @@ impl Conn {
             None if e.is_parse_too_large() => self.metrics.hit(ServerLimit::RequestHead),
             None => {}
         }
-        tracing::debug!("connection from {peer} ended: {e}");
+        tracing::debug!("connection from {addr} ended: {e}");
     }
 }

@@ -2,11 +2,17 @@
 //! credentials and limits.
 
 pub mod access;
+mod activity;
+mod admission;
 mod auth;
+mod budget;
 mod deadlines;
 mod health;
 pub mod limits;
 mod listener;
+mod peer;
+mod render;
+mod requests;
 mod server;
 mod state;
 mod tls;

@@ -1,11 +1,11 @@
-//! Routes, request accounting and access control; the server's setup.
+//! Routes and access control; the server's setup.
 
-use std::{future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::State,
     http::{header, StatusCode},
-    middleware::{self, Next},
+    middleware,
     response::{IntoResponse, Response},
     routing::get,
     Router,
@@ -19,18 +19,22 @@ use crate::{
         auth::{self, Gate},
         health,
         limits::{ServerLimits, ServerMetrics},
-        listener,
+        listener::{self, Pages},
+        render::Renderer,
+        requests::Requests,
         state::Shared,
     },
     metrics::Metrics,
     sync::Locked,
 };
 
-/// Rendering reads /proc for every target (the sampler): off the async workers.
-async fn metrics(State(s): State<Shared>) -> Response {
-    match tokio::task::spawn_blocking(move || s.metrics.render()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("rendering the metrics failed: {e}\n")).into_response(),
+/// One render for every scrape that asks while it runs (render.rs).
+async fn metrics(renderer: Arc<Renderer>) -> Response {
+    match renderer.text().await {
+        Some(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
+        None => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed (see the agent's log)\n").into_response()
+        }
     }
 }
 
@@ -44,16 +48,6 @@ async fn not_found() -> (StatusCode, &'static str) {
     (StatusCode::NOT_FOUND, "not found: try /metrics or /health\n")
 }
 
-/// Counts every request by route (never the raw path: unknown paths are
-/// `other`, so a scanner cannot grow the label set) and status code.
-async fn count(State(s): State<Shared>, request: Request, next: Next) -> Response {
-    let path =
-        request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "other".into());
-    let response = next.run(request).await;
-    s.metrics.http_requests.with_label_values(&[path.as_str(), response.status().as_str()]).inc();
-    response
-}
-
 /// What the routes offer beyond the defaults.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RouteOptions {
@@ -63,22 +57,29 @@ pub struct RouteOptions {
     pub auth_probes: bool,
 }
 
-pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions) -> Router {
+/// The pages every agent serves; `/debug/requests` besides with `--debug-requests`.
+const PAGES: [&str; 5] = ["/metrics", "/health", "/health/live", "/health/ready", "/health/details"];
+const DEBUG_REQUESTS: &str = "/debug/requests";
+
+pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions, server: ServerMetrics) -> Pages {
+    let renderer = Renderer::new(shared.metrics.clone(), server.clone());
+    let [metrics_page, summary, live, ready, details] = PAGES;
     let mut router = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health", get(health::summary))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/details", get(health::details));
+        .route(metrics_page, get(move || metrics(renderer.clone())))
+        .route(summary, get(health::summary))
+        .route(live, get(health::live))
+        .route(ready, get(health::ready))
+        .route(details, get(health::details));
+    let mut routes = PAGES.to_vec();
     if options.debug_requests {
-        router = router.route("/debug/requests", get(recent_requests));
+        router = router.route(DEBUG_REQUESTS, get(recent_requests));
+        routes.push(DEBUG_REQUESTS);
     }
-    router
+    let router = router
         .fallback(not_found)
-        // Inside the counting layer: refusals are counted too.
-        .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes), auth::require))
-        .layer(middleware::from_fn_with_state(shared.clone(), count))
-        .with_state(shared)
+        .layer(middleware::from_fn_with_state(Gate::new(access, options.auth_probes, server), auth::require))
+        .with_state(shared.clone());
+    Pages { router, requests: Requests::new(shared.metrics.http_requests.clone(), routes) }
 }
 
 /// How the server is set up, from the flags and `--web-config`.
@@ -105,14 +106,15 @@ pub async fn serve(
     let scheme = if access.tls.is_some() { "https" } else { "http" };
     let auth = if access.credentials.required() { "credentials required" } else { "no credentials required" };
     tracing::info!(
-        "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections)",
-        limits.max_connections
+        "serving /metrics and /health on {scheme}://{local} ({auth}; at most {} connections, {} per peer)",
+        limits.max_connections,
+        limits.max_connections_per_peer
     );
     if access.credentials.required() && access.tls.is_none() && !local.ip().is_loopback() {
         tracing::warn!("credentials are required but TLS is off: they cross the network in the clear");
     }
     let metrics = ServerMetrics::new(&shared.metrics);
     let access = LiveAccess::new(access);
-    let router = router(shared, access.clone(), routes);
-    listener::run(listener, router, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
+    let pages = router(shared, access.clone(), routes, metrics.clone());
+    listener::run(listener, pages, listener::Reloads { files, access, hangup }, limits, metrics, shutdown).await
 }

@@ -24,6 +24,12 @@ use std::{
 
 use serde::Deserialize;
 
+/// The highest bcrypt cost accepted. Every step doubles the CPU of a check
+/// (measured here: cost 10 about 60 ms of a core, 12 about 240 ms, 14 a
+/// second); checks of wrong passwords are budgeted by count (budget.rs), so a
+/// higher cost would turn the same budget into more CPU than it promises.
+pub const MAX_BCRYPT_COST: u32 = 12;
+
 /// What the file asks for, with paths resolved against its directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WebConfig {
@@ -99,10 +105,18 @@ pub fn parse(text: &str, dir: &Path) -> Result<WebConfig, String> {
         let serde_yaml_ng::Value::String(hash) = hash else {
             return Err(format!("basic_auth_users: the hash of user {user:?} is not a string"));
         };
-        if bcrypt::HashParts::from_str(&hash).is_err() {
+        let Ok(parts) = bcrypt::HashParts::from_str(&hash) else {
             return Err(format!(
                 "basic_auth_users: the hash of user {user:?} is not a bcrypt hash ($2a$, $2b$ or $2y$, 60 \
                  characters; make one with `htpasswd -nBC 10 \"\" | tr -d ':\\n'`)"
+            ));
+        };
+        if parts.get_cost() > MAX_BCRYPT_COST {
+            return Err(format!(
+                "basic_auth_users: the hash of user {user:?} has cost {}, above the highest accepted, \
+                 {MAX_BCRYPT_COST} (each step doubles the CPU of every check): hash the password again with a \
+                 lower cost, e.g. `htpasswd -nBC 10 \"\" | tr -d ':\\n'`",
+                parts.get_cost()
             ));
         }
         if user.contains(':') {
@@ -285,6 +299,22 @@ mod tests {
             parse("tls_server_config:\n  cert_file: c\n", dir()).unwrap_err(),
             "tls_server_config: key_file is missing"
         );
+    }
+
+    #[test]
+    fn a_bcrypt_cost_above_the_maximum_is_refused() {
+        let at_max = bcrypt::hash("pw", MAX_BCRYPT_COST).unwrap();
+        assert_eq!(parse(&format!("basic_auth_users:\n  u: '{at_max}'\n"), dir()).unwrap().users.len(), 1);
+        // A hash of cost 13 without paying for it: the cost is two digits of the hash.
+        let above = format!("{}13{}", &at_max[..4], &at_max[6..]);
+        let e = parse(&format!("basic_auth_users:\n  u: '{above}'\n"), dir()).unwrap_err();
+        assert_eq!(
+            e,
+            "basic_auth_users: the hash of user \"u\" has cost 13, above the highest accepted, 12 (each step \
+             doubles the CPU of every check): hash the password again with a lower cost, e.g. `htpasswd -nBC 10 \
+             \"\" | tr -d ':\\n'`"
+        );
+        assert!(!e.contains(&above[7..]), "the hash is not echoed");
     }
 
     #[test]

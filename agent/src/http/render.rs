@@ -1,0 +1,175 @@
+//! `/metrics`, rendered once for all the scrapes that ask at the same time.
+//!
+//! A render reads `/proc` for every target and encodes every series (MiBs
+//! with many endpoints), so it runs on a blocking thread, one at a time: a
+//! scrape that arrives while one runs waits for it and gets its text. The
+//! text is the same for every scrape that passed the auth layer: the agent
+//! speaks the text format only, whatever `Accept` asks for. A scrape whose
+//! client goes away stops waiting (hyper drops it); a render that nobody
+//! waits for any more when its thread starts is skipped, one already
+//! running ends and its text is dropped. So a flood of scrapes that hang up
+//! holds at most one render's memory and one thread.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc, Mutex,
+};
+
+use axum::body::Bytes;
+use tokio::sync::watch;
+
+use crate::{
+    http::limits::{Render, ServerMetrics},
+    metrics::Metrics,
+    sync::Locked,
+};
+
+/// The render in progress: its number, and where its text will be.
+type Flight = (u64, watch::Receiver<Option<Bytes>>);
+
+pub struct Renderer {
+    metrics: Arc<Metrics>,
+    server: ServerMetrics,
+    running: Mutex<Option<Flight>>,
+    /// Numbers the renders, so that one ending clears only itself.
+    next: AtomicU64,
+}
+
+impl Renderer {
+    pub fn new(metrics: Arc<Metrics>, server: ServerMetrics) -> Arc<Renderer> {
+        Arc::new(Renderer { metrics, server, running: Mutex::new(None), next: AtomicU64::new(0) })
+    }
+
+    /// The exposition: of the render in progress, else of a new one. `None`
+    /// if the render failed (a panic, logged by the panic hook).
+    pub async fn text(self: &Arc<Self>) -> Option<Bytes> {
+        let mut done = self.join();
+        let text = done.wait_for(Option::is_some).await.ok()?;
+        text.clone()
+    }
+
+    fn join(self: &Arc<Self>) -> watch::Receiver<Option<Bytes>> {
+        let mut running = self.running.locked();
+        // A flight whose sender is gone without clearing it (its thread never
+        // ran: the runtime is shutting down) is not joined.
+        if let Some((_, text)) = running.as_ref().filter(|(_, text)| text.has_changed().is_ok()) {
+            return text.clone();
+        }
+        let number = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        *running = Some((number, rx.clone()));
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.render(number, tx));
+        rx
+    }
+
+    fn render(&self, number: u64, tx: watch::Sender<Option<Bytes>>) {
+        // However this ends (a panic too), the next scrape starts a new render.
+        let _clear = Clear { running: &self.running, number };
+        {
+            let mut running = self.running.locked();
+            // Only the copy in `running` is left: every scrape that asked has gone.
+            if tx.receiver_count() <= 1 {
+                *running = None;
+                self.server.rendered(Render::Skipped);
+                return;
+            }
+        }
+        let text = Bytes::from(self.metrics.render());
+        // Cleared before sending: a scrape that comes after the text is out starts afresh.
+        *self.running.locked() = None;
+        let outcome = if tx.send(Some(text)).is_ok() { Render::Answered } else { Render::Abandoned };
+        self.server.rendered(outcome);
+    }
+}
+
+struct Clear<'a> {
+    running: &'a Mutex<Option<Flight>>,
+    number: u64,
+}
+
+impl Drop for Clear<'_> {
+    fn drop(&mut self) {
+        let mut running = self.running.locked();
+        if running.as_ref().is_some_and(|(n, _)| *n == self.number) {
+            *running = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::atomic::AtomicUsize,
+        time::{Duration, SystemTime},
+    };
+
+    use prometheus::{
+        core::{Collector, Desc},
+        proto::MetricFamily,
+    };
+
+    use super::*;
+
+    /// A collector that takes its time, and counts its calls.
+    struct Slow(Arc<AtomicUsize>);
+
+    impl Collector for Slow {
+        fn desc(&self) -> Vec<&Desc> {
+            Vec::new()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            std::thread::sleep(Duration::from_millis(300));
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        }
+    }
+
+    fn renderer() -> (Arc<Renderer>, Arc<Metrics>, Arc<AtomicUsize>) {
+        let metrics = Arc::new(Metrics::new(SystemTime::now()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        metrics.register(Box::new(Slow(calls.clone())));
+        let server = ServerMetrics::new(&metrics);
+        (Renderer::new(metrics.clone(), server), metrics, calls)
+    }
+
+    /// A count of renders, read by rendering outside the renderer (the slow collector runs once more).
+    fn renders(metrics: &Metrics, outcome: &str) -> String {
+        let text = metrics.render();
+        let line = format!("pywats_agent_metrics_renders_total{{outcome=\"{outcome}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or("missing").to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scrapes_at_the_same_time_share_one_render() {
+        let (r, metrics, calls) = renderer();
+        let mut scrapes = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let r = r.clone();
+            scrapes.spawn(async move { r.text().await });
+        }
+        let texts: Vec<Bytes> = scrapes.join_all().await.into_iter().map(|t| t.expect("a text")).collect();
+        assert!(texts.iter().all(|t| t == &texts[0] && t.starts_with(b"# HELP")));
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        // Done: the next scrape gets a render of its own.
+        assert!(r.text().await.is_some());
+        assert_eq!(calls.load(Ordering::Relaxed), 2);
+        // Counted just after the text is out: give the render's thread that moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(renders(&metrics, "answered"), "2");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_render_whose_scrapes_left_is_dropped_and_not_repeated() {
+        let (r, metrics, calls) = renderer();
+        for _ in 0..5 {
+            // Each gives up while the first render runs: they all wait for that one.
+            assert!(tokio::time::timeout(Duration::from_millis(50), r.text()).await.is_err());
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        assert_eq!(renders(&metrics, "abandoned"), "1");
+        assert_eq!(renders(&metrics, "answered"), "0");
+    }
+}
