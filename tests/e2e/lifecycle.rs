@@ -130,8 +130,9 @@ fn live_targets(agent: &Agent) -> Vec<(String, u32)> {
 }
 
 /// `--max-targets`: a matching process past the cap waits (counted once)
-/// until a target leaves. `--forget-exited-after`: a `--match` target that
-/// exited is forgotten with its series; the others keep theirs, exactly.
+/// until a target leaves, and takes the place of the one that left (its
+/// series continue). `--forget-exited-after`: a `--match` target that exited
+/// is forgotten with its series; the others keep theirs, exactly.
 #[test]
 fn match_targets_are_capped_and_forgotten_after_they_exit() {
     let port = free_port();
@@ -141,7 +142,7 @@ fn match_targets_are_capped_and_forgotten_after_they_exit() {
     let (mut a, mut b) = (client(), client());
     let agent = Agent::start(&["--match", &tag, "--no-discover", "--max-targets", "2", "--forget-exited-after", "3"]);
     let first = live_targets(&agent);
-    assert_eq!(first.iter().map(|(_, pid)| *pid).collect::<Vec<_>>().len(), 2);
+    assert_eq!(first.len(), 2, "{first:?}");
     let name_of = |pid: u32| first.iter().find(|(_, p)| *p == pid).unwrap().0.clone();
     let (name_a, name_b) = (name_of(a.pid()), name_of(b.pid()));
     let mut c = client();
@@ -159,15 +160,19 @@ fn match_targets_are_capped_and_forgotten_after_they_exit() {
     let name_c = wait_for(Duration::from_secs(10), "the third process adopted", || {
         live_targets(&agent).into_iter().find(|(_, pid)| *pid == c.pid()).map(|(name, _)| name)
     });
-    assert_ne!(name_c, name_b, "the exited target keeps its name until it is forgotten");
+    assert_eq!(name_c, name_b, "it takes the place of the target that left");
     c.ask("load 3");
+    wait_for(Duration::from_secs(10), "the series continued", || {
+        (requests_of(&agent.scrape(), &name_c) == Some(10.0)).then_some(())
+    });
+    c.kill();
     let m = wait_for(Duration::from_secs(20), "the exited target forgotten", || {
         let m = agent.scrape();
-        (requests_of(&m, &name_b).is_none() && requests_of(&m, &name_c) == Some(3.0)).then_some(m)
+        requests_of(&m, &name_c).is_none().then_some(m)
     });
     assert_eq!(requests_of(&m, &name_a), Some(5.0));
     assert_eq!(rejected(&m), Some(1.0), "turned away once however many rounds met it");
     assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(3.0));
     assert_eq!(m.get("pywats_agent_targets", &[("state", "exited")]), Some(0.0));
-    assert!(agent.details()["targets"].as_array().unwrap().iter().all(|t| t["name"] != name_b.as_str()));
+    assert!(agent.details()["targets"].as_array().unwrap().iter().all(|t| t["name"] != name_c.as_str()));
 }

@@ -181,9 +181,11 @@ impl Targets {
     }
 
     /// A process joins as a target: given by `--pid` (`pattern` `None`), or
-    /// found by `pattern`, when it takes the place of an exited target of the
-    /// same name (a restarted client keeps its series). Otherwise `name` is
-    /// made unique. Returns the name it got.
+    /// found by `pattern`. A found one takes the place of an exited
+    /// `--match` target of the name it asks for (a restarted client keeps
+    /// its series), else of the first exited one among `name-2`, `name-3`…
+    /// (so that clients coming and going reuse the names of those gone), else
+    /// the first free one. Returns the name it got.
     pub fn add(&mut self, p: &ResolvedPid, pattern: Option<&str>, name: &str) -> String {
         let state = |name: String| TargetState {
             name,
@@ -196,15 +198,19 @@ impl Targets {
             pattern: pattern.map(str::to_string),
             pod: p.pod.clone(),
         };
-        if pattern.is_some() {
-            if let Some(t) = self.targets.iter_mut().find(|t| t.name == name && !t.alive) {
-                *t = state(name.to_string());
-                return name.to_string();
-            }
-        }
         let mut candidate = name.to_string();
         let mut k = 2;
-        while self.targets.iter().any(|t| t.name == candidate) {
+        loop {
+            match self.targets.iter_mut().find(|t| t.name == candidate) {
+                None => break,
+                // The name it asked for, of any exited target (a --pid one
+                // too: the operator gave it); a numbered one of a --match target.
+                Some(t) if pattern.is_some() && !t.alive && (k == 2 || t.pattern.is_some()) => {
+                    *t = state(candidate.clone());
+                    return candidate;
+                }
+                Some(_) => {}
+            }
             candidate = format!("{name}-{k}");
             k += 1;
         }
@@ -401,6 +407,9 @@ mod tests {
         assert_eq!(t.idle_patterns(), ["pywats_client"]);
         assert_eq!(t.add(&pid(30, "python3"), Some("pywats_client"), "station"), "station");
         assert_eq!(t.iter().filter(|x| x.alive).count(), 1);
+        // With "station" alive, the next one takes the place of the exited "station-2".
+        assert_eq!(t.add(&pid(31, "python3"), Some("pywats_client"), "station"), "station-2");
+        assert_eq!(t.iter().count(), 2);
         assert_eq!(
             t.iter().filter(|x| x.name == "station").map(|x| (x.pid, x.alive)).collect::<Vec<_>>(),
             [(30, true)]

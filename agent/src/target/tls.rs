@@ -108,11 +108,15 @@ struct Worker {
 /// Detaching a probe removes its breakpoints under the same kernel locks an
 /// attach takes, and waits for RCU grace periods: done while attaches run, it
 /// made a just-forked child wait 150 ms for its probes. Links of exited
-/// processes are dropped once no attach has run for [`QUIET`].
+/// processes are dropped once no attach has run for [`QUIET`], or once
+/// [`MAX_WAITING`] wait (each holds an fd: where processes come and go
+/// without pause, quiet never comes).
 const QUIET: Duration = Duration::from_secs(1);
+const MAX_WAITING: usize = 256;
 
 fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &AtomicBool, beat: &Heartbeat) {
     let mut waiting: Vec<UProbeLink> = Vec::new();
+    let quiet = || monotonic_ns().saturating_sub(busy.load(Ordering::Relaxed)) >= QUIET.as_nanos() as u64;
     while !stop.load(Ordering::Relaxed) {
         beat.beat();
         match reaped.recv_timeout(QUIET / 4) {
@@ -120,10 +124,12 @@ fn reap_when_quiet(reaped: Receiver<Vec<UProbeLink>>, busy: &AtomicU64, stop: &A
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        let idle = monotonic_ns().saturating_sub(busy.load(Ordering::Relaxed));
-        if !waiting.is_empty() && idle >= QUIET.as_nanos() as u64 {
-            // Dropping a link detaches it.
-            waiting.clear();
+        // One link at a time (each waits for grace periods, tens of ms on a
+        // busy machine): an attach that comes meanwhile goes first.
+        while (quiet() || waiting.len() > MAX_WAITING) && !stop.load(Ordering::Relaxed) {
+            let Some(link) = waiting.pop() else { break };
+            drop(link);
+            beat.beat();
         }
     }
 }
