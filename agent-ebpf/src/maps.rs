@@ -5,8 +5,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use pywats_agent_ebpf::abi::{
-    map_slot, DataScratch, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, FS_EVENTS_BYTES, LOST_SLOTS,
-    MAX_SOCKETS, MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES, SYSCALL_SLOTS, TARGET_BITS_WORDS,
+    map_slot, DataScratch, ExecPrefix, FsScratch, SockAddr, SockInfo, SockKey, Target, TlsScratch, EXEC_PREFIXES,
+    FS_EVENTS_BYTES, LOST_SLOTS, MAX_SOCKETS, MAX_TARGETS, NET_EVENTS_BYTES, PROC_EVENTS_BYTES, SYSCALL_SLOTS,
+    TARGET_BITS_WORDS,
 };
 
 #[map]
@@ -17,6 +18,9 @@ const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 #[map]
 pub static TARGET_BITS: Array<u64> = Array::with_max_entries(TARGET_BITS_WORDS, BPF_F_MMAPABLE);
+
+#[map]
+pub static EXEC_MATCH: Array<ExecPrefix> = Array::with_max_entries(EXEC_PREFIXES, 0);
 
 #[map]
 pub static SYS_ENTER_PROGS: ProgramArray = ProgramArray::with_max_entries(SYSCALL_SLOTS, 0);

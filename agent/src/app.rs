@@ -40,7 +40,11 @@ use crate::{
     },
     readers::{FsReader, NetReader},
     supervise::{self, Supervisor},
-    target::{self, matching, tls, Lifecycle},
+    target::{
+        self, matching,
+        membership::{Membership, Settle},
+        tls, Lifecycle,
+    },
 };
 
 /// How long a stopped part is shown on `/health/ready` before the agent exits:
@@ -100,7 +104,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
 
     let loader::Loaded {
         mut probes,
-        targets: kernel,
+        targets: mut kernel,
         proc_events,
         net_events,
         fs_events,
@@ -109,6 +113,11 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         insert_failures,
     } = loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
     probes.attach_all()?;
+    // With --match, the kernel takes in processes that exec an allowed
+    // executable at once; the lifecycle judges them (`Lifecycle::candidate`).
+    if !args.matches.is_empty() {
+        kernel.take_in_at_exec(&admission.exec_prefixes())?;
+    }
 
     let metrics = Arc::new(Metrics::new(started));
     for kind in EventKind::ALL {
@@ -173,8 +182,10 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     }
     let mut parts = Supervisor::new();
     let tls = tls::start(&mut parts, probes.clone(), status.clone(), metrics.clone(), args.proc_root.clone())?;
+    let membership = Arc::new(Membership::default());
+    let args = Arc::new(args);
     let mut life = Lifecycle {
-        proc_root: args.proc_root.clone(),
+        args: args.clone(),
         registry: targets.clone(),
         kernel,
         net: net.clone(),
@@ -185,6 +196,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         deps: deps.clone(),
         metrics: metrics.clone(),
         admission,
+        membership: membership.clone(),
     };
     // The programs are attached: a child forked from now on is reported,
     // and one forked before is found by the scan each join makes.
@@ -204,16 +216,16 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     };
 
     let stop = parts.stop_flag();
-    let args = Arc::new(args);
     {
-        let (args, stop) = (args.clone(), stop.clone());
+        let stop = stop.clone();
         parts.thread("lifecycle", move |beat| {
             let fault = supervise::fault_injected("lifecycle");
-            target::owner::run(life, args, proc_events, &stop, beat, fault)
+            target::owner::run(life, proc_events, &stop, beat, fault)
         })?;
     }
     {
-        let reader = NetReader { metrics: metrics.clone(), net, sockets };
+        let settle = Settle::new(membership.clone(), targets.clone());
+        let reader = NetReader { metrics: metrics.clone(), net, sockets, settle };
         let stop = stop.clone();
         parts.thread("net_reader", move |beat| {
             let fault = supervise::fault_injected("net_reader");
@@ -230,7 +242,8 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     // waiting in the ring (they arrive in batches), or it would "correct"
     // state that is only late. The folders are read without the fs lock.
     {
-        let mut reader = FsReader { metrics, fs, targets, tls, proc_root: args.proc_root.clone() };
+        let settle = Settle::new(membership, targets.clone());
+        let mut reader = FsReader { metrics, fs, targets, tls, proc_root: args.proc_root.clone(), settle };
         let (stop, every) = (stop.clone(), Duration::from_secs(args.reconcile_interval.max(1)));
         parts.thread("fs_reader", move |beat| {
             let mut next = std::time::Instant::now() + every;

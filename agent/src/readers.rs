@@ -1,6 +1,7 @@
 //! The socket and file rings' records, applied to the pipelines. (The
 //! process ring belongs to the lifecycle thread: `target::owner`.) Each
-//! record takes one part lock at a time.
+//! record takes one part lock at a time, and is applied only once its process
+//! is known to be a target (`target::membership`).
 
 use std::{
     os::unix::ffi::OsStrExt,
@@ -17,7 +18,10 @@ use crate::{
     metrics::Metrics,
     net::NetPipeline,
     proc::{identity::ProcId, Targets},
-    target::tls::{TlsQueue, TlsWork},
+    target::{
+        membership::Settle,
+        tls::{TlsQueue, TlsWork},
+    },
 };
 
 /// Decodes a record; what cannot be decoded is counted by reason.
@@ -37,17 +41,39 @@ pub fn decode<'a>(metrics: &Metrics, record: &'a [u8]) -> Option<Event<'a>> {
     }
 }
 
+/// Whether the event's process is a target; one that is not is counted.
+fn settled(settle: &mut Settle, metrics: &Metrics, kind: EventKind, tgid: u32, ts_ns: u64) -> bool {
+    match settle.check(tgid, ts_ns) {
+        Ok(()) => true,
+        Err(why) => {
+            metrics.events_ignored.with_label_values(&[kind.name(), why.label()]).inc();
+            false
+        }
+    }
+}
+
 /// What the socket ring's records update.
 pub struct NetReader {
     pub metrics: Arc<Metrics>,
     pub net: Arc<Mutex<NetPipeline>>,
     pub sockets: Arc<Mutex<SocketMap>>,
+    pub settle: Settle,
 }
 
 impl NetReader {
     /// One record of the socket-event ring.
-    pub fn record(&self, record: &[u8]) {
+    pub fn record(&mut self, record: &[u8]) {
         let Some(event) = decode(&self.metrics, record) else { return };
+        let (kind, header) = match &event {
+            Event::Conn(kind, ev) => (*kind, ev.header),
+            Event::Data { kind, event, .. } => (*kind, event.header),
+            Event::Proc(..) | Event::Fs { .. } => {
+                return self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc();
+            }
+        };
+        if !settled(&mut self.settle, &self.metrics, kind, header.tgid, header.ts_ns) {
+            return;
+        }
         match event {
             Event::Conn(kind, ev) => {
                 self.metrics.events.with_label_values(&[kind.name()]).inc();
@@ -85,16 +111,20 @@ pub struct FsReader {
     pub targets: Arc<RwLock<Targets>>,
     pub tls: TlsQueue,
     pub proc_root: PathBuf,
+    pub settle: Settle,
 }
 
 impl FsReader {
     /// One record of the file-event ring.
-    pub fn record(&self, record: &[u8]) {
+    pub fn record(&mut self, record: &[u8]) {
         let Some(decoded) = decode(&self.metrics, record) else { return };
         let Event::Fs { kind, event, path1, path2 } = decoded else {
             self.metrics.decode_errors.with_label_values(&["wrong_ring"]).inc();
             return;
         };
+        if !settled(&mut self.settle, &self.metrics, kind, event.header.tgid, event.header.ts_ns) {
+            return;
+        }
         self.metrics.events.with_label_values(&[kind.name()]).inc();
         if kind == EventKind::FsOpen && path1.first() == Some(&b'/') {
             let path = Path::new(std::ffi::OsStr::from_bytes(path1));

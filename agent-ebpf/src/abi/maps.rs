@@ -65,6 +65,31 @@ pub struct Target {
 }
 assert_size!(Target, 8);
 
+/// `root_tgid` of a provisional target: a process the kernel took into the
+/// target set at its exec because its name matched [`MAP_EXEC_MATCH`], not
+/// judged by the agent yet (no tgid is 0).
+pub const PROVISIONAL: u32 = 0;
+
+/// `Array<ExecPrefix>` of [`EXEC_PREFIXES`] slots, filled in order: with
+/// `--match`, a process whose name (`comm`, after exec the file name it
+/// executed) starts with one of these becomes a provisional target at its
+/// exec, so that nothing it does before the agent has looked at it is missed.
+pub const MAP_EXEC_MATCH: &str = "EXEC_MATCH";
+/// Slots of [`MAP_EXEC_MATCH`].
+pub const EXEC_PREFIXES: u32 = 8;
+
+/// A prefix of executable names; an unused slot has `active == 0`, and one
+/// of length 0 matches every exec.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecPrefix {
+    pub active: u32,
+    /// Bytes of `bytes` that must match (at most 15: `comm` holds 15 and a NUL).
+    pub len: u32,
+    pub bytes: [u8; 16],
+}
+assert_size!(ExecPrefix, 24);
+
 /// `PerCpuArray<u64>` indexed by [`map_slot`]: inserts the kernel programs
 /// could not make because a map was full (or out of memory).
 pub const MAP_INSERT_FAILURES: &str = "MAP_INSERT_FAILURES";

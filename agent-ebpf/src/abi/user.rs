@@ -1,7 +1,8 @@
 //! User-side view of the ABI: `aya::Pod` and decoding of untrusted ring-buffer bytes.
 
 use super::{
-    ConnEvent, DataEvent, EventHeader, EventKind, FsEvent, ProcEvent, SockInfo, SockKey, Target, TracepointOffsets,
+    ConnEvent, DataEvent, EventHeader, EventKind, ExecPrefix, FsEvent, ProcEvent, SockInfo, SockKey, Target,
+    TracepointOffsets,
 };
 
 // SAFETY: plain #[repr(C)] integers with no padding (sizes asserted).
@@ -12,6 +13,8 @@ unsafe impl aya::Pod for TracepointOffsets {}
 unsafe impl aya::Pod for SockKey {}
 // SAFETY: as above.
 unsafe impl aya::Pod for SockInfo {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ExecPrefix {}
 
 /// Why a ring-buffer record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 //! because it carries `clone_flags`, so threads (CLONE_THREAD) are told from
 //! processes here, in the kernel, without a task_struct read.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use pywats_agent_ebpf::abi::{map_slot, EventKind, ProcEvent, Target, CLONE_THREAD};
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::tracepoint, programs::TracePointContext};
+use pywats_agent_ebpf::abi::{map_slot, EventKind, ProcEvent, Target, CLONE_THREAD, EXEC_PREFIXES, PROVISIONAL};
 
 use crate::{
     emit::{current, header, insert_counted, output_now, set_target_bit, target_of},
     globals::tp_offsets,
-    maps::{PROC_EVENTS, TARGETS},
+    maps::{EXEC_MATCH, PROC_EVENTS, TARGETS},
     parked,
 };
 
@@ -54,19 +54,55 @@ fn try_newtask(ctx: &TracePointContext) -> Result<(), i64> {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (tgid, tid) = current();
-    if let Some(target) = target_of(tgid) {
-        // Socket-map entries made before this exec are stale from now on.
-        if let Some(t) = TARGETS.get_ptr_mut(tgid) {
-            // SAFETY: a map value; only exec of this very process writes it.
-            unsafe { (*t).exec_gen = (*t).exec_gen.wrapping_add(1) };
+    let root = match target_of(tgid) {
+        Some(target) => {
+            // Socket-map entries made before this exec are stale from now on.
+            if let Some(t) = TARGETS.get_ptr_mut(tgid) {
+                // SAFETY: a map value; only exec of this very process writes it.
+                unsafe { (*t).exec_gen = (*t).exec_gen.wrapping_add(1) };
+            }
+            target.root_tgid
         }
-        output_now(
-            &PROC_EVENTS,
-            EventKind::ProcExec,
-            ProcEvent { header: header(EventKind::ProcExec, tgid, tid), root_tgid: target.root_tgid, child_tgid: tgid },
-        );
-    }
+        // Taken in provisionally: the agent judges it at this event, and
+        // nothing it does meanwhile is missed.
+        None if exec_matches() => {
+            let entry = Target { root_tgid: PROVISIONAL, exec_gen: 0 };
+            if insert_counted(&TARGETS, &tgid, &entry, map_slot::TARGETS).is_err() {
+                return 0;
+            }
+            set_target_bit(tgid, true);
+            PROVISIONAL
+        }
+        None => return 0,
+    };
+    output_now(
+        &PROC_EVENTS,
+        EventKind::ProcExec,
+        ProcEvent { header: header(EventKind::ProcExec, tgid, tid), root_tgid: root, child_tgid: tgid },
+    );
     0
+}
+
+/// Whether the name the process now runs under starts with a prefix of
+/// `EXEC_MATCH` (empty unless the agent runs with `--match`).
+#[inline(always)]
+fn exec_matches() -> bool {
+    let Some(first) = EXEC_MATCH.get(0) else { return false };
+    if first.active == 0 {
+        return false;
+    }
+    let Ok(comm) = bpf_get_current_comm() else { return false };
+    for slot in 0..EXEC_PREFIXES {
+        let Some(p) = EXEC_MATCH.get(slot) else { return false };
+        if p.active == 0 {
+            return false;
+        }
+        let differs = comm.iter().zip(p.bytes.iter()).enumerate().any(|(i, (c, b))| (i as u32) < p.len && c != b);
+        if !differs {
+            return true;
+        }
+    }
+    false
 }
 
 #[tracepoint(category = "sched", name = "sched_process_exit")]

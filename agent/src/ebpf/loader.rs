@@ -9,8 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use pywats_agent_ebpf::abi::{
-    SockInfo, SockKey, SyscallProgram, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_FS_EVENTS,
-    MAP_INSERT_FAILURES, MAP_LOST, MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_SYS_ENTER_PROGS,
+    SockInfo, SockKey, SyscallProgram, TracepointProgram, FS_PROGRAMS, GLOBAL_TP_OFFSETS, MAP_EXEC_MATCH,
+    MAP_FS_EVENTS, MAP_INSERT_FAILURES, MAP_LOST, MAP_NET_EVENTS, MAP_PROC_EVENTS, MAP_SOCKETS, MAP_SYS_ENTER_PROGS,
     MAP_SYS_EXIT_PROGS, MAP_TARGETS, MAP_TARGET_BITS, NET_PROGRAMS, SCHED_PROGRAMS, SYSCALL_DISPATCHERS, TLS_PROGRAMS,
 };
 
@@ -177,7 +177,7 @@ pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
         program.load().map_err(err)?;
     }
     let bits = ebpf.take_map(MAP_TARGET_BITS).ok_or(AgentError::MissingMap(MAP_TARGET_BITS))?;
-    let targets = KernelTargets::new(take(&mut ebpf, MAP_TARGETS)?, bits)?;
+    let targets = KernelTargets::new(take(&mut ebpf, MAP_TARGETS)?, bits, take(&mut ebpf, MAP_EXEC_MATCH)?)?;
     let tables = [take(&mut ebpf, MAP_SYS_ENTER_PROGS)?, take(&mut ebpf, MAP_SYS_EXIT_PROGS)?];
     let proc_events = take(&mut ebpf, MAP_PROC_EVENTS)?;
     let net_events = take(&mut ebpf, MAP_NET_EVENTS)?;

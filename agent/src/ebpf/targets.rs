@@ -10,22 +10,48 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::maps::{HashMap, Map, MapData};
-use pywats_agent_ebpf::abi::{Target, MAP_TARGETS, MAP_TARGET_BITS, TARGET_BITS_WORDS};
+use aya::maps::{Array, HashMap, Map, MapData};
+use pywats_agent_ebpf::abi::{
+    ExecPrefix, Target, EXEC_PREFIXES, MAP_EXEC_MATCH, MAP_TARGETS, MAP_TARGET_BITS, PROVISIONAL, TARGET_BITS_WORDS,
+};
 
 use crate::error::AgentError;
 
 pub struct KernelTargets {
     map: HashMap<MapData, u32, Target>,
     bits: Bits,
+    exec_match: Array<MapData, ExecPrefix>,
 }
 
 impl KernelTargets {
-    pub fn new(map: HashMap<MapData, u32, Target>, bits: Map) -> Result<KernelTargets, AgentError> {
+    pub fn new(
+        map: HashMap<MapData, u32, Target>,
+        bits: Map,
+        exec_match: Array<MapData, ExecPrefix>,
+    ) -> Result<KernelTargets, AgentError> {
         let Map::Array(data) = bits else {
             return Err(AgentError::MissingMap(MAP_TARGET_BITS));
         };
-        Ok(KernelTargets { map, bits: Bits::map(data)? })
+        Ok(KernelTargets { map, bits: Bits::map(data)?, exec_match })
+    }
+
+    /// Has the kernel take in, at their exec, the processes whose name
+    /// starts with one of `prefixes` (`""`: every exec) as provisional
+    /// targets. At most [`EXEC_PREFIXES`]; an empty list takes in none.
+    pub fn take_in_at_exec(&mut self, prefixes: &[String]) -> Result<(), AgentError> {
+        for (slot, prefix) in prefixes.iter().take(EXEC_PREFIXES as usize).enumerate() {
+            let mut p = ExecPrefix { active: 1, len: prefix.len().min(15) as u32, bytes: [0; 16] };
+            p.bytes[..p.len as usize].copy_from_slice(&prefix.as_bytes()[..p.len as usize]);
+            self.exec_match
+                .set(slot as u32, p, 0)
+                .map_err(|source| AgentError::Map { name: MAP_EXEC_MATCH, source })?;
+        }
+        Ok(())
+    }
+
+    /// Provisional targets: taken in at exec, not judged yet.
+    pub fn provisional(&self) -> Vec<u32> {
+        self.map.iter().flatten().filter(|(_, t)| t.root_tgid == PROVISIONAL).map(|(tgid, _)| tgid).collect()
     }
 
     /// Watches `tgid` as part of the target rooted at `root`.

@@ -62,6 +62,10 @@ pub struct Metrics {
     pub proc_read_errors: IntCounterVec,
     /// Processes that became targets, by how: `pid` (named at start) or `match`.
     pub targets_joined: IntCounterVec,
+    /// Events of processes that are not targets (any more), not applied.
+    pub events_ignored: IntCounterVec,
+    /// From a process's exec (or start) to its joining, by how it was found.
+    pub adoption_delay: prometheus::HistogramVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -130,11 +134,32 @@ impl Metrics {
                  start or later; a restarted client joins again).",
                 &["how"],
             ),
+            events_ignored: counter(
+                "pywats_agent_events_ignored_total",
+                "Events not applied because their process is not a target, by kind and reason: not_a_target (a \
+                 process the agent decided against, or one forgotten), lifecycle_wait (the agent's lifecycle \
+                 thread did not apply the process's own events within 2 s).",
+                &["kind", "reason"],
+            ),
+            adoption_delay: prometheus::HistogramVec::new(
+                HistogramOpts::new(
+                    "pywats_agent_adoption_delay_seconds",
+                    "From a --match process's exec to the agent watching it, by how it was found: exec (taken \
+                     in by the kernel at its exec, nothing it did missed) or scan (found by the 2 s look at \
+                     /proc, from its start: what it did before is not seen).",
+                )
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                &["how"],
+            )
+            .expect("valid metric definition"),
             registry,
             per_target: Mutex::default(),
         };
         for how in ["pid", "match"] {
             metrics.targets_joined.with_label_values(&[how]);
+        }
+        for how in ["exec", "scan"] {
+            metrics.adoption_delay.with_label_values(&[how]);
         }
 
         metrics.register(Box::new(build_info));
@@ -149,6 +174,8 @@ impl Metrics {
         metrics.register(Box::new(metrics.limit_hits.clone()));
         metrics.register(Box::new(metrics.proc_read_errors.clone()));
         metrics.register(Box::new(metrics.targets_joined.clone()));
+        metrics.register(Box::new(metrics.events_ignored.clone()));
+        metrics.register(Box::new(metrics.adoption_delay.clone()));
         metrics.register(Box::new(crate::fs::root::REFUSED.clone()));
         metrics
     }

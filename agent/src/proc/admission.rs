@@ -17,6 +17,8 @@ use std::{
 use glob::{MatchOptions, Pattern};
 use prometheus::{IntCounterVec, Opts};
 
+use pywats_agent_ebpf::abi::EXEC_PREFIXES;
+
 use crate::{
     error::AgentError,
     fs::discover::CONFIG_DIR,
@@ -112,6 +114,30 @@ impl Admission {
             rejected.with_label_values(&[reason.label()]);
         }
         Ok(Admission { users, exes, rejected, seen: Default::default() })
+    }
+
+    /// What the kernel looks for at exec (`KernelTargets::take_in_at_exec`):
+    /// the name a process runs under after exec is the file name it
+    /// executed, and each allowed executable's name begins with these letters
+    /// (`python`); `""` (every exec) when one begins with a wildcard, or when
+    /// there are more than the kernel holds.
+    pub fn exec_prefixes(&self) -> Vec<String> {
+        let mut out: Vec<String> = match &self.exes {
+            Exes::Python => vec!["python".to_string()],
+            Exes::Named(patterns) => patterns
+                .iter()
+                .map(|p| {
+                    let name = p.as_str().rsplit('/').next().unwrap_or_default();
+                    name.chars().take_while(|c| c.is_ascii_alphabetic()).collect()
+                })
+                .collect(),
+        };
+        out.sort();
+        out.dedup();
+        if out.iter().any(String::is_empty) || out.len() > EXEC_PREFIXES as usize {
+            return vec![String::new()];
+        }
+        out
     }
 
     /// The users whose processes may be adopted, for the log.
@@ -282,6 +308,14 @@ mod tests {
         for exe in ["/usr/bin/grep", "/usr/bin/journalctl", "/usr/bin/less", "/usr/bin/tail", "", "python3"] {
             assert_eq!(a.judge((0, 0), exe), Err(Rejected::Exe), "{exe}");
         }
+    }
+
+    #[test]
+    fn the_kernel_looks_for_the_leading_letters_of_each_allowed_name() {
+        assert_eq!(admission(&["0"], &[]).exec_prefixes(), ["python"]);
+        let named = admission(&["0"], &["/usr/bin/python3.*", "/opt/**/python", "/opt/pywats/pywats-client"]);
+        assert_eq!(named.exec_prefixes(), ["python", "pywats"]);
+        assert_eq!(admission(&["0"], &["/opt/pywats/*"]).exec_prefixes(), [""]);
     }
 
     #[test]

@@ -145,6 +145,13 @@ impl Targets {
             .or_else(|| self.departed.iter().rev().find(|(p, _)| *p == pid).map(|(_, name)| name.as_str()))
     }
 
+    /// Every process [`Targets::name_of`] names: targets (exited ones too),
+    /// their live descendants and the children that lately exited.
+    pub fn named_pids(&self) -> std::collections::HashSet<u32> {
+        let targets = self.targets.iter().flat_map(|t| std::iter::once(t.pid).chain(t.children.iter()));
+        targets.chain(self.departed.iter().map(|(pid, _)| *pid)).collect()
+    }
+
     /// Every live target process and descendant.
     pub fn known_pids(&self) -> std::collections::BTreeSet<u32> {
         self.targets.iter().filter(|t| t.alive).flat_map(|t| std::iter::once(t.pid).chain(t.children.iter())).collect()
@@ -206,7 +213,10 @@ impl Targets {
                 // The name it asked for, of any exited target (a --pid one
                 // too: the operator gave it); a numbered one of a --match target.
                 Some(t) if pattern.is_some() && !t.alive && (k == 2 || t.pattern.is_some()) => {
+                    let before = t.pid;
                     *t = state(candidate.clone());
+                    // Its events still in the rings keep the name.
+                    self.depart(before, &candidate);
                     return candidate;
                 }
                 Some(_) => {}
@@ -288,18 +298,27 @@ impl Targets {
         if pid == root {
             t.alive = false;
             t.exited_at = Some(SystemTime::now());
-            t.children.0.clear();
-            Change::TargetExited { target: t.name.clone(), pid }
+            // Descendants that outlive it keep its name for their last events.
+            let (name, children) = (t.name.clone(), std::mem::take(&mut t.children.0));
+            for child in children.into_keys() {
+                self.depart(child, &name);
+            }
+            Change::TargetExited { target: name, pid }
         } else if t.children.0.remove(&pid).is_some() {
             let name = t.name.clone();
-            if self.departed.len() == DEPARTED {
-                self.departed.pop_front();
-            }
-            self.departed.push_back((pid, name.clone()));
+            self.depart(pid, &name);
             Change::ChildLeft { target: name, child: pid }
         } else {
             Change::Unknown
         }
+    }
+
+    /// A process left `name`'s target: its events still in the rings name it.
+    fn depart(&mut self, pid: u32, name: &str) {
+        if self.departed.len() == DEPARTED {
+            self.departed.pop_front();
+        }
+        self.departed.push_back((pid, name.to_string()));
     }
 
     pub fn exec(&mut self, root: u32, pid: u32, exe: String) -> Change {

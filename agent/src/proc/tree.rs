@@ -113,11 +113,17 @@ pub fn own_lineage(proc_root: &Path) -> BTreeSet<u32> {
     out
 }
 
-/// Processes whose command line contains `pattern` and that are not in
-/// `exclude`. Only the topmost match of a process tree is returned (a forked
-/// child keeps its parent's command line; it is the target's child), and none
-/// below a process `covered` says is watched already.
-pub fn matching(proc_root: &Path, pattern: &str, exclude: &BTreeSet<u32>, covered: impl Fn(u32) -> bool) -> Vec<u32> {
+/// Processes whose command line contains `pattern`, that are not in
+/// `exclude` and that `admit` takes. Only the topmost of a process tree is
+/// returned (a forked child keeps its parent's command line; it is the
+/// target's child), and none below a process `covered` says is watched already.
+pub fn matching(
+    proc_root: &Path,
+    pattern: &str,
+    exclude: &BTreeSet<u32>,
+    covered: impl Fn(u32) -> bool,
+    mut admit: impl FnMut(u32) -> bool,
+) -> Vec<u32> {
     let Ok(all) = all_processes_with_root(proc_root) else { return Vec::new() };
     let mut parent = HashMap::new();
     let mut hits = BTreeSet::new();
@@ -126,7 +132,7 @@ pub fn matching(proc_root: &Path, pattern: &str, exclude: &BTreeSet<u32>, covere
         if let Ok(stat) = p.stat() {
             parent.insert(pid, stat.ppid as u32);
         }
-        if !exclude.contains(&pid) && cmdline(proc_root, pid).is_some_and(|c| c.contains(pattern)) {
+        if !exclude.contains(&pid) && cmdline(proc_root, pid).is_some_and(|c| c.contains(pattern)) && admit(pid) {
             hits.insert(pid);
         }
     }

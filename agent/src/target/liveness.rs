@@ -30,7 +30,7 @@ pub fn check(life: &mut Lifecycle) {
         })
         .collect();
     for (root, pid, start) in watched {
-        let now = identity::stat(&life.proc_root, pid);
+        let now = identity::stat(&life.args.proc_root, pid);
         let verdict = match (start, now) {
             (Some(start), now) => identity::judge(start, now),
             // A child whose start time its fork event could not read: learnt now.

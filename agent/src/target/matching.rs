@@ -1,7 +1,7 @@
 //! Which processes become targets: those `--pid` names at start, and those a
 //! `--match` pattern finds, at start and at every liveness round after.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::{
     cli::Args,
@@ -47,7 +47,7 @@ pub fn at_start(args: &Args, admission: &Admission) -> Result<Vec<Joining>, Agen
                 names[i] = instance;
             }
         }
-        out.push(Joining { process: p, pattern: None, name: names[i].clone(), config });
+        out.push(Joining { process: p, pattern: None, name: names[i].clone(), config, exec_ns: None });
     }
     if !args.matches.is_empty() {
         let users: Vec<String> = admission.users().iter().map(|u| u.to_string()).collect();
@@ -79,32 +79,56 @@ pub fn later(args: &Args, known: impl Fn(u32) -> bool, admission: &Admission) ->
 pub fn joining(args: &Args, p: ResolvedPid, pattern: String) -> Joining {
     let config = config::guessed(args, p.pid);
     let name = config.as_ref().and_then(|c| c.instance.clone()).unwrap_or_else(|| p.default_name().to_string());
-    Joining { process: p, pattern: Some(pattern), name, config }
+    Joining { process: p, pattern: Some(pattern), name, config, exec_ns: None }
 }
 
 /// Processes a `--match` pattern names that are not watched yet and that
-/// `admission` allows. Everything is read between two reads of the start
-/// time: a pid reused meanwhile is not judged by another process's traits.
+/// `admission` allows (the topmost of those in a tree: a wrapper that is no
+/// Python interpreter does not hide the client it started). Everything is
+/// read between two reads of the start time: a pid reused meanwhile is not
+/// judged by another process's traits.
 fn new_matches(args: &Args, watched: impl Fn(u32) -> bool, admission: &Admission) -> Vec<(String, ResolvedPid)> {
     let own = tree::own_lineage(&args.proc_root);
     let mut out: Vec<(String, ResolvedPid)> = Vec::new();
     let mut matching = BTreeSet::new();
     for pattern in &args.matches {
+        let mut admitted = HashMap::new();
         let taken = |pid: u32| watched(pid) || out.iter().any(|(_, p)| p.pid == pid);
-        for pid in tree::matching(&args.proc_root, pattern, &own, taken) {
+        let admit = |pid: u32| {
             matching.insert(pid);
-            // Only procfs is read before the process is admitted; its own
-            // files (its pod's name) after.
-            let Ok(mut p) = tree::resolve(&args.proc_root, pid) else { continue };
+            // Only procfs is read before the process is admitted.
+            let Ok(p) = tree::resolve(&args.proc_root, pid) else { return false };
+            let ok = admission.admit(&p, pattern);
+            if ok {
+                admitted.insert(pid, p);
+            }
+            ok
+        };
+        for pid in tree::matching(&args.proc_root, pattern, &own, taken, admit) {
+            let Some(mut p) = admitted.remove(&pid) else { continue };
             let still = tree::cmdline(&args.proc_root, pid).is_some_and(|c| c.contains(pattern.as_str()));
-            if still && admission.admit(&p, pattern) {
-                p.pod = PodIdentity::read(&args.proc_root, pid);
-                if p.id().check(&args.proc_root) == Liveness::Alive {
-                    out.push((pattern.clone(), p));
-                }
+            p.pod = PodIdentity::read(&args.proc_root, pid);
+            if still && p.id().check(&args.proc_root) == Liveness::Alive {
+                out.push((pattern.clone(), p));
             }
         }
     }
     admission.retain(&matching);
     out
+}
+
+/// A process the kernel took in at its exec: the pattern its new command
+/// line holds, if `admission` allows it.
+pub fn at_exec(args: &Args, pid: u32, admission: &Admission) -> Option<(String, ResolvedPid)> {
+    let cmd = tree::cmdline(&args.proc_root, pid)?;
+    let pattern = args.matches.iter().find(|p| cmd.contains(p.as_str()))?;
+    if tree::own_lineage(&args.proc_root).contains(&pid) {
+        return None;
+    }
+    let mut p = tree::resolve(&args.proc_root, pid).ok()?;
+    if !admission.admit(&p, pattern) {
+        return None;
+    }
+    p.pod = PodIdentity::read(&args.proc_root, pid);
+    (p.id().check(&args.proc_root) == Liveness::Alive).then(|| (pattern.clone(), p))
 }

@@ -25,16 +25,16 @@
 pub mod config;
 pub mod liveness;
 pub mod matching;
+pub mod membership;
 pub mod owner;
 pub mod tls;
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
-};
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::sync::{Locked, ReadWrite};
 use crate::{
+    cli::Args,
+    clock::monotonic_ns,
     ebpf::{loader::SocketMap, KernelTargets},
     fs::{discover::Discovered, FsPipeline},
     metrics::Metrics,
@@ -43,7 +43,7 @@ use crate::{
         NetPipeline,
     },
     proc::{
-        admission::Admission,
+        admission::{Admission, Rejected},
         identity::ProcId,
         sampler::CpuBaselines,
         targets::Change,
@@ -64,11 +64,13 @@ pub struct Joining {
     pub name: String,
     /// Its pyWATS client config, when discovery found one.
     pub config: Option<Discovered>,
+    /// When the kernel reported its exec, for a process taken in at exec.
+    pub exec_ns: Option<u64>,
 }
 
 /// The handles of every per-target part.
 pub struct Lifecycle {
-    pub proc_root: PathBuf,
+    pub args: Arc<Args>,
     pub registry: Arc<RwLock<Targets>>,
     pub kernel: KernelTargets,
     pub net: Arc<Mutex<NetPipeline>>,
@@ -80,6 +82,8 @@ pub struct Lifecycle {
     pub metrics: Arc<Metrics>,
     /// Whose processes `--match` may adopt.
     pub admission: Admission,
+    /// Who is a target, for the readers.
+    pub membership: Arc<membership::Membership>,
 }
 
 impl Lifecycle {
@@ -87,17 +91,19 @@ impl Lifecycle {
     /// sockets, its libssl, its client's queues and converters. Returns the
     /// name it got.
     pub fn join(&mut self, j: Joining) -> String {
-        let Joining { process: p, pattern, name, config } = j;
+        let Joining { process: p, pattern, name, config, exec_ns } = j;
         // Registry.
         let name = self.registry.write_locked().add(&p, pattern.as_deref(), &name);
+        self.membership.changed();
         // Kernel target set: the root first, so that a fork from now on is
         // reported; then the descendants it has (a fork racing the scan is
         // reported by its event, and added twice harmlessly).
         let mut ids = vec![p.id()];
         let mut refused = self.kernel.insert(p.pid, p.pid).is_err();
-        for child in tree::descendants(&self.proc_root, p.pid) {
+        for child in tree::descendants(&self.args.proc_root, p.pid) {
             refused |= self.kernel.insert(child.pid, p.pid).is_err();
             let change = self.registry.write_locked().add_child(p.pid, child.pid, Some(child.start));
+            self.membership.changed();
             log(&change);
             ids.push(child);
         }
@@ -110,7 +116,8 @@ impl Lifecycle {
         self.seed(&tgids, |_| 0, &name);
         // TLS probes.
         for &id in &ids {
-            self.tls.send(TlsWork::Adopted(id));
+            let exec_ns = exec_ns.filter(|_| id == p.id());
+            self.tls.send(TlsWork::Adopted { id, exec_ns });
         }
         // Files: the client's own queues and converters, and the watches
         // from the flags and the TOML file meant for this target.
@@ -133,12 +140,52 @@ impl Lifecycle {
         name
     }
 
+    /// A process the kernel took in provisionally at its exec (its name is
+    /// that of an allowed executable): it joins if its command line matches
+    /// and `--match-user`/`--match-exe` allow it, else it goes, and nothing
+    /// it did was applied (the readers wait for this decision).
+    pub fn candidate(&mut self, pid: u32, exec_ns: u64) {
+        let args = self.args.clone();
+        match matching::at_exec(&args, pid, &self.admission) {
+            Some((pattern, p)) if self.registry.read_locked().matched_alive() < args.max_targets => {
+                self.join(Joining { exec_ns: Some(exec_ns), ..matching::joining(&args, p, pattern) });
+                let delay = monotonic_ns().saturating_sub(exec_ns) as f64 / 1e9;
+                self.metrics.adoption_delay.with_label_values(&["exec"]).observe(delay);
+            }
+            Some((pattern, p)) => {
+                self.admission.reject(&p, &pattern, Rejected::Limit);
+                self.turn_away(pid);
+            }
+            None => self.turn_away(pid),
+        }
+    }
+
+    /// A provisional target that is not one: out of the kernel's set, its
+    /// sockets forgotten. (Its events are not applied: see `membership`.)
+    fn turn_away(&mut self, pid: u32) {
+        self.kernel.remove(pid);
+        self.sockets.locked().forget_process(pid);
+        self.membership.changed();
+    }
+
+    /// Provisional targets whose exec event was lost (or that a provisional
+    /// one forked before it was judged) are judged now.
+    pub fn judge_leftovers(&mut self) {
+        let known = self.registry.read_locked().named_pids();
+        for pid in self.kernel.provisional() {
+            if !known.contains(&pid) {
+                self.candidate(pid, monotonic_ns());
+            }
+        }
+    }
+
     /// A target forked: the kernel added the child to its set already.
     pub fn forked(&mut self, root: u32, child: u32, own_memory: bool, reported_ns: u64) {
         // Its identity is read at once: its pid alone may name another
         // process by the time anyone looks again.
-        let id = ProcId::of(&self.proc_root, child).ok();
+        let id = ProcId::of(&self.args.proc_root, child).ok();
         let change = self.registry.write_locked().add_child(root, child, id.map(|c| c.start));
+        self.membership.changed();
         // A child sharing its parent's memory (vfork, posix_spawn) is about
         // to exec: it gets probes if the new program opens libssl.
         if let (Some(id), true) = (id, own_memory) {
@@ -151,7 +198,7 @@ impl Lifecycle {
     /// closed without a `close()`, so its connections end and the sockets
     /// that survived are registered again, under its new exec generation.
     pub fn exec(&mut self, root: u32, pid: u32, ts_ns: u64) {
-        let change = self.registry.write_locked().exec(root, pid, tree::exe_of(&self.proc_root, pid));
+        let change = self.registry.write_locked().exec(root, pid, tree::exe_of(&self.args.proc_root, pid));
         let exec_gen = self.kernel.exec_gen(pid);
         self.net.locked().process_exited(pid, ts_ns);
         self.seed(&[pid], |_| exec_gen, "");
@@ -161,6 +208,7 @@ impl Lifecycle {
     /// A target process is gone.
     pub fn leave(&mut self, root: u32, pid: u32, ts_ns: u64, how: Left) {
         let change = self.registry.write_locked().exited(root, pid);
+        self.membership.changed();
         let start = match how {
             // The kernel took it out of its set itself.
             Left::Exit => None,
@@ -184,6 +232,7 @@ impl Lifecycle {
     /// clients come and go keeps stays bounded.
     pub fn forget_exited(&mut self, before: std::time::SystemTime) {
         let gone = self.registry.write_locked().forget_exited(before);
+        self.membership.changed();
         for name in gone {
             self.net.locked().forget_target(&name);
             self.fs.locked().forget_target(&name);
@@ -196,7 +245,7 @@ impl Lifecycle {
     /// Registers the TCP sockets `tgids` hold now, in the kernel's socket map
     /// and the pipeline.
     fn seed(&self, tgids: &[u32], exec_gen: impl Fn(u32) -> u32, name: &str) {
-        if let Err(e) = seed_sockets(&self.sockets, &self.net, tgids, &self.proc_root, exec_gen) {
+        if let Err(e) = seed_sockets(&self.sockets, &self.net, tgids, &self.args.proc_root, exec_gen) {
             self.metrics.collector_errors.with_label_values(&["socket_seed"]).inc();
             tracing::warn!(target_name = %name, "open sockets of pids {tgids:?}: {e}");
         }

@@ -3,16 +3,16 @@
 //! (exits the events missed, new `--match` processes, the TLS re-check).
 
 use std::{
-    sync::{atomic::AtomicBool, Arc},
+    sync::atomic::AtomicBool,
     time::{Duration, Instant, SystemTime},
 };
 
 use aya::maps::{MapData, RingBuf};
-use pywats_agent_ebpf::abi::{Event, EventKind, CLONE_VM};
+use pywats_agent_ebpf::abi::{Event, EventKind, CLONE_VM, PROVISIONAL};
 
 use crate::sync::ReadWrite;
 use crate::{
-    cli::Args,
+    clock::{boottime_secs, monotonic_ns},
     ebpf,
     proc::admission::Rejected,
     readers,
@@ -24,21 +24,32 @@ use crate::{
 /// lost) and `--match` looks for new processes.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_secs(2);
 
+fn ticks_per_second() -> f64 {
+    procfs::ticks_per_second() as f64
+}
+
 /// Runs until `stop` is set.
 pub fn run(
     mut life: Lifecycle,
-    args: Arc<Args>,
     ring: RingBuf<MapData>,
     stop: &AtomicBool,
     beat: Heartbeat,
     fault: bool,
 ) -> Result<(), String> {
     let mut next_round = Instant::now() + LIVENESS_INTERVAL;
+    // A pass applies every record committed before it began; a record is
+    // committed microseconds after it is stamped. So once a pass ends, every
+    // process event stamped before the previous pass ended (less a
+    // millisecond) is applied.
+    let mut previous_end = monotonic_ns();
     let after = |life: &mut Lifecycle| {
         beat.beat();
+        let end = monotonic_ns();
+        life.membership.applied(previous_end.saturating_sub(1_000_000));
+        previous_end = end;
         supervise::stall_injected("lifecycle", stop);
         if Instant::now() >= next_round {
-            round(&args, life);
+            round(life);
             next_round = Instant::now() + LIVENESS_INTERVAL;
         }
     };
@@ -48,8 +59,11 @@ pub fn run(
 /// One liveness round: exits missed, new `--match` processes (up to
 /// `--max-targets` live ones), `--match` targets exited long ago forgotten,
 /// the TLS probes re-checked.
-fn round(args: &Args, life: &mut Lifecycle) {
+fn round(life: &mut Lifecycle) {
+    let args = life.args.clone();
+    let args = args.as_ref();
     liveness::check(life);
+    life.judge_leftovers();
     if !args.matches.is_empty() {
         let known = life.registry.read_locked().known_pids();
         let found = matching::later(args, |pid| known.contains(&pid), &life.admission);
@@ -58,7 +72,9 @@ fn round(args: &Args, life: &mut Lifecycle) {
                 life.admission.reject(&p, &pattern, Rejected::Limit);
                 continue;
             }
+            let since_start = boottime_secs() - p.start as f64 / ticks_per_second();
             life.join(matching::joining(args, p, pattern));
+            life.metrics.adoption_delay.with_label_values(&["scan"]).observe(since_start.max(0.0));
         }
     }
     if let Some(before) = SystemTime::now().checked_sub(Duration::from_secs(args.forget_exited_after)) {
@@ -80,6 +96,7 @@ fn proc_event(life: &mut Lifecycle, record: &[u8]) {
         EventKind::ProcFork => life.forked(ev.root_tgid, ev.child_tgid, ev.header.ret as u64 & CLONE_VM == 0, ts),
         // The kernel took the process out of its set itself.
         EventKind::ProcExit => life.leave(ev.root_tgid, tgid, ts, Left::Exit),
+        EventKind::ProcExec if ev.root_tgid == PROVISIONAL => life.candidate(tgid, ts),
         EventKind::ProcExec => life.exec(ev.root_tgid, tgid, ts),
         // Event::decode only makes Proc of the three kinds above.
         _ => {}

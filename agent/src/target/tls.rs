@@ -38,7 +38,9 @@ const QUEUE: usize = 1024;
 pub enum TlsWork {
     /// A process became a target at start or through `--match`: probe what
     /// it maps and the libssl files of its root, which it may load later.
-    Adopted(ProcId),
+    /// `exec_ns`: when the kernel reported its exec, for a process taken in
+    /// at exec (the attach latency).
+    Adopted { id: ProcId, exec_ns: Option<u64> },
     /// A target forked a child with a memory of its own: probe the libssl it
     /// inherited, at once (it may call it right away). `reported_ns`: when
     /// the kernel reported the fork, for the attach latency.
@@ -145,11 +147,17 @@ impl Worker {
                 Err(RecvTimeoutError::Disconnected) => return,
             };
             let changed = match work {
-                TlsWork::Adopted(id) => self.attach(id, |proc_root, pid| {
-                    let mut libs = tls::libssl_of(proc_root, pid);
-                    libs.extend(tls::libssl_in_lib_dirs(proc_root, pid));
-                    libs
-                }),
+                TlsWork::Adopted { id, exec_ns } => {
+                    let attached = self.attach(id, |proc_root, pid| {
+                        let mut libs = tls::libssl_of(proc_root, pid);
+                        libs.extend(tls::libssl_in_lib_dirs(proc_root, pid));
+                        libs
+                    });
+                    match exec_ns {
+                        Some(reported_ns) => self.observe(attached, reported_ns),
+                        None => attached,
+                    }
+                }
                 TlsWork::Forked { id, reported_ns } => {
                     let attached = self.attach(id, tls::libssl_of);
                     self.observe(attached, reported_ns)

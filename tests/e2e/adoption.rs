@@ -1,0 +1,183 @@
+//! Adoption at exec: under `--match`, a process that execs an allowed
+//! executable is taken in by the kernel at its exec and judged at once, so
+//! a process that lives a moment is counted whole. Run as root through
+//! `cargo xtask test`.
+
+use std::{process::Command, time::Duration};
+
+use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py, py::Py, wait_for};
+
+fn requests(m: &Samples, endpoint: &str) -> f64 {
+    m.series("pywats_http_requests_total").iter().filter(|(l, _)| l["endpoint"] == endpoint).map(|(_, v)| v).sum()
+}
+
+fn server_total(port: u16) -> f64 {
+    let body: serde_json::Value = serde_json::from_str(&http::get(port, "/__counts").unwrap().body).unwrap();
+    body["counts"].as_array().unwrap().iter().map(|row| row[3].as_f64().unwrap()).sum()
+}
+
+/// Thirty processes, one after the other, each making its one request 50 ms
+/// after its exec and exiting: every request counted, every process adopted
+/// at its exec, none left watched.
+#[test]
+fn a_process_that_lives_a_moment_is_counted_from_its_exec() {
+    let port = free_port();
+    let _server = Py::start("http_server.py", &[&port.to_string()]);
+    let tag = format!("moment-{}", std::process::id());
+    let agent = Agent::start(&["--match", &tag, "--no-discover"]);
+    for _ in 0..30 {
+        let status = Command::new(py::python())
+            .arg(py::script("quick_request.py"))
+            .args([&port.to_string(), "/mix/200/10/cl/moment", &tag])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let endpoint = "/mix/{id}/{id}/cl/moment";
+    let m = wait_for(Duration::from_secs(20), "30 requests", || {
+        let m = agent.settled();
+        (requests(&m, endpoint) >= 30.0).then_some(m)
+    });
+    assert_eq!(requests(&m, endpoint), 30.0);
+    assert_eq!(server_total(port), 30.0);
+    assert_eq!(m.get("pywats_agent_adoption_delay_seconds_count", &[("how", "exec")]), Some(30.0));
+    assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(30.0));
+    assert_eq!(
+        m.get("pywats_agent_events_ignored_total", &[("kind", "sock_connect"), ("reason", "lifecycle_wait")]),
+        None
+    );
+    wait_for(Duration::from_secs(10), "no target left alive", || {
+        (agent.scrape().get("pywats_agent_targets", &[("state", "watched")]) == Some(0.0)).then_some(())
+    });
+}
+
+/// A Python process that execs without the pattern, or of a user not
+/// allowed, is taken in by the kernel and let go at once: nothing of it is
+/// recorded, its events are counted as ignored, and it leaves nothing behind.
+#[test]
+fn a_process_taken_in_at_exec_and_rejected_leaves_nothing() {
+    let port = free_port();
+    let _server = Py::start("http_server.py", &[&port.to_string()]);
+    let tag = format!("rejected-{}", std::process::id());
+    let agent = Agent::start(&["--match", &tag, "--no-discover"]);
+    let before = agent.scrape();
+    // Without the pattern: a Python the kernel takes in by its name.
+    let plain = Command::new(py::python())
+        .arg(py::script("quick_request.py"))
+        .args([&port.to_string(), "/mix/200/10/cl/other"])
+        .status()
+        .unwrap();
+    assert!(plain.success());
+    // With the pattern, as nobody: not an allowed user.
+    let nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(py::python())
+        .arg(py::script("quick_request.py"))
+        .args([&port.to_string(), "/mix/200/10/cl/other", &tag])
+        .status()
+        .unwrap();
+    assert!(nobody.success());
+    let m = agent.settled();
+    assert_eq!(server_total(port), 2.0);
+    assert_eq!(requests(&m, "/mix/{id}/{id}/cl/other"), 0.0);
+    assert!(m.series("pywats_http_requests_total").is_empty(), "nothing recorded");
+    let rejected = |m: &Samples| m.get("pywats_agent_match_rejected_total", &[("reason", "user")]).unwrap();
+    assert_eq!(rejected(&m) - rejected(&before), 1.0);
+    assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(0.0));
+    let d = agent.details();
+    assert!(d["targets"].as_array().unwrap().is_empty(), "{d}");
+    assert!(d["connections"].as_array().unwrap().is_empty(), "{d}");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Http,
+    Https,
+    H2,
+}
+
+/// Twenty runs of a per-unit script with the real pyWATS client (build the
+/// unit's report, submit it, exit: about half a second each), started by a
+/// process the agent does not watch: every request counted, equal to the
+/// server's count, every run adopted at its exec.
+fn per_unit_scripts(mode: Mode) {
+    const TOKEN: &str = "ZTJlOnRva2Vu";
+    let port = free_port();
+    let (cert, key) = pywats_agent_tests::tls::cert();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let port_s = port.to_string();
+    let mut server_args = vec![port_s.as_str(), TOKEN];
+    match mode {
+        Mode::Http => {}
+        Mode::Https => server_args.extend(["--tls", cert, key]),
+        Mode::H2 => server_args.extend(["--tls", cert, key, "--h2"]),
+    }
+    let _server = Py::start("wats_server.py", &server_args);
+    let scheme = if mode == Mode::Http { "http" } else { "https" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
+    let tag = format!("unit-{mode:?}-{}", std::process::id());
+    let agent = Agent::start(&["--match", &tag, "--no-discover"]);
+    for unit in 0..20 {
+        let status = Command::new(py::python())
+            .arg(py::script("per_unit.py"))
+            .args([&url, TOKEN, &format!("SN-{unit}"), &tag])
+            .env("SSL_CERT_FILE", cert)
+            .status()
+            .unwrap();
+        assert!(status.success(), "unit {unit}");
+    }
+    let counts_text = if mode == Mode::Http {
+        http::get(port, "/__counts").unwrap().body
+    } else {
+        pywats_agent_tests::tls::get(port, "/__counts")
+    };
+    let counts: serde_json::Value = serde_json::from_str(&counts_text).unwrap();
+    let server: f64 = counts["counts"].as_array().unwrap().iter().map(|row| row[3].as_f64().unwrap()).sum();
+    let posts: f64 = counts["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row[0] == "POST" && row[1] == "/api/Report/WSJF")
+        .map(|row| row[3].as_f64().unwrap())
+        .sum();
+    assert_eq!(posts, 20.0, "the server took 20 reports");
+    let m = wait_for(Duration::from_secs(30), "every request counted", || {
+        let m = agent.settled();
+        let seen: f64 = m.series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
+        (seen >= server).then_some(m)
+    });
+    let seen: f64 = m.series("pywats_http_requests_total").iter().map(|(_, v)| v).sum();
+    assert_eq!(seen, server, "{mode:?}: agent vs server");
+    let submitted = m
+        .series("pywats_http_requests_total")
+        .iter()
+        .filter(|(l, _)| l["method"] == "POST" && l["endpoint"] == "/api/Report/WSJF")
+        .map(|(_, v)| v)
+        .sum::<f64>();
+    assert_eq!(submitted, 20.0, "{mode:?}: submissions");
+    assert_eq!(m.get("pywats_agent_adoption_delay_seconds_count", &[("how", "exec")]), Some(20.0));
+    if mode != Mode::Http {
+        let attach = m.get("pywats_agent_tls_attach_seconds_count", &[]).unwrap();
+        assert!(attach >= 20.0, "each run's TLS probes, timed from its exec: {attach}");
+        let p = |name: &str| m.get(name, &[]).unwrap();
+        eprintln!(
+            "{mode:?}: TLS probes in place {:.1} ms after exec on average",
+            p("pywats_agent_tls_attach_seconds_sum") / attach * 1e3
+        );
+    }
+}
+
+#[test]
+fn per_unit_pywats_scripts_over_http_are_counted_whole() {
+    per_unit_scripts(Mode::Http);
+}
+
+#[test]
+fn per_unit_pywats_scripts_over_https_are_counted_whole() {
+    per_unit_scripts(Mode::Https);
+}
+
+#[test]
+fn per_unit_pywats_scripts_over_http2_are_counted_whole() {
+    per_unit_scripts(Mode::H2);
+}
