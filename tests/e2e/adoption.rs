@@ -181,3 +181,51 @@ fn per_unit_pywats_scripts_over_https_are_counted_whole() {
 fn per_unit_pywats_scripts_over_http2_are_counted_whole() {
     per_unit_scripts(Mode::H2);
 }
+
+/// Many short-lived targets one after the other (`PYWATS_AGENT_SHORT_LIVED`,
+/// 200 by default; the issue's proof runs 1000): each adopted at its exec and
+/// gone at its exit event, and nothing piles up: one name reused, no
+/// connection, no TLS probes, no kernel entry left (the agent's own count of
+/// watched targets), memory flat.
+#[test]
+fn a_thousand_short_lived_targets_leave_nothing_behind() {
+    let n: usize = std::env::var("PYWATS_AGENT_SHORT_LIVED").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let port = free_port();
+    let _server = Py::start("http_server.py", &[&port.to_string()]);
+    let tag = format!("short-{}", std::process::id());
+    let agent = Agent::start(&["--match", &tag, "--no-discover"]);
+    let script = format!(
+        "import http.client; c = http.client.HTTPConnection('127.0.0.1', {port}); \
+         c.request('GET', '/mix/200/10/cl/short'); c.getresponse().read()"
+    );
+    let run = |count: usize| {
+        for _ in 0..count {
+            let status = Command::new(py::python()).args(["-c", &script, &tag]).status().unwrap();
+            assert!(status.success());
+        }
+    };
+    run(20);
+    let rss = |agent: &Agent| pywats_agent_tests::proc::status_field(agent.pid(), "VmRSS").unwrap();
+    let before = rss(&agent);
+    run(n - 20);
+    let endpoint = "/mix/{id}/{id}/cl/short";
+    let m = wait_for(Duration::from_secs(30), "every request", || {
+        let m = agent.settled();
+        (requests(&m, endpoint) >= n as f64).then_some(m)
+    });
+    assert_eq!(requests(&m, endpoint), n as f64);
+    assert_eq!(server_total(port), n as f64);
+    assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(n as f64));
+    let settled = wait_for(Duration::from_secs(10), "every target gone", || {
+        let m = agent.scrape();
+        (m.get("pywats_agent_targets", &[("state", "watched")]) == Some(0.0)).then_some(m)
+    });
+    assert_eq!(settled.get("pywats_agent_targets", &[("state", "exited")]), Some(1.0), "one name, reused");
+    assert_eq!(settled.get("pywats_agent_tls_probed_processes", &[]), Some(0.0));
+    assert_eq!(settled.get("pywats_agent_connections_open", &[]), Some(0.0));
+    let d = agent.details();
+    assert_eq!(d["targets"].as_array().unwrap().len(), 1, "{d}");
+    let after = rss(&agent);
+    eprintln!("{n} short-lived targets: agent RSS {before} kB after 20, {after} kB after {n}");
+    assert!(after < before + 8 * 1024, "RSS {before} kB -> {after} kB");
+}

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub targets_joined: IntCounterVec,
     /// Events of processes that are not targets (any more), not applied.
     pub events_ignored: IntCounterVec,
+    /// Processes the kernel took in at their exec, by what became of them.
+    pub exec_candidates: IntCounterVec,
     /// From a process's exec (or start) to its joining, by how it was found.
     pub adoption_delay: prometheus::HistogramVec,
 }
@@ -141,6 +143,13 @@ impl Metrics {
                  thread did not apply the process's own events within 2 s).",
                 &["kind", "reason"],
             ),
+            exec_candidates: counter(
+                "pywats_agent_exec_candidates_total",
+                "Processes the kernel took in at their exec because their name begins like an allowed \
+                 executable's, by outcome: adopted (their command line matched and they were allowed) or \
+                 released (not a target: every Python started on the host while --match is on, by default).",
+                &["outcome"],
+            ),
             adoption_delay: prometheus::HistogramVec::new(
                 HistogramOpts::new(
                     "pywats_agent_adoption_delay_seconds",
@@ -161,6 +170,9 @@ impl Metrics {
         for how in ["exec", "scan"] {
             metrics.adoption_delay.with_label_values(&[how]);
         }
+        for outcome in ["adopted", "released"] {
+            metrics.exec_candidates.with_label_values(&[outcome]);
+        }
 
         metrics.register(Box::new(build_info));
         metrics.register(Box::new(start_time));
@@ -176,6 +188,7 @@ impl Metrics {
         metrics.register(Box::new(metrics.targets_joined.clone()));
         metrics.register(Box::new(metrics.events_ignored.clone()));
         metrics.register(Box::new(metrics.adoption_delay.clone()));
+        metrics.register(Box::new(metrics.exec_candidates.clone()));
         metrics.register(Box::new(crate::fs::root::REFUSED.clone()));
         metrics
     }

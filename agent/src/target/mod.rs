@@ -151,6 +151,7 @@ impl Lifecycle {
                 self.join(Joining { exec_ns: Some(exec_ns), ..matching::joining(&args, p, pattern) });
                 let delay = monotonic_ns().saturating_sub(exec_ns) as f64 / 1e9;
                 self.metrics.adoption_delay.with_label_values(&["exec"]).observe(delay);
+                self.metrics.exec_candidates.with_label_values(&["adopted"]).inc();
             }
             Some((pattern, p)) => {
                 self.admission.reject(&p, &pattern, Rejected::Limit);
@@ -163,6 +164,7 @@ impl Lifecycle {
     /// A provisional target that is not one: out of the kernel's set, its
     /// sockets forgotten. (Its events are not applied: see `membership`.)
     fn turn_away(&mut self, pid: u32) {
+        self.metrics.exec_candidates.with_label_values(&["released"]).inc();
         self.kernel.remove(pid);
         self.sockets.locked().forget_process(pid);
         self.membership.changed();

@@ -65,6 +65,9 @@ pub struct Plan {
     /// `dd bs=1 count=…` of the host tax (two syscalls per byte).
     pub dd_bytes: u64,
     pub tls_iterations: u64,
+    /// Execs of `/bin/true`, and of a Python interpreter, per host-tax round.
+    pub execs: u64,
+    pub python_execs: u64,
     /// Seconds per capacity step.
     pub step_secs: f64,
     pub memory_requests: u64,
@@ -88,6 +91,8 @@ impl Plan {
             host_rounds: 3 * rounds,
             dd_bytes: if q { 200_000 } else { 1_000_000 },
             tls_iterations: if q { 50_000 } else { 200_000 },
+            execs: if q { 1_000 } else { 5_000 },
+            python_execs: if q { 20 } else { 100 },
             step_secs: if q { 1.0 } else { 3.0 },
             memory_requests: if q { 100_000 } else { 1_000_000 },
             scrapes: if q { 50 } else { 200 },
