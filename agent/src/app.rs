@@ -116,6 +116,9 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         target_map.insert(t.pid, t.pid)?;
     }
     probes.attach_all()?;
+    let features = probes.features();
+    features.log();
+    features.check(&args.require)?;
     seed_children(&mut target_map, &mut targets, &args.proc_root)?;
 
     let metrics = Arc::new(Metrics::new(started));
@@ -126,6 +129,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         metrics.proc_read_errors.with_label_values(&[kind.label()]);
     }
     metrics.programs_attached.set(probes.attached().len() as i64);
+    metrics.register(Box::new(features.gauge()));
     metrics.register(Box::new(admission.metric()));
     let targets = Arc::new(RwLock::new(targets));
     let recent = Arc::new(Mutex::new(Recent::default()));
@@ -176,7 +180,8 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         started,
         kernel_release: kernel_release(&args.proc_root),
         node: args.node_name.clone().unwrap_or_default(),
-        programs_expected: loader::all_programs().count(),
+        programs_expected: probes.expected(),
+        features,
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),
         tls_probes: RwLock::new(Vec::new()),

@@ -191,6 +191,11 @@ def main():
         config.bind = [f"127.0.0.1:{args.port}"]
         config.certfile, config.keyfile = args.tls
         config.accesslog = config.errorlog = None
+        # hypercorn closes a connection idle for 5 s; a client that writes
+        # its next request just then fails it (httpx: WriteError), which a
+        # slow machine (a TCG VM) makes common. Servers behind a proxy keep
+        # connections longer.
+        config.keep_alive_timeout = 600
         asyncio.run(serve(asgi, config))
         return
     server = Server(("127.0.0.1", args.port), Handler)

@@ -69,6 +69,9 @@ impl Probes {
     /// Probes the libssl at `lib` (a path readable from here) for `process`
     /// only, unless it is probed there already. Returns whether it attached.
     pub fn attach_tls(&mut self, process: ProcessKey, lib: &Path) -> Result<bool, AgentError> {
+        if !self.tls_loaded() {
+            return Ok(false);
+        }
         let Some(id) = file_id(lib) else { return Ok(false) };
         if self.tls.by_process.get(&process).is_some_and(|files| files.contains_key(&id)) {
             return Ok(false);
