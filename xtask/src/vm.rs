@@ -123,7 +123,7 @@ fn release_of(package: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{package} is not installed: run `cargo xtask setup`"))?;
     depends
         .split([',', '|'])
-        .filter_map(|d| d.trim().split_whitespace().next())
+        .filter_map(|d| d.split_whitespace().next())
         .find_map(|d| d.strip_prefix("linux-image-"))
         .map(str::to_owned)
         .with_context(|| format!("{package} depends on no linux-image-RELEASE ({depends})"))
