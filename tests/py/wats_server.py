@@ -202,7 +202,10 @@ def main():
     if args.tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*args.tls)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        # The handshake runs on the connection's own thread (its first read),
+        # not in accept(): a client slow to finish one (a slow machine, a TCG
+        # VM) would otherwise hold up every other connection.
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     print("ready", flush=True)
     server.serve_forever()
 
