@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and testing need (idempotent; every other command runs it).
+    /// Install what building and testing need, the VMs too (idempotent; other commands run all but the VM part).
     Setup,
     /// Build the eBPF programs and the agent (release).
     Build,

@@ -129,16 +129,20 @@ fn release_of(package: &str) -> anyhow::Result<String> {
         .with_context(|| format!("{package} depends on no linux-image-RELEASE ({depends})"))
 }
 
-fn select(kernel: &str) -> anyhow::Result<(Vec<&'static Kernel>, bool, Vec<String>)> {
-    let find = |name: &str| MATRIX.iter().find(|k| k.name == name);
+/// What `--kernel` asked for.
+enum Choice {
+    Matrix(&'static Kernel),
+    Release(String),
+    Host,
+}
+
+fn select(kernel: &str) -> anyhow::Result<Vec<Choice>> {
     Ok(match kernel {
-        "all" => (MATRIX.iter().collect(), true, Vec::new()),
-        "host" => (Vec::new(), true, Vec::new()),
-        name => match find(name) {
-            Some(k) => (vec![k], false, Vec::new()),
-            None if Path::new("/boot").join(format!("vmlinuz-{name}")).is_file() => {
-                (Vec::new(), false, vec![name.to_owned()])
-            }
+        "all" => MATRIX.iter().map(Choice::Matrix).chain([Choice::Host]).collect(),
+        "host" => vec![Choice::Host],
+        name => match MATRIX.iter().find(|k| k.name == name) {
+            Some(k) => vec![Choice::Matrix(k)],
+            None if Path::new("/boot").join(format!("vmlinuz-{name}")).is_file() => vec![Choice::Release(name.into())],
             None => bail!(
                 "unknown kernel {name:?}: give {}, host, all, or a release with /boot/vmlinuz-RELEASE",
                 MATRIX.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
@@ -147,33 +151,42 @@ fn select(kernel: &str) -> anyhow::Result<(Vec<&'static Kernel>, bool, Vec<Strin
     })
 }
 
+impl Choice {
+    /// After setup: where it runs, the kernel package's release resolved.
+    fn resolve(self) -> anyhow::Result<Selected> {
+        Ok(match self {
+            Choice::Matrix(k) => Selected {
+                name: k.name.into(),
+                what: format!("{} ({})", k.what, k.package),
+                place: Place::Vm { release: release_of(k.package)? },
+            },
+            Choice::Release(r) => {
+                Selected { name: r.clone(), what: "installed kernel".into(), place: Place::Vm { release: r } }
+            }
+            Choice::Host => {
+                Selected { name: "host".into(), what: "the running kernel, no VM".into(), place: Place::Host }
+            }
+        })
+    }
+}
+
 pub fn vm(args: VmArgs) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the VM tests load eBPF programs in the guests as root: run `sudo -E cargo xtask vm`");
     }
-    let (kernels, host, releases) = select(&args.kernel)?;
+    let choices = select(&args.kernel)?;
     let env = setup::setup()?;
-    let vng_bin = setup(&kernels)?;
+    let packages: Vec<&Kernel> = choices
+        .iter()
+        .filter_map(|c| match c {
+            Choice::Matrix(k) => Some(*k),
+            _ => None,
+        })
+        .collect();
+    let vng_bin = setup(&packages)?;
     let agent = build::agent(&env)?;
     let tests = test_binaries()?;
-    let mut selected: Vec<Selected> = kernels
-        .iter()
-        .map(|k| {
-            Ok(Selected {
-                name: k.name.to_owned(),
-                what: format!("{} ({})", k.what, k.package),
-                place: Place::Vm { release: release_of(k.package)? },
-            })
-        })
-        .collect::<anyhow::Result<_>>()?;
-    selected.extend(releases.into_iter().map(|r| Selected {
-        name: r.clone(),
-        what: "installed kernel".into(),
-        place: Place::Vm { release: r },
-    }));
-    if host {
-        selected.push(Selected { name: "host".into(), what: "the running kernel, no VM".into(), place: Place::Host });
-    }
+    let selected: Vec<Selected> = choices.into_iter().map(Choice::resolve).collect::<anyhow::Result<_>>()?;
     let dir = cmd::root().join("target/vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let script = Script { agent: &agent, python: &env.python, tests: &tests, filter: args.filter.as_deref() };
