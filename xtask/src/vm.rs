@@ -258,7 +258,7 @@ impl Script<'_> {
             "export PYWATS_AGENT_BIN={} PYWATS_AGENT_PYTHON={} PATH={} TMPDIR=/tmp HOME=/root\n",
             q(self.agent),
             q(self.python),
-            q(Path::new(&setup::path_with_cargo_bin()))
+            q(Path::new(&std::env::var_os("PATH").unwrap_or_default()))
         ));
         s.push_str(&format!("cd {}\nstatus=0\n", q(&cmd::root())));
         match self.filter {
@@ -358,7 +358,9 @@ fn vng(bin: &Path, release: &str, rw: &Path, kvm: bool, command: &[&str]) -> Com
         std::iter::once(bin.to_path_buf()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
     )
     .unwrap_or_default();
-    c.env("PATH", path).args(["-r", release, "--memory", "3G", "--cpus", "2"]);
+    // --verbose: the guest kernel's console too, for the log (a guest that
+    // dies leaves its last words there).
+    c.env("PATH", path).args(["-r", release, "--memory", "3G", "--cpus", "2", "--verbose"]);
     if !kvm {
         c.arg("--disable-kvm");
     }
@@ -421,15 +423,18 @@ fn run_logged(
     });
     let stderr = child.stderr.take().context("stderr")?;
     let err_copy = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("  {line}");
-        }
+        for_each_line(stderr, |line| eprintln!("  {line}"));
     });
     let mut ran = Ran { passed: 0, failed: 0, success: false };
-    for line in BufReader::new(child.stdout.take().context("stdout")?).lines().map_while(Result::ok) {
-        println!("  {line}");
+    for_each_line(child.stdout.take().context("stdout")?, |line| {
         let _ = writeln!(file, "{line}");
-        each(&line);
+        // The guest kernel's console ("[   12.345678] …") goes to the log only.
+        let console =
+            line.starts_with('[') && line[1..].trim_start().split(']').next().is_some_and(|t| t.parse::<f64>().is_ok());
+        if !console {
+            println!("  {line}");
+        }
+        each(line);
         if let Some(rest) = line.strip_prefix("test result: ") {
             let count = |word: &str| {
                 rest.split(';')
@@ -438,7 +443,7 @@ fn run_logged(
             ran.passed += count("passed").unwrap_or(0);
             ran.failed += count("failed").unwrap_or(0);
         }
-    }
+    });
     let _ = err_copy.join();
     // The watchdog may signal until the child is reaped, never after.
     let status = child.wait()?;
@@ -446,4 +451,15 @@ fn run_logged(
     let _ = watchdog.join();
     ran.success = status.success();
     Ok(ran)
+}
+
+/// Calls `f` with each line `from` gives, as text (a guest's console is not
+/// always UTF-8), until its end.
+fn for_each_line(from: impl std::io::Read, mut f: impl FnMut(&str)) {
+    let mut reader = BufReader::new(from);
+    let mut buf = Vec::new();
+    while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+        f(String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']));
+        buf.clear();
+    }
 }
