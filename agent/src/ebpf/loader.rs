@@ -1,5 +1,6 @@
 //! Loads the embedded object, fills in this kernel's tracepoint offsets and
-//! attaches the programs.
+//! attaches the programs. A program the kernel refuses turns off the
+//! features that need it (`features.rs`), not the agent.
 
 use std::path::Path;
 
@@ -117,10 +118,11 @@ impl Probes {
         program: &'static str,
         step: impl FnOnce(&mut aya::programs::Program) -> Result<(), ProgramError>,
     ) -> Result<bool, AgentError> {
-        let result = match test_refusal::wanted(program) {
-            true => Err(test_refusal::refuse(program)),
-            false => step(self.ebpf.program_mut(program).ok_or(AgentError::MissingProgram(program))?)
-                .map_err(|e| refusal(program, e)),
+        let result = if test_refusal::wanted(program) {
+            Err(test_refusal::refuse(program))
+        } else {
+            step(self.ebpf.program_mut(program).ok_or(AgentError::MissingProgram(program))?)
+                .map_err(|e| refusal(program, e))
         };
         match result {
             Ok(()) => Ok(true),
