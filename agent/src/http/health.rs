@@ -1,9 +1,10 @@
 //! Health endpoints. Ready means: every program of the features that are on
 //! attached (a feature this kernel refused is off, not a fault: the details
-//! say why) and every `--pid` target alive. A `--match` pattern without a live process is not a problem:
-//! on a node without a pyWATS client there is nothing to watch (a DaemonSet
-//! runs there too); `/health/details` says `idle`, and a client that was
-//! watched and exited shows as an exited target (`pywats_agent_targets`).
+//! say why) and every `--pid` target alive. A `--match` pattern without a
+//! live process is not a problem: on a node without a pyWATS client there is
+//! nothing to watch (a DaemonSet runs there too); `/health/details` says
+//! `idle`, and a client that was watched and exited shows as an exited
+//! target (`pywats_agent_targets`).
 
 use std::time::SystemTime;
 
