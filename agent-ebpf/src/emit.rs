@@ -114,26 +114,58 @@ fn submit<T: 'static>(ring: &RingBuf, kind: EventKind, event: T, flags: u64) {
     }
 }
 
+/// `v` if it is at most `max`, bounded where the verifier sees it. 6.1's
+/// verifier loses bounds that LLVM proved (it refused a size it could not
+/// bound: "R3 min value is negative, either use unsigned or 'var &= const'"
+/// at `bpf_ringbuf_output`), and follows branches that cannot both be taken
+/// with registers linked to `v`, where a pointer plus such a value became a
+/// scalar. So `v` goes through an opaque copy (LLVM cannot drop what follows
+/// as redundant), is masked (new bounds, from the mask alone) and compared.
+/// Callers pass values already at most `max`: the mask never cuts one.
+#[inline(always)]
+pub fn at_most(v: u64, max: u64) -> Option<u64> {
+    let mask = (max + 1).next_power_of_two() - 1;
+    // SAFETY: a volatile read of a local.
+    let v = unsafe { core::ptr::read_volatile(&v) } & mask;
+    (v <= max).then_some(v)
+}
+
+/// Writes an event assembled in a per-CPU scratch value `S` to `ring`: its
+/// head `H` and the `captured` bytes right after it. Returns whether the ring
+/// took it.
+#[inline(always)]
+pub fn output_scratch<H, S>(ring: &RingBuf, scratch: *const S, captured: u64, flags: u64) -> bool {
+    let room = (core::mem::size_of::<S>() - core::mem::size_of::<H>()) as u64;
+    let Some(captured) = at_most(captured, room) else {
+        return false;
+    };
+    let total = core::mem::size_of::<H>() as u64 + captured;
+    // SAFETY: total <= size_of::<S>(); the slice views the scratch value.
+    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
+    ring.output::<[u8]>(bytes, flags).is_ok()
+}
+
 /// Copies the edges of the `len` user bytes at `buf` into `dst`: the first
 /// `CAPTURE_PREFIX`, then (with `tail`, and only if there are more) the last
 /// `CAPTURE_SUFFIX` right after them. Returns the lengths copied, (prefix,
 /// suffix); (0, 0) when the bytes cannot be read.
 #[inline(always)]
 pub fn copy_edges<const N: usize>(dst: &mut [u8; N], buf: u64, len: u64, tail: bool) -> (u64, u64) {
-    const { assert!(N >= (2 * CAPTURE_PREFIX + CAPTURE_SUFFIX) as usize) };
-    let prefix =
-        (if len < CAPTURE_PREFIX as u64 { len } else { CAPTURE_PREFIX as u64 }) & (2 * CAPTURE_PREFIX as u64 - 1);
-    // SAFETY: prefix < 2 * CAPTURE_PREFIX <= N; the helper tolerates bad source pointers.
+    const { assert!(N >= (CAPTURE_PREFIX + CAPTURE_SUFFIX) as usize) };
+    let Some(prefix) = at_most(len.min(CAPTURE_PREFIX as u64), CAPTURE_PREFIX as u64) else {
+        return (0, 0);
+    };
+    // SAFETY: prefix <= CAPTURE_PREFIX <= N; the helper tolerates bad source pointers.
     if unsafe { gen::bpf_probe_read_user(dst.as_mut_ptr().cast(), prefix as u32, buf as *const _) } != 0 {
         return (0, 0);
     }
     if !tail || len <= CAPTURE_PREFIX as u64 {
         return (prefix, 0);
     }
-    let rest = len - CAPTURE_PREFIX as u64;
-    let suffix =
-        (if rest < CAPTURE_SUFFIX as u64 { rest } else { CAPTURE_SUFFIX as u64 }) & (2 * CAPTURE_SUFFIX as u64 - 1);
-    // SAFETY: prefix + suffix <= CAPTURE_PREFIX + 2 * CAPTURE_SUFFIX <= N.
+    let Some(suffix) = at_most((len - CAPTURE_PREFIX as u64).min(CAPTURE_SUFFIX as u64), CAPTURE_SUFFIX as u64) else {
+        return (prefix, 0);
+    };
+    // SAFETY: prefix + suffix <= CAPTURE_PREFIX + CAPTURE_SUFFIX <= N.
     let at = unsafe { dst.as_mut_ptr().add(prefix as usize) };
     // SAFETY: as above.
     if unsafe { gen::bpf_probe_read_user(at.cast(), suffix as u32, (buf + len - suffix) as *const _) } != 0 {

@@ -113,6 +113,9 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         insert_failures,
     } = loader::load(&tracefs, loader::RingSizes { net: args.net_ring_kib * 1024, fs: args.fs_ring_kib * 1024 })?;
     probes.attach_all()?;
+    let features = probes.features();
+    features.log();
+    features.check(&args.require)?;
     // With --match, the kernel takes in processes that exec an allowed
     // executable at once; the lifecycle judges them (`Lifecycle::candidate`).
     if !args.matches.is_empty() {
@@ -127,6 +130,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         metrics.proc_read_errors.with_label_values(&[kind.label()]);
     }
     metrics.programs_attached.set(probes.attached().len() as i64);
+    metrics.register(Box::new(features.gauge()));
     metrics.register(Box::new(admission.metric()));
     let mut registry = Targets::default();
     registry.set_patterns(args.matches.clone());
@@ -164,7 +168,8 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         started,
         kernel_release: kernel_release(&args.proc_root),
         node: args.node_name.clone().unwrap_or_default(),
-        programs_expected: loader::all_programs().count(),
+        programs_expected: probes.expected(),
+        features,
         programs_attached: RwLock::new(probes.attached().to_vec()),
         tls_libraries: RwLock::new(Vec::new()),
         tls_probes: RwLock::new(Vec::new()),

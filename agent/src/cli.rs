@@ -5,7 +5,10 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::Parser;
 use pywats_agent_ebpf::abi::{FS_EVENTS_BYTES, NET_EVENTS_BYTES};
 
-use crate::net::limits::NetLimits;
+use crate::{
+    ebpf::features::{parse_require, Require},
+    net::limits::NetLimits,
+};
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pywats-agent", version, about = "eBPF observability for an unmodified pyWATS client")]
@@ -193,6 +196,15 @@ pub struct Args {
     /// (not only the agent's) reads the clock twice per run.
     #[arg(long, env = "PYWATS_AGENT_PROGRAM_STATS")]
     pub program_stats: bool,
+
+    /// Fail the start when FEATURE is off on this kernel (repeatable, or
+    /// comma separated): process_tree, http, https, http2, queues,
+    /// converters, or all. By default a program the kernel refuses turns off
+    /// its feature only, and the agent says so (`/health/details`,
+    /// `pywats_agent_feature_enabled`).
+    #[arg(long = "require", value_name = "FEATURE", env = "PYWATS_AGENT_REQUIRE", value_delimiter = ',',
+          value_parser = parse_require)]
+    pub require: Vec<Require>,
 
     /// Size of the socket-event ring buffer in KiB (a power of two, at least 4).
     /// Resident memory is twice this (the ring is mapped twice).

@@ -52,6 +52,9 @@ pub enum AgentError {
     #[error("the kernel refused program {program}: {reason}")]
     Program { program: &'static str, reason: String },
 
+    #[error("--require {feature}: {feature} is off: the kernel refused program {program}: {reason}")]
+    FeatureOff { feature: &'static str, program: &'static str, reason: String },
+
     #[error("eBPF program {0} is missing from the object")]
     MissingProgram(&'static str),
 

@@ -191,13 +191,21 @@ def main():
         config.bind = [f"127.0.0.1:{args.port}"]
         config.certfile, config.keyfile = args.tls
         config.accesslog = config.errorlog = None
+        # hypercorn closes a connection idle for 5 s; a client that writes
+        # its next request just then fails it (httpx: WriteError), which a
+        # slow machine (a TCG VM) makes common. Servers behind a proxy keep
+        # connections longer.
+        config.keep_alive_timeout = 600
         asyncio.run(serve(asgi, config))
         return
     server = Server(("127.0.0.1", args.port), Handler)
     if args.tls:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(*args.tls)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        # The handshake runs on the connection's own thread (its first read),
+        # not in accept(): a client slow to finish one (a slow machine, a TCG
+        # VM) would otherwise hold up every other connection.
+        server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     print("ready", flush=True)
     server.serve_forever()
 

@@ -1,4 +1,4 @@
-//! Developer commands: `cargo xtask setup | build | run | demo | test | bench | image`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image`.
 
 mod bench;
 mod build;
@@ -8,6 +8,7 @@ mod image;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -20,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what building and testing need (idempotent; every other command runs it).
+    /// Install what building and testing need, the VMs too (idempotent; other commands run all but the VM part).
     Setup,
     /// Build the eBPF programs and the agent (release).
     Build,
@@ -32,6 +33,8 @@ enum Command {
     Test(test::TestArgs),
     /// What watching costs: the same workload with and without the agent, side by side.
     Bench(bench::BenchArgs),
+    /// The end-to-end tests on the kernels stations run, each booted in a VM (`--kernel 6.1|6.1-rt|6.12|host|all`).
+    Vm(vm::VmArgs),
     /// The container image localhost/pywats-agent:<version> (static agent on scratch, built with buildah).
     Image,
 }
@@ -40,7 +43,10 @@ fn main() -> anyhow::Result<()> {
     // bpf-linker lives in cargo's bin directory; nested builds must find it.
     std::env::set_var("PATH", setup::path_with_cargo_bin());
     match Cli::parse().command {
-        Command::Setup => setup::setup().map(|_| ()),
+        Command::Setup => {
+            setup::setup()?;
+            vm::setup(&vm::MATRIX.iter().collect::<Vec<_>>()).map(|_| ())
+        }
         Command::Build => {
             let env = setup::setup()?;
             build::agent(&env).map(|_| ())
@@ -49,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::test(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
+        Command::Vm(args) => vm::vm(args),
         Command::Image => image::image(),
     }
 }

@@ -69,7 +69,7 @@ fn toolchain_llvm(sysroot: &Path) -> anyhow::Result<PathBuf> {
     found.pop().with_context(|| format!("no libLLVM.so.* in {}: the toolchain has no shared LLVM", lib.display()))
 }
 
-fn data_dir() -> PathBuf {
+pub fn data_dir() -> PathBuf {
     std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
@@ -131,21 +131,31 @@ fn debian_packages() -> anyhow::Result<()> {
         .filter(|(command, _)| output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none())
         .map(|(_, package)| *package)
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    println!("xtask: installing Debian packages: {}", missing.join(" "));
-    cmd::run(Command::new("apt-get").arg("update"))?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    apt_install(&missing)?;
     if missing.contains(&"prometheus") {
         stop_prometheus_service();
     }
     Ok(())
+}
+
+/// Installs Debian packages (none: nothing to do).
+pub fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    println!("xtask: installing Debian packages: {}", packages.join(" "));
+    cmd::run(Command::new("apt-get").arg("update"))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+/// Whether a Debian package is installed.
+pub fn installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package])).is_some_and(|s| s.ends_with(" installed"))
 }
 
 /// The `prometheus` package starts a Prometheus server on :9090 (the agent's

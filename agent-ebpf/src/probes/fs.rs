@@ -12,7 +12,7 @@ use pywats_agent_ebpf::abi::{fs_truncated, map_slot, EventKind, FsEvent, FsScrat
 
 use super::syscalls::{arg, args3, ret};
 use crate::{
-    emit::{count_lost, current, header, wakeup, BPF_RB_FORCE_WAKEUP},
+    emit::{count_lost, current, header, output_scratch, wakeup, BPF_RB_FORCE_WAKEUP},
     maps::{FsPending, FS_EVENTS, FS_PENDING, FS_SCRATCH},
     parked,
 };
@@ -95,10 +95,7 @@ fn exit(ctx: &RawTracePointContext) -> i32 {
     } else {
         wakeup(&FS_EVENTS)
     };
-    let total = (core::mem::size_of::<FsEvent>() + len1 + len2) & 0x7ff;
-    // SAFETY: total <= size_of::<FsScratch>(); the slice views the scratch struct.
-    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total) };
-    if FS_EVENTS.output::<[u8]>(bytes, flags).is_err() {
+    if !output_scratch::<FsEvent, _>(&FS_EVENTS, scratch, (len1 + len2) as u64, flags) {
         count_lost(kind);
     }
     0

@@ -19,7 +19,10 @@ use pywats_agent_ebpf::abi::{
 
 use super::syscalls::{arg, args3, ret};
 use crate::{
-    emit::{copy_edges, count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output, wakeup},
+    emit::{
+        copy_edges, count_lost, current, exec_gen, forget_seq, header, insert_counted, next_seq, output,
+        output_scratch, wakeup,
+    },
     maps::{Pending, NET_EVENTS, PENDING, SCRATCH, SOCKETS},
     parked,
 };
@@ -403,10 +406,7 @@ fn emit_data(tgid: u32, tid: u32, p: &Pending, n: i64, buf: u64, in_buf: u64, mo
         suffix_len: suffix as u32,
         flags: if more { data_flags::VECTORED_PARTIAL } else { 0 },
     };
-    let total = (core::mem::size_of::<DataEvent>() as u64 + prefix + suffix) & 0x3fff;
-    // SAFETY: total <= size_of::<DataScratch>(); the slice views the scratch struct.
-    let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
-    if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
+    if !output_scratch::<DataEvent, _>(&NET_EVENTS, scratch, prefix + suffix, wakeup(&NET_EVENTS)) {
         count_lost(EventKind::SockData);
     }
 }

@@ -19,7 +19,8 @@ use pywats_agent_ebpf::abi::{
 
 use crate::{
     emit::{
-        copy_edges, count_lost, current, forget_seq, header, is_target, next_seq_with, output, wakeup, CAPTURE_WHOLE,
+        at_most, copy_edges, count_lost, current, forget_seq, header, is_target, next_seq_with, output, output_scratch,
+        wakeup, CAPTURE_WHOLE,
     },
     maps::{TlsPending, NET_EVENTS, TLS_PENDING, TLS_SCRATCH},
     parked,
@@ -119,9 +120,9 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
         let piece = if rest < TLS_PIECE as u64 { rest } else { TLS_PIECE as u64 };
         let full = off < (TLS_PIECE * TLS_MAX_PIECES) as u64;
         // The last round sends the remainder as a gap.
-        let (len, captured) = if full { (piece, piece & (2 * TLS_PIECE as u64 - 1)) } else { (rest, 0) };
+        let (len, captured) = if full { (piece, at_most(piece, TLS_PIECE as u64).unwrap_or(0)) } else { (rest, 0) };
         let ok = captured == 0
-            // SAFETY: captured < bytes.len(); the helper tolerates bad source pointers.
+            // SAFETY: captured <= TLS_PIECE < bytes.len(); the helper tolerates bad source pointers.
             || unsafe {
                 aya_ebpf::helpers::generated::bpf_probe_read_user(
                     s.bytes.as_mut_ptr().cast(),
@@ -145,10 +146,7 @@ fn emit(p: &TlsPending, n: u64, dir: u32) {
             suffix_len: 0,
             flags: 0,
         };
-        let total = (core::mem::size_of::<DataEvent>() as u64 + captured) & 0xffff;
-        // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
-        let bytes = unsafe { core::slice::from_raw_parts(scratch.cast::<u8>(), total as usize) };
-        if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
+        if !output_scratch::<DataEvent, _>(&NET_EVENTS, scratch, captured, wakeup(&NET_EVENTS)) {
             count_lost(EventKind::TlsData);
         }
         off += len;
@@ -175,10 +173,7 @@ fn emit_edges(p: &TlsPending, n: u64, dir: u32, s: &mut TlsScratch, seq: u64) {
         suffix_len: suffix as u32,
         flags: 0,
     };
-    let total = (core::mem::size_of::<DataEvent>() as u64 + prefix + suffix) & 0x3fff;
-    // SAFETY: total <= size_of::<TlsScratch>(); the slice views the scratch struct.
-    let bytes = unsafe { core::slice::from_raw_parts((s as *mut TlsScratch).cast::<u8>(), total as usize) };
-    if NET_EVENTS.output::<[u8]>(bytes, wakeup(&NET_EVENTS)).is_err() {
+    if !output_scratch::<DataEvent, _>(&NET_EVENTS, s as *const TlsScratch, prefix + suffix, wakeup(&NET_EVENTS)) {
         count_lost(EventKind::TlsData);
     }
 }

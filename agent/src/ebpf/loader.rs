@@ -1,5 +1,6 @@
 //! Loads the embedded object, fills in this kernel's tracepoint offsets and
-//! attaches the programs.
+//! attaches the programs. A program the kernel refuses turns off the
+//! features that need it (`features.rs`), not the agent.
 
 use std::path::Path;
 
@@ -15,11 +16,17 @@ use pywats_agent_ebpf::abi::{
 };
 
 use crate::{
-    ebpf::{format, targets::KernelTargets, tls::TlsLinks},
+    ebpf::{
+        features::{Feature, FeatureReport, Refusal, LOG_LINES},
+        format,
+        targets::KernelTargets,
+        test_refusal,
+        tls::TlsLinks,
+    },
     error::AgentError,
 };
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pywats-agent-ebpf"));
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pywats-agent-ebpf"));
 
 /// The kernel's tracked sockets.
 pub type SocketMap = aya::maps::HashMap<MapData, SockKey, SockInfo>;
@@ -41,6 +48,8 @@ pub fn all_programs() -> impl Iterator<Item = &'static str> {
 pub struct Probes {
     pub(super) ebpf: Ebpf,
     attached: Vec<&'static str>,
+    /// Programs the kernel would not load or attach: their features are off.
+    refused: Vec<Refusal>,
     /// The syscall handlers by number: entries live as long as these maps.
     tables: [ProgramArray<MapData>; 2],
     pub(super) tls: TlsLinks,
@@ -65,7 +74,9 @@ impl Probes {
         &self.attached
     }
 
-    /// Attaches every program; the first refusal stops and is reported.
+    /// Attaches every program. A program the kernel refuses is recorded and
+    /// skipped: its features are off ([`Probes::features`]). A refused
+    /// handler stays out of its table (its syscall then runs no handler).
     /// Handlers go into their tables before the dispatchers start running.
     pub fn attach_all(&mut self) -> Result<(), AgentError> {
         for tp in SCHED_PROGRAMS {
@@ -75,15 +86,57 @@ impl Probes {
             self.install_handler(handler)?;
         }
         for (program, tracepoint) in SYSCALL_DISPATCHERS {
-            let err = |source: ProgramError| program_error(program, source);
-            let p: &mut RawTracePoint =
-                self.ebpf.program_mut(program).ok_or(AgentError::MissingProgram(program))?.try_into().map_err(err)?;
-            p.load().map_err(err)?;
-            p.attach(tracepoint).map_err(err)?;
-            self.attached.push(program);
-            tracing::debug!(program, "attached raw tracepoint {tracepoint}");
+            let attached = self.refusable(program, |p| {
+                let p: &mut RawTracePoint = p.try_into()?;
+                p.load()?;
+                p.attach(tracepoint).map(drop)
+            })?;
+            if attached {
+                self.attached.push(program);
+                tracing::debug!(program, "attached raw tracepoint {tracepoint}");
+            }
         }
         Ok(())
+    }
+
+    /// What works on this kernel and what is off, and why.
+    pub fn features(&self) -> FeatureReport {
+        FeatureReport::new(self.refused.clone())
+    }
+
+    /// Programs attached at start when nothing is refused, less the refused
+    /// ones: what readiness expects.
+    pub fn expected(&self) -> usize {
+        all_programs().filter(|p| !self.refused.iter().any(|r| r.program == *p)).count()
+    }
+
+    /// Runs `step` (load, attach) on `program`; a refusal is recorded and
+    /// logged, and gives `false`. `PYWATS_AGENT_TEST_REFUSE=<program>` makes
+    /// the kernel refuse it (see [`test_refusal`]).
+    fn refusable(
+        &mut self,
+        program: &'static str,
+        step: impl FnOnce(&mut aya::programs::Program) -> Result<(), ProgramError>,
+    ) -> Result<bool, AgentError> {
+        let result = if test_refusal::wanted(program) {
+            Err(test_refusal::refuse(program))
+        } else {
+            step(self.ebpf.program_mut(program).ok_or(AgentError::MissingProgram(program))?)
+                .map_err(|e| refusal(program, e))
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(r) => {
+                tracing::warn!(program, "the kernel refused program {program}: {}", r.describe());
+                self.refused.push(r);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Whether the TLS programs loaded (HTTPS and HTTP/2 are on).
+    pub(super) fn tls_loaded(&self) -> bool {
+        self.refused.iter().all(|r| !Feature::Https.needs(r.program))
     }
 
     /// Kernel CPU time and runs of each program so far (counted while the
@@ -99,41 +152,54 @@ impl Probes {
     }
 
     fn attach_tracepoint(&mut self, tp: TracepointProgram) -> Result<(), AgentError> {
-        let err = |source: ProgramError| program_error(tp.program, source);
-        let program: &mut TracePoint =
-            self.ebpf.program_mut(tp.program).ok_or(AgentError::MissingProgram(tp.program))?.try_into().map_err(err)?;
-        program.load().map_err(err)?;
-        program.attach(tp.category, tp.name).map_err(err)?;
-        self.attached.push(tp.program);
-        tracing::debug!(program = tp.program, "attached {}:{}", tp.category, tp.name);
+        let attached = self.refusable(tp.program, |p| {
+            let program: &mut TracePoint = p.try_into()?;
+            program.load()?;
+            program.attach(tp.category, tp.name).map(drop)
+        })?;
+        if attached {
+            self.attached.push(tp.program);
+            tracing::debug!(program = tp.program, "attached {}:{}", tp.category, tp.name);
+        }
         Ok(())
     }
 
     fn install_handler(&mut self, h: SyscallProgram) -> Result<(), AgentError> {
-        let err = |source: ProgramError| program_error(h.program, source);
-        let program: &mut RawTracePoint =
-            self.ebpf.program_mut(h.program).ok_or(AgentError::MissingProgram(h.program))?.try_into().map_err(err)?;
-        program.load().map_err(err)?;
+        let mut fd = None;
+        let loaded = self.refusable(h.program, |p| {
+            let program: &mut RawTracePoint = p.try_into()?;
+            program.load()?;
+            fd = Some(program.fd()?.try_clone()?);
+            Ok(())
+        })?;
+        let (true, Some(fd)) = (loaded, fd) else { return Ok(()) };
         let (table, name) =
             if h.exit { (&mut self.tables[1], MAP_SYS_EXIT_PROGS) } else { (&mut self.tables[0], MAP_SYS_ENTER_PROGS) };
-        table.set(h.nr, program.fd().map_err(err)?, 0).map_err(|source| AgentError::Map { name, source })?;
+        table.set(h.nr, &fd, 0).map_err(|source| AgentError::Map { name, source })?;
         self.attached.push(h.program);
         Ok(())
     }
 }
 
-pub(super) fn program_error(program: &'static str, source: ProgramError) -> AgentError {
-    let reason = match &source {
-        // The verifier log can be thousands of lines: keep its end, where the reason is.
+/// A program error as a refusal: the error on one line, the verifier log's
+/// end apart.
+fn refusal(program: &'static str, source: ProgramError) -> Refusal {
+    match &source {
         ProgramError::LoadError { io_error, verifier_log } => {
             let text = verifier_log.to_string();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(12)..].join("\n  ");
-            format!("BPF_PROG_LOAD failed: {io_error}\n  verifier log (end):\n  {tail}")
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            Refusal {
+                program,
+                reason: format!("BPF_PROG_LOAD failed: {io_error}"),
+                log: lines[lines.len().saturating_sub(LOG_LINES)..].iter().map(|l| l.to_string()).collect(),
+            }
         }
-        other => crate::error::chain(other),
-    };
-    AgentError::Program { program, reason }
+        other => Refusal { program, reason: crate::error::chain(other), log: Vec::new() },
+    }
+}
+
+pub(super) fn program_error(program: &'static str, source: ProgramError) -> AgentError {
+    AgentError::Program { program, reason: refusal(program, source).describe() }
 }
 
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, AgentError>
@@ -169,13 +235,6 @@ pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
         .map_max_entries(MAP_NET_EVENTS, rings.net)
         .map_max_entries(MAP_FS_EVENTS, rings.fs)
         .load(OBJECT)?;
-    // The TLS programs are attached later, per process; load them now.
-    for up in TLS_PROGRAMS {
-        let err = |source: ProgramError| program_error(up.program, source);
-        let program: &mut UProbe =
-            ebpf.program_mut(up.program).ok_or(AgentError::MissingProgram(up.program))?.try_into().map_err(err)?;
-        program.load().map_err(err)?;
-    }
     let bits = ebpf.take_map(MAP_TARGET_BITS).ok_or(AgentError::MissingMap(MAP_TARGET_BITS))?;
     let targets = KernelTargets::new(take(&mut ebpf, MAP_TARGETS)?, bits, take(&mut ebpf, MAP_EXEC_MATCH)?)?;
     let tables = [take(&mut ebpf, MAP_SYS_ENTER_PROGS)?, take(&mut ebpf, MAP_SYS_EXIT_PROGS)?];
@@ -185,14 +244,14 @@ pub fn load(tracefs: &Path, rings: RingSizes) -> Result<Loaded, AgentError> {
     let sockets = take(&mut ebpf, MAP_SOCKETS)?;
     let lost = take(&mut ebpf, MAP_LOST)?;
     let insert_failures = take(&mut ebpf, MAP_INSERT_FAILURES)?;
-    Ok(Loaded {
-        probes: Probes { ebpf, attached: Vec::new(), tables, tls: TlsLinks::default() },
-        targets,
-        proc_events,
-        net_events,
-        fs_events,
-        sockets,
-        lost,
-        insert_failures,
-    })
+    let mut probes = Probes { ebpf, attached: Vec::new(), refused: Vec::new(), tables, tls: TlsLinks::default() };
+    // The TLS programs are attached later, per process; load them now. One
+    // refused turns HTTPS and HTTP/2 off: the others are not attached.
+    for up in TLS_PROGRAMS {
+        probes.refusable(up.program, |p| {
+            let program: &mut UProbe = p.try_into()?;
+            program.load()
+        })?;
+    }
+    Ok(Loaded { probes, targets, proc_events, net_events, fs_events, sockets, lost, insert_failures })
 }

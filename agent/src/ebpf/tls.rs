@@ -98,7 +98,7 @@ impl Probes {
     /// `process` only, unless it is probed there already. Returns whether it
     /// attached.
     pub fn attach_tls(&mut self, process: ProcessKey, lib: &RootFile, plan: &[Probe]) -> Result<bool, AgentError> {
-        if plan.is_empty() || self.tls_probed(process, &lib.stat) {
+        if !self.tls_loaded() || plan.is_empty() || self.tls_probed(process, &lib.stat) {
             return Ok(false);
         }
         let (pid, _) = process;

@@ -1,8 +1,10 @@
-//! Health endpoints. Ready means: every program attached and every `--pid`
-//! target alive. A `--match` pattern without a live process is not a problem:
-//! on a node without a pyWATS client there is nothing to watch (a DaemonSet
-//! runs there too); `/health/details` says `idle`, and a client that was
-//! watched and exited shows as an exited target (`pywats_agent_targets`).
+//! Health endpoints. Ready means: every program of the features that are on
+//! attached (a feature this kernel refused is off, not a fault: the details
+//! say why) and every `--pid` target alive. A `--match` pattern without a
+//! live process is not a problem: on a node without a pyWATS client there is
+//! nothing to watch (a DaemonSet runs there too); `/health/details` says
+//! `idle`, and a client that was watched and exited shows as an exited
+//! target (`pywats_agent_targets`).
 
 use std::time::SystemTime;
 
@@ -109,6 +111,7 @@ pub async fn details(State(s): State<Shared>) -> (StatusCode, Json<Value>) {
         "watching": watching,
         "idle_patterns": idle_patterns,
         "programs_attached": programs_attached,
+        "features": s.status.features.json(),
         "tls_libraries": tls_libraries,
         "tls_probes": tls_probes,
         "events": { "seen": seen, "lost": lost },

@@ -21,6 +21,8 @@ pub struct AgentStatus {
     /// `--node-name` (`NODE_NAME`), empty when not given.
     pub node: String,
     pub programs_expected: usize,
+    /// What works on this kernel, and why what does not is off.
+    pub features: crate::ebpf::features::FeatureReport,
     pub programs_attached: RwLock<Vec<&'static str>>,
     /// libssl files the TLS probes are attached to.
     pub tls_libraries: RwLock<Vec<String>>,
