@@ -43,14 +43,16 @@ pub const MATRIX: [Kernel; 3] = [
 /// The tests each kernel runs, by test binary: the real pyWATS client over
 /// HTTP, HTTPS and HTTP/2 with its persistent and service queues and a
 /// converter, against the server's counts and the client's own truth; the
-/// agent's start, readiness and clean stop; a program the kernel refuses.
-const VM_TESTS: [(&str, &str); 6] = [
+/// agent's start, readiness and clean stop; a program the kernel refuses;
+/// processes taken in at their exec (`--match`).
+const VM_TESTS: [(&str, &str); 7] = [
     ("end_to_end", "real_client_with_failing_submissions"),
     ("end_to_end", "real_client_over_https"),
     ("end_to_end", "real_client_over_https_http2"),
     ("foundation", "health_details_and_self_metrics"),
     ("foundation", "sigterm_and_sigint_detach_and_exit_zero"),
     ("features", "a_refused_program_turns_its_feature_off_not_the_agent"),
+    ("adoption", "a_process_that_lives_a_moment_is_counted_from_its_exec"),
 ];
 
 /// A guest that has not finished by then is stopped and fails.

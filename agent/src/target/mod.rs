@@ -31,6 +31,8 @@ pub mod tls;
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use pywats_agent_ebpf::abi::PROVISIONAL;
+
 use crate::sync::{Locked, ReadWrite};
 use crate::{
     cli::Args,
@@ -181,8 +183,13 @@ impl Lifecycle {
         }
     }
 
-    /// A target forked: the kernel added the child to its set already.
+    /// A target forked: the kernel added the child to its set already. (A
+    /// provisional one's child waits for its parent's verdict: the join's
+    /// scan of descendants takes it in, or the next round judges it.)
     pub fn forked(&mut self, root: u32, child: u32, own_memory: bool, reported_ns: u64) {
+        if root == PROVISIONAL {
+            return;
+        }
         // Its identity is read at once: its pid alone may name another
         // process by the time anyone looks again.
         let id = ProcId::of(&self.args.proc_root, child).ok();
