@@ -202,6 +202,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
         metrics: metrics.clone(),
         admission,
         membership: membership.clone(),
+        leftovers: Default::default(),
     };
     // The programs are attached: a child forked from now on is reported,
     // and one forked before is found by the scan each join makes.

@@ -29,7 +29,10 @@ pub mod membership;
 pub mod owner;
 pub mod tls;
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, Mutex, RwLock},
+};
 
 use pywats_agent_ebpf::abi::PROVISIONAL;
 
@@ -86,6 +89,8 @@ pub struct Lifecycle {
     pub admission: Admission,
     /// Who is a target, for the readers.
     pub membership: Arc<membership::Membership>,
+    /// Provisional targets not judged at the previous round.
+    pub leftovers: BTreeSet<u32>,
 }
 
 impl Lifecycle {
@@ -147,6 +152,10 @@ impl Lifecycle {
     /// and `--match-user`/`--match-exe` allow it, else it goes, and nothing
     /// it did was applied (the readers wait for this decision).
     pub fn candidate(&mut self, pid: u32, exec_ns: u64) {
+        if self.registry.read_locked().known_pids().contains(&pid) {
+            // Judged already (a leftover of the previous round).
+            return;
+        }
         let args = self.args.clone();
         match matching::at_exec(&args, pid, &self.admission) {
             Some((pattern, p)) if self.registry.read_locked().matched_alive() < args.max_targets => {
@@ -173,14 +182,16 @@ impl Lifecycle {
     }
 
     /// Provisional targets whose exec event was lost (or that a provisional
-    /// one forked before it was judged) are judged now.
+    /// one forked before it was judged) are judged now: those that were
+    /// provisional at the previous round too (a newer one's exec event may
+    /// still be on its way through the ring, and is judged there).
     pub fn judge_leftovers(&mut self) {
         let known = self.registry.read_locked().named_pids();
-        for pid in self.kernel.provisional() {
-            if !known.contains(&pid) {
-                self.candidate(pid, monotonic_ns());
-            }
+        let now: BTreeSet<u32> = self.kernel.provisional().into_iter().filter(|pid| !known.contains(pid)).collect();
+        for &pid in now.intersection(&std::mem::take(&mut self.leftovers)) {
+            self.candidate(pid, monotonic_ns());
         }
+        self.leftovers = now;
     }
 
     /// A target forked: the kernel added the child to its set already. (A
