@@ -4,6 +4,7 @@
 //! check; kinds travel as plain `u32` and are converted with `TryFrom` on the
 //! user side, never transmuted.
 
+mod cpu;
 mod event;
 mod fs;
 mod maps;
@@ -15,6 +16,7 @@ mod tls;
 #[cfg(feature = "user")]
 mod user;
 
+pub use cpu::*;
 pub use event::*;
 pub use fs::*;
 pub use maps::*;

@@ -30,8 +30,9 @@ pub const SCHED_PROGRAMS: [TracepointProgram; 3] = [
 /// the raw pair +130 ns (README, "Measured overhead").
 pub const SYSCALL_DISPATCHERS: [(&str, &str); 2] = [("raw_sys_enter", "sys_enter"), ("raw_sys_exit", "sys_exit")];
 
-/// A syscall handler: its program, its syscall number (x86_64), and whether
-/// it runs at the syscall's exit (else at its entry).
+/// A syscall handler: its program, its syscall number (on the CPU the
+/// programs are built for, [`super::arch`]), and whether it runs at the
+/// syscall's exit (else at its entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SyscallProgram {
     pub program: &'static str,
@@ -39,113 +40,61 @@ pub struct SyscallProgram {
     pub exit: bool,
 }
 
-const fn enter(program: &'static str, nr: u32) -> SyscallProgram {
+pub(super) const fn enter(program: &'static str, nr: u32) -> SyscallProgram {
     SyscallProgram { program, nr, exit: false }
 }
 
-const fn exit(program: &'static str, nr: u32) -> SyscallProgram {
+pub(super) const fn exit(program: &'static str, nr: u32) -> SyscallProgram {
     SyscallProgram { program, nr, exit: true }
 }
 
-/// x86_64 syscall numbers (`arch/x86/entry/syscalls/syscall_64.tbl`).
-pub mod nr {
-    pub const READ: u32 = 0;
-    pub const WRITE: u32 = 1;
-    pub const CLOSE: u32 = 3;
-    pub const READV: u32 = 19;
-    pub const WRITEV: u32 = 20;
-    pub const SOCKET: u32 = 41;
-    pub const CONNECT: u32 = 42;
-    pub const ACCEPT: u32 = 43;
-    pub const SENDTO: u32 = 44;
-    pub const RECVFROM: u32 = 45;
-    pub const SENDMSG: u32 = 46;
-    pub const RECVMSG: u32 = 47;
-    pub const GETSOCKOPT: u32 = 55;
-    pub const RENAME: u32 = 82;
-    pub const UNLINK: u32 = 87;
-    pub const OPENAT: u32 = 257;
-    pub const UNLINKAT: u32 = 263;
-    pub const RENAMEAT: u32 = 264;
-    pub const ACCEPT4: u32 = 288;
-    pub const RENAMEAT2: u32 = 316;
-    pub const OPENAT2: u32 = 437;
+/// The socket syscalls' numbers; every CPU the agent runs on has all of them.
+pub(super) struct NetNumbers {
+    pub read: u32,
+    pub write: u32,
+    pub close: u32,
+    pub readv: u32,
+    pub writev: u32,
+    pub socket: u32,
+    pub connect: u32,
+    pub accept: u32,
+    pub accept4: u32,
+    pub sendto: u32,
+    pub recvfrom: u32,
+    pub sendmsg: u32,
+    pub recvmsg: u32,
+    pub getsockopt: u32,
 }
 
-/// Socket handlers (`probes/net.rs`).
-pub const NET_PROGRAMS: [SyscallProgram; 27] = [
-    enter("sys_enter_socket", nr::SOCKET),
-    exit("sys_exit_socket", nr::SOCKET),
-    enter("sys_enter_connect", nr::CONNECT),
-    exit("sys_exit_connect", nr::CONNECT),
-    enter("sys_enter_accept", nr::ACCEPT),
-    exit("sys_exit_accept", nr::ACCEPT),
-    enter("sys_enter_accept4", nr::ACCEPT4),
-    exit("sys_exit_accept4", nr::ACCEPT4),
-    enter("sys_enter_getsockopt", nr::GETSOCKOPT),
-    exit("sys_exit_getsockopt", nr::GETSOCKOPT),
-    enter("sys_enter_close", nr::CLOSE),
-    enter("sys_enter_write", nr::WRITE),
-    exit("sys_exit_write", nr::WRITE),
-    enter("sys_enter_read", nr::READ),
-    exit("sys_exit_read", nr::READ),
-    enter("sys_enter_writev", nr::WRITEV),
-    exit("sys_exit_writev", nr::WRITEV),
-    enter("sys_enter_readv", nr::READV),
-    exit("sys_exit_readv", nr::READV),
-    enter("sys_enter_sendto", nr::SENDTO),
-    exit("sys_exit_sendto", nr::SENDTO),
-    enter("sys_enter_recvfrom", nr::RECVFROM),
-    exit("sys_exit_recvfrom", nr::RECVFROM),
-    enter("sys_enter_sendmsg", nr::SENDMSG),
-    exit("sys_exit_sendmsg", nr::SENDMSG),
-    enter("sys_enter_recvmsg", nr::RECVMSG),
-    exit("sys_exit_recvmsg", nr::RECVMSG),
-];
-
-/// File handlers (`probes/fs.rs`).
-pub const FS_PROGRAMS: [SyscallProgram; 14] = [
-    enter("sys_enter_openat", nr::OPENAT),
-    exit("sys_exit_openat", nr::OPENAT),
-    enter("sys_enter_openat2", nr::OPENAT2),
-    exit("sys_exit_openat2", nr::OPENAT2),
-    enter("sys_enter_rename", nr::RENAME),
-    exit("sys_exit_rename", nr::RENAME),
-    enter("sys_enter_renameat", nr::RENAMEAT),
-    exit("sys_exit_renameat", nr::RENAMEAT),
-    enter("sys_enter_renameat2", nr::RENAMEAT2),
-    exit("sys_exit_renameat2", nr::RENAMEAT2),
-    enter("sys_enter_unlink", nr::UNLINK),
-    exit("sys_exit_unlink", nr::UNLINK),
-    enter("sys_enter_unlinkat", nr::UNLINKAT),
-    exit("sys_exit_unlinkat", nr::UNLINKAT),
-];
-
-/// Offsets in x86_64's `struct pt_regs` (`arch/x86/include/asm/ptrace.h`) of
-/// the six syscall arguments (rdi, rsi, rdx, r10, r8, r9) and of `orig_ax`
-/// (the syscall number), which the raw syscall tracepoints hand over.
-pub const PT_REGS_ARGS: [u32; 6] = [112, 104, 96, 56, 72, 64];
-pub const PT_REGS_ORIG_AX: u32 = 120;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_handler_has_a_slot_and_a_unique_place() {
-        let all: [SyscallProgram; 41] = {
-            let mut v = [NET_PROGRAMS[0]; 41];
-            v[..27].copy_from_slice(&NET_PROGRAMS);
-            v[27..].copy_from_slice(&FS_PROGRAMS);
-            v
-        };
-        for (i, a) in all.iter().enumerate() {
-            assert!(a.nr < super::super::SYSCALL_SLOTS, "{a:?}");
-            assert_eq!(a.program.starts_with("sys_exit_"), a.exit, "{a:?}");
-            for b in &all[i + 1..] {
-                assert!(!(a.nr == b.nr && a.exit == b.exit), "{a:?} and {b:?} share a slot");
-                assert_ne!(a.program, b.program);
-            }
-        }
-    }
+/// Socket handlers (`probes/net.rs`), by the numbers of one CPU.
+pub(super) const fn net_programs(nr: &NetNumbers) -> [SyscallProgram; 27] {
+    [
+        enter("sys_enter_socket", nr.socket),
+        exit("sys_exit_socket", nr.socket),
+        enter("sys_enter_connect", nr.connect),
+        exit("sys_exit_connect", nr.connect),
+        enter("sys_enter_accept", nr.accept),
+        exit("sys_exit_accept", nr.accept),
+        enter("sys_enter_accept4", nr.accept4),
+        exit("sys_exit_accept4", nr.accept4),
+        enter("sys_enter_getsockopt", nr.getsockopt),
+        exit("sys_exit_getsockopt", nr.getsockopt),
+        enter("sys_enter_close", nr.close),
+        enter("sys_enter_write", nr.write),
+        exit("sys_exit_write", nr.write),
+        enter("sys_enter_read", nr.read),
+        exit("sys_exit_read", nr.read),
+        enter("sys_enter_writev", nr.writev),
+        exit("sys_exit_writev", nr.writev),
+        enter("sys_enter_readv", nr.readv),
+        exit("sys_exit_readv", nr.readv),
+        enter("sys_enter_sendto", nr.sendto),
+        exit("sys_exit_sendto", nr.sendto),
+        enter("sys_enter_recvfrom", nr.recvfrom),
+        exit("sys_exit_recvfrom", nr.recvfrom),
+        enter("sys_enter_sendmsg", nr.sendmsg),
+        exit("sys_exit_sendmsg", nr.sendmsg),
+        enter("sys_enter_recvmsg", nr.recvmsg),
+        exit("sys_exit_recvmsg", nr.recvmsg),
+    ]
 }

@@ -135,15 +135,11 @@ macro_rules! exits {
     )*};
 }
 
-exits!(
-    sys_exit_openat,
-    sys_exit_openat2,
-    sys_exit_rename,
-    sys_exit_renameat,
-    sys_exit_renameat2,
-    sys_exit_unlink,
-    sys_exit_unlinkat
-);
+exits!(sys_exit_openat, sys_exit_openat2, sys_exit_renameat, sys_exit_renameat2, sys_exit_unlinkat);
+
+// arm64 has no `rename`/`unlink` syscalls (abi::aarch64::nr).
+#[cfg(abi_arch = "x86_64")]
+exits!(sys_exit_rename, sys_exit_unlink);
 
 #[raw_tracepoint]
 pub fn sys_enter_openat(ctx: RawTracePointContext) -> i32 {
@@ -164,6 +160,7 @@ pub fn sys_enter_openat2(ctx: RawTracePointContext) -> i32 {
     })
 }
 
+#[cfg(abi_arch = "x86_64")]
 #[raw_tracepoint]
 pub fn sys_enter_rename(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsRename, |c| {
@@ -195,6 +192,7 @@ pub fn sys_enter_renameat2(ctx: RawTracePointContext) -> i32 {
     })
 }
 
+#[cfg(abi_arch = "x86_64")]
 #[raw_tracepoint]
 pub fn sys_enter_unlink(ctx: RawTracePointContext) -> i32 {
     park(&ctx, EventKind::FsUnlink, |c| Ok(FsPending { path1: arg(c, 0)?, ..EMPTY }))

@@ -8,7 +8,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use pywats_agent_ebpf::abi::{PT_REGS_ARGS, PT_REGS_ORIG_AX, SYSCALL_SLOTS};
+use pywats_agent_ebpf::abi::{SYSCALL_REGS, SYSCALL_SLOTS};
 
 use crate::{
     emit::is_target,
@@ -34,13 +34,16 @@ pub fn raw_sys_exit(ctx: RawTracePointContext) -> i32 {
     if !is_target((bpf_get_current_pid_tgid() >> 32) as u32) {
         return 0;
     }
-    // sys_exit(struct pt_regs *regs, long ret): the number is in orig_ax.
-    let Ok(nr) = regs_field(&ctx, PT_REGS_ORIG_AX) else {
+    // sys_exit(struct pt_regs *regs, long ret): the number is in the saved
+    // registers (x86_64 `orig_ax`, arm64 `syscallno`).
+    let regs: u64 = ctx.arg(0);
+    // SAFETY: the helper checks the kernel address; pt_regs outlives the call.
+    let Ok(nr) = (unsafe { bpf_probe_read_kernel((regs + SYSCALL_REGS.nr as u64) as *const u32) }) else {
         return 0;
     };
-    if nr < SYSCALL_SLOTS as u64 {
+    if nr < SYSCALL_SLOTS {
         // SAFETY: as above.
-        unsafe { SYS_EXIT_PROGS.tail_call(&ctx, nr as u32) };
+        unsafe { SYS_EXIT_PROGS.tail_call(&ctx, nr) };
     }
     0
 }
@@ -52,25 +55,23 @@ fn regs_field(ctx: &RawTracePointContext, offset: u32) -> Result<u64, i64> {
     unsafe { bpf_probe_read_kernel((regs + offset as u64) as *const u64) }.map_err(i64::from)
 }
 
-/// Syscall argument `n` (0..6) of the syscall this handler runs for; the
-/// saved user registers still hold them at exit.
+/// Syscall argument `n` (0..6) of the syscall this handler runs for, at its
+/// entry (arm64 overwrites x0 with the result before `sys_exit`).
 #[inline(always)]
 pub fn arg(ctx: &RawTracePointContext, n: usize) -> Result<u64, i64> {
-    regs_field(ctx, *PT_REGS_ARGS.get(n).ok_or(-1i64)?)
+    regs_field(ctx, *SYSCALL_REGS.args.get(n).ok_or(-1i64)?)
 }
 
-/// Syscall arguments 0..3 in one read: `dx`, `si` and `di` lie next to each
-/// other in `pt_regs`, and every helper call costs (this VM returns from
-/// calls the slow way, see the developer guide).
-const _: () = assert!(PT_REGS_ARGS[0] == PT_REGS_ARGS[2] + 16 && PT_REGS_ARGS[1] == PT_REGS_ARGS[2] + 8);
-
+/// Syscall arguments 0..3 in one read (they lie next to each other in
+/// `pt_regs`, `abi::SyscallRegs`): every helper call costs (this VM returns
+/// from calls the slow way, see the developer guide).
 #[inline(always)]
 pub fn args3(ctx: &RawTracePointContext) -> Result<[u64; 3], i64> {
     let regs: u64 = ctx.arg(0);
     // SAFETY: the helper checks the kernel address; pt_regs outlives the call.
-    let [dx, si, di] =
-        unsafe { bpf_probe_read_kernel((regs + PT_REGS_ARGS[2] as u64) as *const [u64; 3]) }.map_err(i64::from)?;
-    Ok([di, si, dx])
+    let [a, b, c] = unsafe { bpf_probe_read_kernel((regs + SYSCALL_REGS.args3_at as u64) as *const [u64; 3]) }
+        .map_err(i64::from)?;
+    Ok(if SYSCALL_REGS.args3_reversed { [c, b, a] } else { [a, b, c] })
 }
 
 /// The syscall's result (exit handlers only).

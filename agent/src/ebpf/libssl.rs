@@ -161,6 +161,7 @@ mod tests {
         assert_eq!(first_call(&[0x0f, 0x0b], 0x1000), None); // ud2
     }
 
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn probes_the_internal_functions_of_the_system_libssl() {
         // The test machines run Debian's OpenSSL 3, whose wrappers call the
@@ -181,6 +182,26 @@ mod tests {
             assert!(exported.values().all(|f| f.offset != pair[0].1), "{pair:?}");
         }
         assert_ne!(plan[0].1, plan[2].1);
+    }
+
+    /// arm64 code is not decoded: the exported functions are probed, every
+    /// pair (the arm64 VM runs this, `cargo xtask vm --arch arm64`).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn probes_the_exported_functions_of_the_system_libssl_on_arm64() {
+        let libs = crate::ebpf::tls::libssl_in_lib_dirs(std::path::Path::new("/proc"), std::process::id());
+        let lib = libs.iter().find(|p| p.to_string_lossy().ends_with("libssl.so.3")).expect("a system libssl 3");
+        let data = std::fs::read(lib).unwrap();
+        let (plan, internal) = probe_plan(&data).unwrap();
+        assert!(!internal, "{plan:?}");
+        let names: Vec<&str> = plan.iter().map(|(i, _)| TLS_PROGRAMS[*i].program).collect();
+        let want = ["ssl_write_ex", "ssl_write_ex_ret", "ssl_write", "ssl_write_ret", "ssl_read_ex", "ssl_read_ex_ret"];
+        assert_eq!(names, [&want[..], &["ssl_read", "ssl_read_ret", "ssl_free"]].concat());
+        let file = object::File::parse(&*data).unwrap();
+        let exported = exported_functions(&file);
+        for &(index, offset) in &plan {
+            assert_eq!(exported[TLS_PROGRAMS[index].symbol].offset, offset, "{}", TLS_PROGRAMS[index].program);
+        }
     }
 
     #[test]

@@ -44,12 +44,26 @@ pub type ProcessKey = (u32, u64);
 /// Plans kept for files no probed process uses any more, at most.
 const SPARE_PLANS: usize = 16;
 
+/// Debian's and Ubuntu's multiarch name of this CPU's libraries.
+#[cfg(target_arch = "x86_64")]
+macro_rules! multiarch {
+    () => {
+        "x86_64-linux-gnu"
+    };
+}
+#[cfg(target_arch = "aarch64")]
+macro_rules! multiarch {
+    () => {
+        "aarch64-linux-gnu"
+    };
+}
+
 /// Where distributions keep libssl, relative to a process's root. Probes are
 /// attached to these ahead of time, so a process that loads libssl later
 /// (Python imports `ssl` lazily) is probed from its first TLS call.
 const LIB_DIRS: [&str; 8] = [
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib/x86_64-linux-gnu",
+    concat!("/usr/lib/", multiarch!()),
+    concat!("/lib/", multiarch!()),
     "/usr/lib64",
     "/lib64",
     "/usr/lib",
