@@ -1,5 +1,6 @@
 //! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image`.
 
+mod arch;
 mod bench;
 mod build;
 mod cmd;
@@ -23,8 +24,8 @@ struct Cli {
 enum Command {
     /// Install what building and testing need, the VMs too (idempotent; other commands run all but the VM part).
     Setup,
-    /// Build the eBPF programs and the agent (release).
-    Build,
+    /// Build the eBPF programs and the agent (release); `--arch amd64|arm64`: the static (musl) agent for that CPU.
+    Build(BuildArgs),
     /// Build, then run the agent (as root) against a process.
     Run(run::RunArgs),
     /// The whole thing: a WATS-like server, the real pyWATS client in a loop, the agent, a live summary.
@@ -35,8 +36,15 @@ enum Command {
     Bench(bench::BenchArgs),
     /// The end-to-end tests on the kernels stations run, each booted in a VM (`--kernel 6.1|6.1-rt|6.12|host|all`).
     Vm(vm::VmArgs),
-    /// The container image localhost/pywats-agent:<version> (static agent on scratch, built with buildah).
-    Image,
+    /// The container images localhost/pywats-agent:<version>-{amd64,arm64} (static agent on scratch, built with buildah) and the manifest list :<version> over them.
+    Image(image::ImageArgs),
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The static (musl) agent for this CPU, cross-compiled when it is not this machine's.
+    #[arg(long, value_enum)]
+    arch: Option<arch::Arch>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,15 +55,19 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             vm::setup(&vm::MATRIX.iter().collect::<Vec<_>>()).map(|_| ())
         }
-        Command::Build => {
+        Command::Build(BuildArgs { arch: None }) => {
             let env = setup::setup()?;
             build::agent(&env).map(|_| ())
+        }
+        Command::Build(BuildArgs { arch: Some(arch) }) => {
+            setup::setup()?;
+            build::static_agent(arch).map(|_| ())
         }
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
         Command::Vm(args) => vm::vm(args),
-        Command::Image => image::image(),
+        Command::Image(args) => image::image(args),
     }
 }

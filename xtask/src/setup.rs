@@ -11,7 +11,10 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::cmd::{self, output, root};
+use crate::{
+    arch::Arch,
+    cmd::{self, output, root},
+};
 
 /// bpf-linker release the build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -126,16 +129,34 @@ const DEBIAN_PACKAGES: [(&str, &str); 4] =
     [("openssl", "openssl"), ("buildah", "buildah"), ("musl-gcc", "musl-tools"), ("promtool", "prometheus")];
 
 fn debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|(command, _)| output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_none())
-        .map(|(_, package)| *package)
-        .collect();
+    let missing: Vec<&str> =
+        DEBIAN_PACKAGES.iter().filter(|(command, _)| !on_path(command)).map(|(_, package)| *package).collect();
     apt_install(&missing)?;
     if missing.contains(&"prometheus") {
         stop_prometheus_service();
     }
     Ok(())
+}
+
+/// What building the static agent for `arch` needs beyond [`setup`]: the
+/// stable toolchain's musl target and the C compiler (and, across CPUs,
+/// linker) of `arch`. Apart from `setup`, so that the default path stays as
+/// fast as it was (`cargo xtask build --arch`, `image`, `vm --arch arm64`).
+pub fn cross(arch: Arch) -> anyhow::Result<()> {
+    let target = arch.musl();
+    let targets = output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    if !targets.lines().any(|l| l.trim() == target) {
+        println!("xtask: adding the {target} target (the static agent for {})", arch.name());
+        cmd::run(Command::new("rustup").args(["target", "add", target]))?;
+    }
+    let (_, packages) = arch.c_compiler();
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
+    apt_install(&missing)?;
+    Ok(())
+}
+
+fn on_path(command: &str) -> bool {
+    output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_some()
 }
 
 /// Installs Debian packages (none: nothing to do).

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::{build, cmd, image, setup};
+use crate::{arch::Arch, build, cmd, image, setup};
 
 /// Tests that run the container image (tests/e2e/deploy.rs).
 const IMAGE_TEST: &str = "deploy::the_image_watches_a_client_in_its_own_mount_namespace";
@@ -25,7 +25,7 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
     // The image takes a minute to build: only when its test is selected.
     let image = match &args.filter {
         Some(f) if !IMAGE_TEST.contains(f.as_str()) => None,
-        _ => Some(image::build()?),
+        _ => Some(image::build(Arch::host())?),
     };
     let mut cargo = Command::new("cargo");
     cargo

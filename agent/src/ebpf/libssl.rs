@@ -26,8 +26,15 @@ use pywats_agent_ebpf::abi::TLS_PROGRAMS;
 /// protector come first).
 const WRAPPER_SCAN: usize = 96;
 
-/// One program to attach: its index in [`TLS_PROGRAMS`] and the file offset.
-pub type Probe = (usize, u64);
+/// One program to attach: its index in [`TLS_PROGRAMS`], the file offset,
+/// and whether that is the internal function (else the exported function
+/// the program is named for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    pub index: usize,
+    pub offset: u64,
+    pub internal: bool,
+}
 
 /// A function in the file: its address and its file offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,19 +55,25 @@ pub fn probe_plan(data: &[u8]) -> Result<(Vec<Probe>, bool), String> {
     // for the internal function (those of the `_ex` wrapper, same contract).
     for (ex, plain) in [("SSL_write_ex", "SSL_write"), ("SSL_read_ex", "SSL_read")] {
         match shared_callee(&file, data, &exported, ex, plain) {
-            Some(target) => plan.extend(programs_of(ex).map(|index| (index, target.offset))),
+            Some(target) => {
+                plan.extend(programs_of(ex).map(|index| Probe { index, offset: target.offset, internal: true }))
+            }
             None => {
                 internal = false;
                 for symbol in [ex, plain] {
                     if let Some(f) = exported.get(symbol) {
-                        plan.extend(programs_of(symbol).map(|index| (index, f.offset)));
+                        plan.extend(programs_of(symbol).map(|index| Probe {
+                            index,
+                            offset: f.offset,
+                            internal: false,
+                        }));
                     }
                 }
             }
         }
     }
     if let Some(f) = exported.get("SSL_free") {
-        plan.extend(programs_of("SSL_free").map(|index| (index, f.offset)));
+        plan.extend(programs_of("SSL_free").map(|index| Probe { index, offset: f.offset, internal: false }));
     }
     Ok((plan, internal))
 }
@@ -171,17 +184,18 @@ mod tests {
         let data = std::fs::read(lib).unwrap();
         let (plan, internal) = probe_plan(&data).unwrap();
         assert!(internal, "{plan:?}");
-        let names: Vec<&str> = plan.iter().map(|(i, _)| TLS_PROGRAMS[*i].program).collect();
+        let names: Vec<&str> = plan.iter().map(|p| TLS_PROGRAMS[p.index].program).collect();
         assert_eq!(names, ["ssl_write_ex", "ssl_write_ex_ret", "ssl_read_ex", "ssl_read_ex_ret", "ssl_free"]);
         let file = object::File::parse(&*data).unwrap();
         let exported = exported_functions(&file);
         // The internal function is none of the exported ones, and the pair of
         // each direction shares its offset.
         for pair in plan[..4].chunks(2) {
-            assert_eq!(pair[0].1, pair[1].1);
-            assert!(exported.values().all(|f| f.offset != pair[0].1), "{pair:?}");
+            assert_eq!(pair[0].offset, pair[1].offset);
+            assert!(pair[0].internal && pair[1].internal);
+            assert!(exported.values().all(|f| f.offset != pair[0].offset), "{pair:?}");
         }
-        assert_ne!(plan[0].1, plan[2].1);
+        assert_ne!(plan[0].offset, plan[2].offset);
     }
 
     /// arm64 code is not decoded: the exported functions are probed, every
@@ -194,13 +208,14 @@ mod tests {
         let data = std::fs::read(lib).unwrap();
         let (plan, internal) = probe_plan(&data).unwrap();
         assert!(!internal, "{plan:?}");
-        let names: Vec<&str> = plan.iter().map(|(i, _)| TLS_PROGRAMS[*i].program).collect();
+        let names: Vec<&str> = plan.iter().map(|p| TLS_PROGRAMS[p.index].program).collect();
         let want = ["ssl_write_ex", "ssl_write_ex_ret", "ssl_write", "ssl_write_ret", "ssl_read_ex", "ssl_read_ex_ret"];
         assert_eq!(names, [&want[..], &["ssl_read", "ssl_read_ret", "ssl_free"]].concat());
         let file = object::File::parse(&*data).unwrap();
         let exported = exported_functions(&file);
-        for &(index, offset) in &plan {
-            assert_eq!(exported[TLS_PROGRAMS[index].symbol].offset, offset, "{}", TLS_PROGRAMS[index].program);
+        for p in &plan {
+            assert!(!p.internal);
+            assert_eq!(exported[TLS_PROGRAMS[p.index].symbol].offset, p.offset, "{}", TLS_PROGRAMS[p.index].program);
         }
     }
 

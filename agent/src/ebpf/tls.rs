@@ -120,7 +120,7 @@ impl Probes {
         let started = std::time::Instant::now();
         let target = lib.fd_path();
         let mut links = Vec::new();
-        for &(index, offset) in plan {
+        for &Probe { index, offset, .. } in plan {
             let up = &TLS_PROGRAMS[index];
             let program: &mut UProbe = self
                 .ebpf
@@ -186,11 +186,12 @@ impl Probes {
     pub fn tls_probes(&self) -> Vec<TlsProbe> {
         let mut out: BTreeSet<TlsProbe> = BTreeSet::new();
         for (path, stat, _) in self.tls.by_process.values().flat_map(|files| files.values()) {
-            for &(index, offset) in self.tls.plans.get(stat).into_iter().flatten() {
+            for p in self.tls.plans.get(stat).into_iter().flatten() {
                 out.insert(TlsProbe {
                     library: path.display().to_string(),
-                    program: TLS_PROGRAMS[index].program,
-                    offset,
+                    program: TLS_PROGRAMS[p.index].program,
+                    offset: p.offset,
+                    function: if p.internal { "internal" } else { TLS_PROGRAMS[p.index].symbol },
                 });
             }
         }
@@ -198,12 +199,16 @@ impl Probes {
     }
 }
 
-/// A TLS program's place: its library file (as the agent reads it) and file offset.
+/// A TLS program's place: its library file (as the agent reads it), file
+/// offset, and function: the exported one it is named for, or `internal`
+/// (the function both wrappers of a direction call, found by decoding
+/// x86_64 code; on arm64 the exported functions are probed).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub struct TlsProbe {
     pub library: String,
     pub program: &'static str,
     pub offset: u64,
+    pub function: &'static str,
 }
 
 /// Library files mapped by `pid` whose name starts with `libssl.so`, as the

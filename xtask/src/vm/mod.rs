@@ -3,7 +3,9 @@
 //! (virtme-ng: the guest sees this checkout, the built agent and the test
 //! virtualenv read-only, `/tmp` writable), runs the selected tests inside,
 //! and gives one report line. `host` runs the same tests on the running
-//! kernel, without a VM.
+//! kernel, without a VM. `--arch arm64` boots Debian's arm64 kernel in an
+//! emulated arm64 machine instead (`arm64.rs`), with the same script and
+//! report.
 
 use std::{
     collections::BTreeMap,
@@ -19,9 +21,12 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::{
+    arch::Arch,
     build, cmd,
     setup::{self, apt_install, installed},
 };
+
+mod arm64;
 
 /// virtme-ng release the VMs are known to boot with.
 const VIRTME_NG_VERSION: &str = "1.42";
@@ -76,6 +81,10 @@ pub struct VmArgs {
     kernel: String,
     /// Run the tests whose name contains this instead of the VM set.
     filter: Option<String>,
+    /// The CPU: arm64 boots Debian 12's arm64 kernel (6.1) under
+    /// qemu-system-aarch64 with an arm64 Debian root (set up on first use).
+    #[arg(long, value_enum, default_value = "amd64")]
+    arch: Arch,
 }
 
 /// Where a kernel's tests ran.
@@ -182,6 +191,9 @@ pub fn vm(args: VmArgs) -> anyhow::Result<()> {
     if !cmd::is_root() {
         bail!("the VM tests load eBPF programs in the guests as root: run `sudo -E cargo xtask vm`");
     }
+    if args.arch == Arch::Arm64 {
+        return arm64::vm(&args.kernel, args.filter.as_deref());
+    }
     let choices = select(&args.kernel)?;
     let env = setup::setup()?;
     let packages: Vec<&Kernel> = choices
@@ -193,11 +205,21 @@ pub fn vm(args: VmArgs) -> anyhow::Result<()> {
         .collect();
     let vng_bin = setup(&packages)?;
     let agent = build::agent(&env)?;
-    let tests = test_binaries()?;
+    let tests = test_binaries(None, &["pywats-agent-tests"])?;
     let selected: Vec<Selected> = choices.into_iter().map(Choice::resolve).collect::<anyhow::Result<_>>()?;
     let dir = cmd::root().join("target/vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let script = Script { agent: &agent, python: &env.python, tests: &tests, filter: args.filter.as_deref() };
+    let script = Script {
+        env: vec![
+            ("PYWATS_AGENT_BIN", agent.display().to_string()),
+            ("PYWATS_AGENT_PYTHON", env.python.display().to_string()),
+            ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ],
+        tests: &tests,
+        set: &VM_TESTS,
+        filter: args.filter.as_deref(),
+        libtest: &[],
+    };
     let needs_vm = selected.iter().find_map(|s| match &s.place {
         Place::Vm { release } => Some(release.clone()),
         Place::Host => None,
@@ -209,7 +231,12 @@ pub fn vm(args: VmArgs) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let mut failed = false;
     for s in &selected {
-        let outcome = run_one(s, &script, &vng_bin, &dir, kvm)?;
+        let outcome = run_one(s, &script, &dir, |script| {
+            Ok(match &s.place {
+                Place::Vm { release } => vng(&vng_bin, release, &dir, kvm, &[script.to_str().context("script path")?]),
+                Place::Host => Command::new(script),
+            })
+        })?;
         failed |= !outcome.ok();
         let line = outcome.line(s, kvm);
         println!("{line}");
@@ -225,11 +252,27 @@ pub fn vm(args: VmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The test binaries of `tests/`, by target name, built (release) without running.
-fn test_binaries() -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let out = Command::new("cargo")
-        .current_dir(cmd::root())
-        .args(["test", "--release", "--package", "pywats-agent-tests", "--no-run", "--message-format=json"])
+/// The test binaries (integration tests and unit tests) of `packages`, by
+/// target name, built (release) without running; for `arch`'s musl target
+/// when given.
+fn test_binaries(arch: Option<Arch>, packages: &[&str]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut cargo = match arch {
+        Some(arch) => {
+            let mut c = arch.cargo();
+            c.args(["test", "--target", arch.musl()]);
+            c
+        }
+        None => {
+            let mut c = Command::new("cargo");
+            c.current_dir(cmd::root()).arg("test");
+            c
+        }
+    };
+    for p in packages {
+        cargo.args(["--package", p]);
+    }
+    let out = cargo
+        .args(["--release", "--no-run", "--message-format=json"])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run cargo")?;
@@ -240,7 +283,7 @@ fn test_binaries() -> anyhow::Result<BTreeMap<String, PathBuf>> {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let (Some(name), Some(exe)) = (msg["target"]["name"].as_str(), msg["executable"].as_str()) else { continue };
-        if msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test")) {
+        if msg["profile"]["test"] == true {
             found.insert(name.to_owned(), PathBuf::from(exe));
         }
     }
@@ -248,10 +291,14 @@ fn test_binaries() -> anyhow::Result<BTreeMap<String, PathBuf>> {
 }
 
 struct Script<'a> {
-    agent: &'a Path,
-    python: &'a Path,
+    /// Exported before the tests run.
+    env: Vec<(&'static str, String)>,
     tests: &'a BTreeMap<String, PathBuf>,
+    /// The tests to run, by binary, when there is no filter.
+    set: &'a [(&'a str, &'a str)],
     filter: Option<&'a str>,
+    /// More arguments for every test binary.
+    libtest: &'a [&'a str],
 }
 
 impl Script<'_> {
@@ -261,29 +308,36 @@ impl Script<'_> {
         let q = |p: &Path| format!("'{}'", p.display());
         // One stream: the host keeps the guest's stdout in the log.
         let mut s = String::from("#!/bin/bash\nset -u\nexec 2>&1\n");
-        s.push_str("echo \"vm: booted: $(uname -r), guest uptime $(cut -d' ' -f1 /proc/uptime) s\"\n");
-        s.push_str(&format!(
-            "export PYWATS_AGENT_BIN={} PYWATS_AGENT_PYTHON={} PATH={} TMPDIR=/tmp HOME=/root \
-             PYWATS_E2E_CLOCK_SLACK_MS={CLOCK_SLACK_MS}\n",
-            q(self.agent),
-            q(self.python),
-            q(Path::new(&std::env::var_os("PATH").unwrap_or_default()))
-        ));
+        s.push_str("echo \"vm: booted: $(uname -r) $(uname -m), guest uptime $(cut -d' ' -f1 /proc/uptime) s\"\n");
+        s.push_str(&format!("export TMPDIR=/tmp HOME=/root PYWATS_E2E_CLOCK_SLACK_MS={CLOCK_SLACK_MS}\n"));
+        for (name, value) in &self.env {
+            s.push_str(&format!("export {name}={}\n", q(Path::new(value))));
+        }
         s.push_str(&format!("cd {}\nstatus=0\n", q(&cmd::root())));
         match self.filter {
             Some(filter) => {
                 for bin in self.tests.values() {
-                    s.push_str(&format!("{} --test-threads=1 '{}' || status=1\n", q(bin), filter.replace('\'', "")));
+                    s.push_str(&format!(
+                        "{} --test-threads=1 {} '{}' || status=1\n",
+                        q(bin),
+                        self.libtest.join(" "),
+                        filter.replace('\'', "")
+                    ));
                 }
             }
             None => {
                 let mut by_binary: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-                for (binary, test) in VM_TESTS {
+                for (binary, test) in self.set {
                     by_binary.entry(binary).or_default().push(test);
                 }
                 for (binary, names) in by_binary {
                     let bin = self.tests.get(binary).with_context(|| format!("no test binary {binary}"))?;
-                    s.push_str(&format!("{} --test-threads=1 --exact {} || status=1\n", q(bin), names.join(" ")));
+                    s.push_str(&format!(
+                        "{} --test-threads=1 {} --exact {} || status=1\n",
+                        q(bin),
+                        self.libtest.join(" "),
+                        names.join(" ")
+                    ));
                 }
             }
         }
@@ -327,7 +381,14 @@ impl Outcome {
     }
 }
 
-fn run_one(s: &Selected, script: &Script, vng_bin: &Path, dir: &Path, kvm: bool) -> anyhow::Result<Outcome> {
+/// Writes the script of `s` into `dir` and runs it through the command
+/// `launch` makes of its path (a VM, or the script itself).
+fn run_one(
+    s: &Selected,
+    script: &Script,
+    dir: &Path,
+    launch: impl FnOnce(&Path) -> anyhow::Result<Command>,
+) -> anyhow::Result<Outcome> {
     let release = match &s.place {
         Place::Vm { release } => release.clone(),
         Place::Host => fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
@@ -337,10 +398,7 @@ fn run_one(s: &Selected, script: &Script, vng_bin: &Path, dir: &Path, kvm: bool)
     let path = dir.join(format!("{}.sh", s.name));
     fs::write(&path, script.text(&status)?).with_context(|| format!("writing {}", path.display()))?;
     fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    let mut command = match &s.place {
-        Place::Vm { release } => vng(vng_bin, release, dir, kvm, &[path.to_str().context("script path")?]),
-        Place::Host => Command::new(&path),
-    };
+    let mut command = launch(&path)?;
     println!("xtask: {} ({release}): running the tests", s.name);
     let log = dir.join(format!("{}.log", s.name));
     let started = Instant::now();
