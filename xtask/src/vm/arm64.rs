@@ -61,7 +61,8 @@ const PYTHON_DIR: &str = "/opt/pywats-agent/python";
 const SECOND_STAGE_DEADLINE: Duration = Duration::from_secs(60 * 60);
 
 /// The tests the arm64 guest runs, by test binary: the ABI's syscall numbers
-/// against the C library's arm64 ones; a Python client over plain HTTP and
+/// against the C library's arm64 ones; the probe plan for the root's libssl
+/// (its exported functions, arm64 code not being decoded); a Python client over plain HTTP and
 /// over HTTPS (the libssl probes), every request per method, endpoint and
 /// code against the server's counts; the service and the persistent queue
 /// flows against the client's own truth; what watching costs the client per
@@ -69,8 +70,9 @@ const SECOND_STAGE_DEADLINE: Duration = Duration::from_secs(60 * 60);
 /// clients with the standard library, httpx, prometheus_client and psutil:
 /// PySide6, which the real pyWATS client imports, has no arm64 wheel for
 /// Debian 12's C library.
-const ARM64_TESTS: [(&str, &str); 6] = [
+const ARM64_TESTS: [(&str, &str); 7] = [
     ("pywats_agent_ebpf", "abi::cpu::tests::this_cpus_numbers_are_the_c_librarys"),
+    ("pywats_agent", "ebpf::libssl::tests::probes_the_exported_functions_of_the_system_libssl_on_arm64"),
     ("http", "counts_durations_and_errors_match_the_server_and_clients"),
     ("http", "https_http1_counts_durations_and_errors"),
     ("queues", "service_queue_flows"),
@@ -90,7 +92,7 @@ pub fn vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
     let env = setup::setup()?;
     let guest = setup_guest(&env.python)?;
     let agent = build::static_agent(Arch::Arm64)?;
-    let tests = test_binaries(Some(Arch::Arm64), &["pywats-agent-tests", "pywats-agent-ebpf"])?;
+    let tests = test_binaries(Some(Arch::Arm64), &["pywats-agent-tests", "pywats-agent-ebpf", "pywats-agent"])?;
     let dir = cmd::root().join("target/vm");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let script = Script {
@@ -103,7 +105,8 @@ pub fn vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
         tests: &tests,
         set: &ARM64_TESTS,
         filter,
-        libtest: &["--include-ignored"],
+        // The cost test's numbers are its output.
+        libtest: &["--include-ignored", "--show-output"],
     };
     let selected = Selected {
         name: format!("arm64-{KERNEL_NAME}"),
