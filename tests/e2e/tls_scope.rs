@@ -84,6 +84,11 @@ fn an_unwatched_process_never_runs_the_tls_probes() {
         ["ssl_free", "ssl_read_ex", "ssl_read_ex_ret", "ssl_write_ex", "ssl_write_ex_ret"],
         "{probes:?}"
     );
+    // The details say where each sits.
+    for p in &probes {
+        let want = if p["program"] == "ssl_free" { "SSL_free" } else { "internal" };
+        assert_eq!(p["function"], want, "{p}");
+    }
     assert_eq!(server_counts(server.port)["/mix/200/10/cl/load"], 230.0);
 }
 
