@@ -256,7 +256,7 @@ fn bad_invocations_exit_2_with_one_line() {
     let unused = proc::unused_pid().to_string();
     let cases: [(&[&str], &str); 6] = [
         (&["--pid", &unused], "does not exist"),
-        (&[], "no target"),
+        (&[], "no target: give --match PATTERN"),
         (&["--pid", "1", "--target-name", "a", "--target-name", "b"], "--target-name"),
         (&["--pid", "1", "--log-level", "loud=[["], "invalid --log-level"),
         (&["--match", "x", "--match-user", "no-such-user-here"], "no such user"),
@@ -271,6 +271,73 @@ fn bad_invocations_exit_2_with_one_line() {
     // clap's own errors (unknown flag, bad number) also exit 2.
     for args in [&["--pid", "x"][..], &["--frobnicate"][..], &["--pid", "1", "--listen", "nowhere"][..]] {
         assert_eq!(run_to_end(args, &[]).status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// `--help` names every variable and says how targets are named.
+#[test]
+fn help_lists_the_variables_and_how_targets_are_named() {
+    let out = std::process::Command::new(pywats_agent_tests::agent::bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (_, after) = help.split_once("\nEnvironment:").unwrap_or_else(|| panic!("no Environment section:\n{help}"));
+    for var in
+        ["PYWATS_AGENT_MATCH", "PYWATS_AGENT_PID", "PYWATS_AGENT_WEB_CONFIG", "PYWATS_AGENT_PROC_ROOT", "NODE_NAME"]
+    {
+        assert!(after.split_whitespace().any(|w| w == var), "{var} is not listed after the options:\n{after}");
+    }
+    let names = after.split_once("Target names").expect("a Target names section").1;
+    let order: Vec<usize> = ["--target-name", "instance_id", "pod's name", "process name", "-2, -3"]
+        .iter()
+        .map(|s| names.find(s).unwrap_or_else(|| panic!("{s} missing from:\n{names}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "precedence out of order:\n{names}");
+}
+
+/// `hash-password` hashes standard input (one line ending dropped) with
+/// bcrypt, which an independent implementation (pyca/bcrypt) verifies; bad
+/// input and a cost above the agent's cap exit 2 without the password in
+/// the message.
+#[test]
+fn hash_password_hashes_standard_input() {
+    use std::io::Write;
+    let hash = |stdin: &[u8], args: &[&str]| {
+        let mut child = std::process::Command::new(pywats_agent_tests::agent::bin())
+            .arg("hash-password")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = hash(b"correct horse\n", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = String::from_utf8(out.stdout).unwrap();
+    let h = h.strip_suffix('\n').expect("one line");
+    assert!(h.starts_with("$2b$10$") && h.len() == 60, "{h}");
+    let check = |password: &str, hash: &str| {
+        let code = format!(
+            "import bcrypt, sys; sys.exit(0 if bcrypt.checkpw({password:?}.encode(), {hash:?}.encode()) else 1)"
+        );
+        std::process::Command::new(pywats_agent_tests::py::python()).args(["-c", &code]).status().unwrap().success()
+    };
+    assert!(check("correct horse", h), "pyca/bcrypt rejects the hash of the password");
+    assert!(!check("correct horse\n", h));
+    let out = hash(b"pw", &["--cost", "12"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("$2b$12$"));
+    for (stdin, args, message) in [
+        (&b""[..], &[][..], "no password on standard input"),
+        (&b"hunter2-but-much-longer-than-bcrypt-reads-hunter2-hunter2-hunter2-hunter2"[..], &[][..], "72 bytes"),
+        (&b"hunter2"[..], &["--cost", "13"][..], "not in 4..=12"),
+    ] {
+        let out = hash(stdin, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunter2") && out.stdout.is_empty(), "{stderr}");
     }
 }
 
