@@ -274,6 +274,43 @@ fn bad_invocations_exit_2_with_one_line() {
     }
 }
 
+/// Every counter family whose label values the agent knows before anything
+/// happens is on the first scrape, at 0 where nothing happened, so that
+/// `rate()` and `absent()` work from the start; the rest are named here with
+/// why they cannot be.
+#[test]
+fn counters_whose_labels_are_known_are_there_from_the_start() {
+    const AFTER_FIRST_EVENT: [(&str, &str); 7] = [
+        ("pywats_http_requests_total", "method, endpoint and code come from the requests"),
+        ("pywats_http_server_requests_total", "method, endpoint and code come from the requests"),
+        ("pywats_http_retries_total", "method and endpoint come from the requests"),
+        ("pywats_errors_total", "operation is the request's method and endpoint"),
+        ("pywats_agent_http_requests_total", "path and code of the requests to the agent"),
+        ("pywats_agent_program_cpu_seconds_total", "only with --program-stats"),
+        ("pywats_agent_program_runs_total", "only with --program-stats"),
+    ];
+    let dir = std::env::temp_dir().join(format!("pywats-zeros-{}", std::process::id()));
+    for sub in ["q", "in", "done", "error"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let d = |sub: &str| dir.join(sub).display().to_string();
+    let queue = format!("reports={}:service", d("q"));
+    let converter = format!("csv={},done={},error={}", d("in"), d("done"), d("error"));
+    let py = Py::start("procs.py", &["sleeper"]);
+    let pid = pid_arg(py.pid());
+    let agent = Agent::start(&["--pid", &pid, "--no-discover", "--queue", &queue, "--converter", &converter]);
+    let m = agent.scrape();
+    let counters = pywats_agent_tests::docs::metric_families(&pywats_agent_tests::root().join("agent/src"));
+    for (name, _) in AFTER_FIRST_EVENT {
+        assert!(counters.contains(name), "{name} is no longer a metric of the agent");
+    }
+    let known = counters.iter().filter(|n| n.ends_with("_total") && !AFTER_FIRST_EVENT.iter().any(|(a, _)| a == n));
+    for name in known {
+        assert!(!m.series(name).is_empty(), "{name} is not on the first scrape");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `--help` names every variable and says how targets are named.
 #[test]
 fn help_lists_the_variables_and_how_targets_are_named() {
@@ -310,7 +347,8 @@ fn hash_password_hashes_standard_input() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        // A refused --cost exits before reading: a broken pipe then.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
         child.wait_with_output().unwrap()
     };
     let out = hash(b"correct horse\n", &[]);

@@ -12,6 +12,8 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use pywats_agent_ebpf::abi::EventKind;
+
 use crate::sync::Locked;
 
 pub use lost::{LostEvents, LostEventsHandle, MapInsertFailures};
@@ -172,6 +174,22 @@ impl Metrics {
         }
         for outcome in ["adopted", "released"] {
             metrics.exec_candidates.with_label_values(&[outcome]);
+        }
+        for reason in ["short", "unknown_kind", "bad_length", "wrong_ring"] {
+            metrics.decode_errors.with_label_values(&[reason]);
+        }
+        // Every collector that counts its failures here (target/, the sampler).
+        for collector in ["target_map", "socket_seed", "resolve", "tls_attach_queue", "tls_attach", "procfs"] {
+            metrics.collector_errors.with_label_values(&[collector]);
+        }
+        // What the socket and file readers may ignore (process events never are).
+        let ignorable = EventKind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit));
+        for kind in ignorable {
+            for reason in ["not_a_target", "lifecycle_wait"] {
+                metrics.events_ignored.with_label_values(&[kind.name(), reason]);
+            }
         }
 
         metrics.register(Box::new(build_info));

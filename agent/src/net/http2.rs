@@ -16,12 +16,16 @@
 //! by length and counted; the encoder's table then changed in ways the agent
 //! did not follow, so its direction is no longer trusted.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{hash_map::DefaultHasher, BTreeMap},
+    hash::Hasher,
+};
 
 use crate::net::{
     hpack::{self, Field, HpackError},
     limits::{extend_within, Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
     report::{self, kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
+    retry::DIGEST_BODY,
 };
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -55,6 +59,11 @@ struct Stream {
     response_bytes: u64,
     request_id: Option<String>,
     undecodable: bool,
+    /// DATA payload bytes of the request, and a hash of the first
+    /// [`DIGEST_BODY`] of them where captured: which request this is, for
+    /// retries (the header block's size depends on HPACK's table, not on the request).
+    body_bytes: u64,
+    body_hash: DefaultHasher,
 }
 
 impl Stream {
@@ -212,7 +221,7 @@ impl H2 {
         self.known(d, known, ts, &mut out);
         if gap > 0 && !self.dirs[d].desynced {
             if self.dirs[d].can_skip(gap) {
-                self.skipped(d, gap);
+                self.skipped(d, gap, None);
                 if self.dirs[d].skip == 0 {
                     self.skip_end(d, ts, &mut out);
                 }
@@ -240,7 +249,7 @@ impl H2 {
                 Skip::Data { stream, end_stream } if dir.skip == n && end_stream && d == 1 => Some(stream),
                 _ => None,
             };
-            self.skipped(d, n);
+            self.skipped(d, n, None);
             if ended.is_some_and(|id| self.streams.remove(&id).is_some()) {
                 notices.push(Notice::RequestLost(Protocol::Http2));
             }
@@ -251,14 +260,18 @@ impl H2 {
         notices.push(Notice::Http2(H2Error::Lost));
     }
 
-    /// `n` payload bytes skipped.
-    fn skipped(&mut self, d: usize, n: u64) {
+    /// `n` payload bytes skipped: `bytes` when captured, `None` for a gap or a loss.
+    fn skipped(&mut self, d: usize, n: u64, bytes: Option<&[u8]>) {
         let dir = &mut self.dirs[d];
         dir.skip -= n;
         let Skip::Data { stream, .. } = dir.skipping else { return };
         if let Some(s) = self.streams.get_mut(&stream) {
             if d == 0 {
                 s.request_bytes += n;
+                if let Some(b) = bytes.filter(|_| s.body_bytes < DIGEST_BODY) {
+                    s.body_hash.write(&b[..b.len().min((DIGEST_BODY - s.body_bytes) as usize)]);
+                }
+                s.body_bytes += n;
             } else {
                 s.response_bytes += n;
             }
@@ -294,8 +307,9 @@ impl H2 {
             }
             if dir.skip > 0 {
                 let k = dir.skip.min(b.len() as u64);
-                b = &b[k as usize..];
-                self.skipped(d, k);
+                let (payload, rest) = b.split_at(k as usize);
+                b = rest;
+                self.skipped(d, k, Some(payload));
                 if self.dirs[d].skip == 0 {
                     self.skip_end(d, ts, out);
                 }
@@ -541,7 +555,7 @@ impl H2 {
             request_bytes: s.request_bytes,
             response_bytes: s.response_bytes,
             request_id: s.request_id,
-            body_digest: s.request_bytes,
+            body_digest: s.body_hash.finish() ^ s.body_bytes,
         });
     }
 
@@ -652,6 +666,26 @@ mod tests {
         fn send(&mut self, from_client: bool, bytes: &[u8], ts: u64) {
             self.h2.data(from_client, bytes, 0, ts, &mut self.done, &mut self.notices);
         }
+    }
+
+    /// The same request on another stream has the same body digest, however
+    /// HPACK shrank its headers; another body of the same size has another.
+    #[test]
+    fn the_body_digest_tells_requests_apart_by_their_body() {
+        let mut c = Peer::new();
+        let mut r = Run::new(false);
+        r.send(true, PREFACE, 1);
+        let mut s = Peer::new();
+        for (id, body) in [(1, &b"{\"id\":\"a\"}"[..]), (3, b"{\"id\":\"a\"}"), (5, b"{\"id\":\"b\"}")] {
+            let mut out = request(&mut c, id, "POST", "/api/Report/WSJF", false);
+            out.extend(frame(DATA, END_STREAM, id, body));
+            r.send(true, &out, 10);
+            r.send(false, &response(&mut s, id, "500", true), 20);
+        }
+        let d: Vec<u64> = r.done.iter().map(|x| x.body_digest).collect();
+        assert_ne!(r.done[0].request_bytes, r.done[1].request_bytes, "HPACK indexed the second head");
+        assert_eq!(d[0], d[1]);
+        assert_ne!(d[1], d[2]);
     }
 
     #[test]

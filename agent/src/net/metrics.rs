@@ -5,8 +5,14 @@ use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec
 
 use crate::{
     metrics::{Metrics, PYWATS_BUCKETS},
-    net::limits::Limit,
+    net::{
+        limits::Limit,
+        report::{H2Error, ParseError, Protocol},
+    },
 };
+
+/// `protocol` of `pywats_agent_connections_total` for a connect that failed.
+pub const CONNECT_FAILED: &str = "failed";
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -56,7 +62,8 @@ impl HttpMetrics {
             ),
             retries: counter(
                 "pywats_http_retries_total",
-                "Requests repeating a failed one (same method, endpoint and body) within 5 minutes.",
+                "Requests that repeat the target's same request (method, path, body) within a minute after it \
+                 failed in a way clients retry (timeout, reset, 429, 5xx), sooner than its own schedule.",
                 &["target", "method", "endpoint"],
             ),
             errors: counter(
@@ -94,8 +101,10 @@ impl HttpMetrics {
             ),
             connections: counter(
                 "pywats_agent_connections_total",
-                "TCP connections of targets, by the protocol recognised on them.",
-                &["protocol"],
+                "TCP connections of targets, each counted once when it ends: by the protocol it turned out to \
+                 speak (http1, http2, other, unknown: closed before any was seen) and whether over TLS; \
+                 failed: a connect refused, unreachable or given up.",
+                &["protocol", "tls"],
             ),
             open_connections: IntGauge::new(
                 "pywats_agent_connections_open",
@@ -125,6 +134,21 @@ impl HttpMetrics {
         // Zero from the start, so dashboards and alerts can take their rate.
         for limit in Limit::ALL {
             m.limit_hits.with_label_values(&[limit.name()]);
+        }
+        for protocol in [Protocol::Http1, Protocol::Http2, Protocol::Other, Protocol::Unknown] {
+            for tls in ["true", "false"] {
+                m.connections.with_label_values(&[protocol.name(), tls]);
+            }
+        }
+        m.connections.with_label_values(&[CONNECT_FAILED, "false"]);
+        for reason in ParseError::ALL.iter().map(|e| e.name()).chain(["unmatched_response", "not_http"]) {
+            m.parse_errors.with_label_values(&["http1", reason]);
+        }
+        for e in H2Error::ALL {
+            m.parse_errors.with_label_values(&["http2", e.name()]);
+        }
+        for reason in ["unsynced", "lost"] {
+            m.skipped_bytes.with_label_values(&[reason]);
         }
         registry.register(Box::new(m.requests.clone()));
         registry.register(Box::new(m.duration.clone()));

@@ -105,6 +105,9 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    pub const ALL: [ParseError; 5] =
+        [ParseError::Invalid, ParseError::HeadTruncated, ParseError::BadChunk, ParseError::BadLength, ParseError::Lost];
+
     pub fn name(self) -> &'static str {
         match self {
             ParseError::Invalid => "invalid",
@@ -130,6 +133,8 @@ pub enum H2Error {
 }
 
 impl H2Error {
+    pub const ALL: [H2Error; 4] = [H2Error::Desync, H2Error::Undecodable, H2Error::UnknownStream, H2Error::Lost];
+
     pub fn name(self) -> &'static str {
         match self {
             H2Error::Desync => "desync",
