@@ -32,17 +32,20 @@ fn durations(items: &Value, status: &[&str]) -> Vec<f64> {
         .collect()
 }
 
-/// A histogram's count equals the truth's and its sum is within 5 ms per observation.
+/// A histogram's count equals the truth's and its sum is within the clock slack (5 ms) per observation.
 fn assert_durations(m: &Samples, name: &str, labels: &[(&str, &str)], truth: &[f64]) {
     assert_eq!(get(m, &format!("{name}_count"), labels), truth.len() as f64, "{name} {labels:?} count");
     let sum = get(m, &format!("{name}_sum"), labels);
     let want: f64 = truth.iter().sum();
-    assert!((sum - want).abs() <= 0.005 * truth.len() as f64, "{name} {labels:?}: sum {sum} vs {want}");
+    assert!(
+        (sum - want).abs() <= pywats_agent_tests::clock_slack() * truth.len() as f64,
+        "{name} {labels:?}: sum {sum} vs {want}"
+    );
 }
 
 /// A histogram's count equals the truth's and its sum lies within the sum of
 /// the truth's brackets (each observation's lowest and highest possible
-/// duration, `min`/`max`), give or take 5 ms per observation.
+/// duration, `min`/`max`), give or take the clock slack per observation.
 fn assert_duration_brackets(m: &Samples, name: &str, labels: &[(&str, &str)], items: &Value, status: &[&str]) {
     let chosen: Vec<&Value> =
         items.as_array().unwrap().iter().filter(|i| status.contains(&i["status"].as_str().unwrap())).collect();
@@ -50,7 +53,7 @@ fn assert_duration_brackets(m: &Samples, name: &str, labels: &[(&str, &str)], it
     let sum = get(m, &format!("{name}_sum"), labels);
     let low: f64 = chosen.iter().map(|i| i["min"].as_f64().unwrap()).sum();
     let high: f64 = chosen.iter().map(|i| i["max"].as_f64().unwrap()).sum();
-    let tol = 0.005 * chosen.len() as f64;
+    let tol = pywats_agent_tests::clock_slack() * chosen.len() as f64;
     assert!(low - tol <= sum && sum <= high + tol, "{name} {labels:?}: sum {sum} outside [{low}, {high}]");
 }
 

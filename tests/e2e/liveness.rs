@@ -38,6 +38,9 @@ fn a_target_stays_watched_while_the_agent_can_open_no_file() {
     let _server = Py::start("http_server.py", &[&port]);
     let mut client = Py::start("http_client.py", &[&port]);
     let agent = Agent::start(&["--pid", &client.pid().to_string(), "--target-name", TARGET, "--no-discover"]);
+    // The TLS probes are attached on a thread of their own, which holds fds
+    // while it works: the limit is taken from the fds the agent keeps.
+    agent.wait_tls_probed();
     client.ask("load 10");
     // Opened now, it serves scrapes while no new connection can be accepted.
     let mut scraper = KeepAlive::connect(agent.port).unwrap();

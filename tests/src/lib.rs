@@ -36,6 +36,14 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
     }
 }
 
+/// How far a process's own clock, read right after a call returns, may lie
+/// from the kernel's stamp of that call: 5 ms on a machine, more under an
+/// emulator (`cargo xtask vm` sets `PYWATS_E2E_CLOCK_SLACK_MS`: TCG runs
+/// the guest some twenty times slower, and its scheduler's gaps with it).
+pub fn clock_slack() -> f64 {
+    std::env::var("PYWATS_E2E_CLOCK_SLACK_MS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(5.0) / 1e3
+}
+
 /// An unused loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
