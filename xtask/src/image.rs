@@ -34,18 +34,7 @@ pub fn build() -> anyhow::Result<String> {
     if !cmd::is_root() {
         bail!("buildah with the vfs driver needs root here: run `sudo -E cargo xtask image`");
     }
-    musl_target()?;
-    cmd::run(
-        Command::new("cargo")
-            .args(["build", "--release", "--package", "pywats-agent", "--target", MUSL])
-            // Symbols and debug info are two thirds of the file; the agent's
-            // own package only (the eBPF object keeps its BTF).
-            .args(["--config", "profile.release.package.pywats-agent.strip=\"symbols\""])
-            // ring (rustls' crypto) has C and assembly: built with musl's gcc wrapper (musl-tools).
-            .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
-            .current_dir(root()),
-    )?;
-    let context = context(&root().join("target").join(MUSL).join("release/pywats-agent"))?;
+    let context = context(&static_agent()?)?;
     let version = env!("CARGO_PKG_VERSION");
     let tag = format!("{NAME}:{version}");
     let revision = output(Command::new("git").args(["rev-parse", "HEAD"]).current_dir(root())).unwrap_or_default();
@@ -68,6 +57,23 @@ pub fn build() -> anyhow::Result<String> {
         let _ = output(Command::new("buildah").args(STORAGE).args(["rmi", &old]));
     }
     Ok(tag)
+}
+
+/// The agent as one static (musl) x86_64 binary, without symbols: what the
+/// image and the packages of `cargo xtask dist` ship.
+pub fn static_agent() -> anyhow::Result<PathBuf> {
+    musl_target()?;
+    cmd::run(
+        Command::new("cargo")
+            .args(["build", "--release", "--package", "pywats-agent", "--target", MUSL])
+            // Symbols and debug info are two thirds of the file; the agent's
+            // own package only (the eBPF object keeps its BTF).
+            .args(["--config", "profile.release.package.pywats-agent.strip=\"symbols\""])
+            // ring (rustls' crypto) has C and assembly: built with musl's gcc wrapper (musl-tools).
+            .env("CC_x86_64_unknown_linux_musl", "musl-gcc")
+            .current_dir(root()),
+    )?;
+    Ok(root().join("target").join(MUSL).join("release/pywats-agent"))
 }
 
 fn image_id(name: &str) -> Option<String> {

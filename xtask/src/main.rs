@@ -1,9 +1,10 @@
-//! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image | dist`.
 
 mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
 mod image;
 mod run;
 mod setup;
@@ -37,6 +38,8 @@ enum Command {
     Vm(vm::VmArgs),
     /// The container image localhost/pywats-agent:<version> (static agent on scratch, built with buildah).
     Image,
+    /// The .deb and the tar.gz an operator installs (target/dist), `--install-test` to install it in a fresh Debian root.
+    Dist(dist::DistArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,5 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::bench(args),
         Command::Vm(args) => vm::vm(args),
         Command::Image => image::image(),
+        Command::Dist(args) => dist::dist(args),
     }
 }
