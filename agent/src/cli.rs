@@ -224,7 +224,7 @@ pub struct Args {
 
     /// Keep every capability the agent started with. By default, once the
     /// programs are attached, it keeps only what its later work needs (the
-    /// log names them; see the README): for debugging a kernel that wants more.
+    /// log names them; see docs/guides/operations.md, "Least privilege"): for debugging a kernel that wants more.
     #[arg(long, env = "PYWATS_AGENT_KEEP_CAPABILITIES")]
     pub keep_capabilities: bool,
 

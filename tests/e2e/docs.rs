@@ -67,8 +67,16 @@ fn every_dashboard_panel_is_explained() {
 
 #[test]
 fn the_guides_links_lead_somewhere() {
-    for doc in [GUIDE, "docs/development/README.md", "docs/development/metrics.md", "examples/observability/README.md"]
-    {
+    let docs = [
+        "README.md",
+        GUIDE,
+        "docs/guides/operations.md",
+        "docs/performance.md",
+        "docs/development/README.md",
+        "docs/development/metrics.md",
+        "examples/observability/README.md",
+    ];
+    for doc in docs {
         let path = root().join(doc);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
         for link in docs::relative_links(&text) {

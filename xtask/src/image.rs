@@ -25,7 +25,7 @@ pub fn image() -> anyhow::Result<()> {
     setup::setup()?;
     let tag = build()?;
     println!("xtask: built {tag} ({})", size(&tag).unwrap_or_else(|| "size unknown".into()));
-    println!("xtask: run it with buildah (podman/docker as well): see the README's \"Container image\"");
+    println!("xtask: run it with buildah (podman/docker as well): see docs/guides/operations.md, \"Container image\"");
     Ok(())
 }
 
