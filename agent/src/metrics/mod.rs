@@ -147,7 +147,9 @@ impl Metrics {
                 "pywats_agent_exec_candidates_total",
                 "Processes the kernel took in at their exec because their name begins like an allowed \
                  executable's, by outcome: adopted (their command line matched and they were allowed) or \
-                 released (not a target: every Python started on the host while --match is on, by default).",
+                 released (not a target: every Python started on the host while --match is on, by default) or \
+                 gone (exited before the agent could read its command line: if it was a client, what it did is \
+                 not counted).",
                 &["outcome"],
             ),
             adoption_delay: prometheus::HistogramVec::new(
@@ -170,7 +172,7 @@ impl Metrics {
         for how in ["exec", "scan"] {
             metrics.adoption_delay.with_label_values(&[how]);
         }
-        for outcome in ["adopted", "released"] {
+        for outcome in ["adopted", "released", "gone"] {
             metrics.exec_candidates.with_label_values(&[outcome]);
         }
 
