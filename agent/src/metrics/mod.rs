@@ -2,6 +2,7 @@
 //! registers its collectors here and keeps cheap handles to what it updates.
 
 mod lost;
+mod process;
 mod programs;
 mod ratelimit;
 
@@ -15,6 +16,7 @@ use prometheus::{
 use crate::sync::Locked;
 
 pub use lost::{LostEvents, LostEventsHandle, MapInsertFailures};
+pub use process::ProcessMetrics;
 pub use programs::ProgramStats;
 pub use ratelimit::RateLimitedLog;
 
