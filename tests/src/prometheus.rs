@@ -22,6 +22,11 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `prometheus` with `config` (its YAML) and waits until it is ready.
     pub fn start(config: &str) -> Prometheus {
+        Self::start_with(config, &[])
+    }
+
+    /// The same, with more flags (`--enable-feature=…`).
+    pub fn start_with(config: &str, flags: &[&str]) -> Prometheus {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pywats-agent-prometheus-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -33,6 +38,7 @@ impl Prometheus {
             .arg(format!("--config.file={}", config_file.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -74,6 +80,15 @@ impl Prometheus {
             .collect()
     }
 
+    /// A GET of its HTTP API (`path` with its query, already encoded): the `data` of a successful answer.
+    pub fn api(&self, path: &str) -> Value {
+        let r = http::get(self.port, path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let body: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["status"], "success", "{body}");
+        body["data"].clone()
+    }
+
     /// The scrape targets' state: job → (health, last error).
     pub fn targets(&self) -> BTreeMap<String, (String, String)> {
         let r = http::get(self.port, "/api/v1/targets").unwrap();
@@ -101,7 +116,8 @@ impl Drop for Prometheus {
     }
 }
 
-fn percent_encode(s: &str) -> String {
+/// A query parameter's value, percent-encoded.
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

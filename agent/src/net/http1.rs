@@ -658,6 +658,40 @@ mod tests {
     }
 
     #[test]
+    fn a_report_upload_carries_its_reports_id_unless_a_header_names_the_request() {
+        let body = br#"{"id": "673a9756-e0d9-4455-8270-da7cf968b648", "type": "T"}"#;
+        let head = format!("POST /api/Report/WSJF HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let traced = format!(
+            "POST /api/Report/WSJF HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let other = format!("POST /api/Report/Other HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[head.as_bytes(), &body[..10], &body[10..]], &mut s);
+        feed_all(&mut p, &[traced.as_bytes(), body], &mut s);
+        feed_all(&mut p, &[other.as_bytes(), body], &mut s);
+        let ids: Vec<_> = s.messages.iter().map(|m| m.correlation.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some(Correlation::ReportId("673a9756-e0d9-4455-8270-da7cf968b648".into())),
+                Some(Correlation::TraceId("4bf92f3577b34da6a3ce929d0e0e4736".into())),
+                None
+            ]
+        );
+        // A body whose first bytes went uncaptured gives no id.
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let gap = Chunk { prefix: &body[..3], suffix: &body[body.len() - 3..], len: body.len() as u64, ts_ns: 1 };
+        p.feed(&Chunk { prefix: head.as_bytes(), suffix: &[], len: head.len() as u64, ts_ns: 0 }, &mut s);
+        p.feed(&gap, &mut s);
+        assert_eq!(s.messages.len(), 1);
+        assert_eq!(s.messages[0].correlation, None);
+    }
+
+    #[test]
     fn large_body_with_gap_keeps_framing() {
         // 2 MiB body: only 4 KiB prefix and 64 bytes suffix of the second write captured.
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2097152\r\n\r\n";
