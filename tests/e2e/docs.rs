@@ -37,12 +37,14 @@ fn every_metric_family_is_in_the_user_guide() {
 
 #[test]
 fn every_alert_is_explained_and_unit_tested() {
-    let rules = fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).expect("read alerts.yml");
-    let alerts: BTreeSet<String> =
-        rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(|a| a.trim().to_string()).collect();
+    let mut alerts = BTreeSet::new();
+    for file in ["alerts.yml", "fleet.yml"] {
+        let rules = fs::read_to_string(root().join("deploy/prometheus").join(file)).expect("read the rules");
+        alerts.extend(rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(|a| a.trim().to_string()));
+    }
     assert!(!alerts.is_empty(), "no alerts found in alerts.yml");
     let documented = guide_table_names(&guide(), "Pywats");
-    assert_eq!(alerts, documented, "alerts in alerts.yml vs rows of the alerts table in {GUIDE}");
+    assert_eq!(alerts, documented, "alerts in alerts.yml and fleet.yml vs rows of the alerts tables in {GUIDE}");
 }
 
 #[test]
