@@ -92,6 +92,22 @@ impl Prometheus {
         self.wait_ready();
     }
 
+    /// Bytes in its data directory (an agent's write-ahead log, a server's TSDB).
+    pub fn data_bytes(&self) -> u64 {
+        let mut dirs = vec![self.dir.join("data")];
+        let mut total = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                match entry.metadata() {
+                    Ok(m) if m.is_dir() => dirs.push(entry.path()),
+                    Ok(m) => total += m.len(),
+                    Err(_) => {}
+                }
+            }
+        }
+        total
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
     }
