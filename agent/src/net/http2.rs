@@ -709,6 +709,52 @@ mod tests {
     }
 
     #[test]
+    fn a_report_upload_names_its_report_and_a_traceparent_its_trace() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        let upload = [(":method", "POST"), (":path", "/api/Report/WSJF"), (":scheme", "https"), (":authority", "x")];
+        out.extend(frame(HEADERS, END_HEADERS, 1, &c.block(&upload)));
+        let traced = [
+            (":method", "GET"),
+            (":path", "/api/App/Version"),
+            (":scheme", "https"),
+            (":authority", "x"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ];
+        out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &c.block(&traced)));
+        r.send(true, &out, 10);
+        // The report in two DATA frames, the id split between them, the second byte by byte.
+        let body = br#"{"id": "0b8f2c1e-6d7a-4c5b-9e3f-2a1b0c9d8e7f", "type": "T"}"#;
+        r.send(true, &frame(DATA, 0, 1, &body[..12]), 11);
+        for b in frame(DATA, END_STREAM, 1, &body[12..]) {
+            r.send(true, &[b], 12);
+        }
+        let mut back = response(&mut s, 1, "200", true);
+        back.extend(response(&mut s, 3, "200", true));
+        r.send(false, &back, 20);
+        let ids: Vec<_> = r.done.iter().map(|x| x.correlation.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some(Correlation::ReportId("0b8f2c1e-6d7a-4c5b-9e3f-2a1b0c9d8e7f".into())),
+                Some(Correlation::TraceId("4bf92f3577b34da6a3ce929d0e0e4736".into())),
+            ]
+        );
+        // A gap in the body: the bytes after it are not read for an id.
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(HEADERS, END_HEADERS, 1, &c.block(&upload)));
+        let data = frame(DATA, END_STREAM, 1, body);
+        out.extend(&data[..9 + 2]);
+        r.h2.data(true, &out, 5, 10, &mut r.done, &mut r.notices);
+        r.send(true, &data[9 + 7..], 11);
+        r.send(false, &response(&mut s, 1, "200", true), 20);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(r.done[0].correlation, None);
+    }
+
+    #[test]
     fn continuation_padding_priority_and_interim() {
         let (mut c, mut s) = (Peer::new(), Peer::new());
         let mut r = Run::new(false);

@@ -19,26 +19,31 @@ const VARIANTS: [(&str, &str, &str); 5] = [
     ("OpenMetrics, gzip (what Prometheus asks for)", "application/openmetrics-text;version=1.0.0", "gzip"),
 ];
 
-/// `n` scrapes of each variant one after another: bytes of the body and
-/// agent CPU per scrape (its process clock over the `n`).
+/// `n` rounds of one scrape of each variant, interleaved so that what else
+/// runs on the machine weighs on every variant alike: bytes of the body and
+/// agent CPU per scrape (its process clock around each scrape).
 fn measure(agent: &Agent, n: usize, t: &mut Table, what: &str) -> anyhow::Result<()> {
     let series = agent.get("/metrics")?.body.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
-    for (label, accept, encoding) in VARIANTS {
-        let headers = [("Accept", accept), ("Accept-Encoding", encoding)];
-        // One unmeasured scrape: the agent's own request counter gets this variant's series.
-        http::get_bytes(agent.port(), "/metrics", &headers)?;
-        let cpu = agent.cpu_ns()?;
-        let mut bytes = 0;
-        for _ in 0..n {
-            let (status, _, body) = http::get_bytes(agent.port(), "/metrics", &headers)?;
+    let headers = VARIANTS.map(|(_, accept, encoding)| [("Accept", accept), ("Accept-Encoding", encoding)]);
+    // One unmeasured scrape each: the agent's own request counter gets every variant's series.
+    for h in &headers {
+        http::get_bytes(agent.port(), "/metrics", h)?;
+    }
+    let (mut cpu_ns, mut bytes) = ([0u64; VARIANTS.len()], [0usize; VARIANTS.len()]);
+    for _ in 0..n {
+        for (i, h) in headers.iter().enumerate() {
+            let before = agent.cpu_ns()?;
+            let (status, _, body) = http::get_bytes(agent.port(), "/metrics", h)?;
+            cpu_ns[i] += agent.cpu_ns()? - before;
             anyhow::ensure!(status == 200, "/metrics answered {status}");
-            bytes = body.len();
+            bytes[i] = body.len();
         }
-        let cpu_ms = (agent.cpu_ns()? - cpu) as f64 / n as f64 / 1e6;
+    }
+    for (i, (label, _, _)) in VARIANTS.iter().enumerate() {
         t.row(vec![
             format!("{series} series ({what}), {label}"),
-            format!("{} KiB", num(bytes as f64 / 1024.0)),
-            format!("{} ms", num(cpu_ms)),
+            format!("{} KiB", num(bytes[i] as f64 / 1024.0)),
+            format!("{} ms", num(cpu_ns[i] as f64 / n as f64 / 1e6)),
         ]);
     }
     Ok(())
@@ -59,8 +64,9 @@ pub fn run(ctx: &mut Ctx) -> anyhow::Result<Table> {
     t.note(
         "Load as in the memory table (2 watched generator processes, paths /load/e0 …). A render is \
          shared by the scrapes that arrive while it runs; these scrapes come one after another, so each \
-         pays a whole render: gathering, encoding, and compressing (gzip level 1, zstd level 1). Body is \
-         the bytes on the wire (`Content-Encoding` applied).",
+         pays a whole render: gathering, encoding, and compressing (gzip level 1, zstd level 1). The \
+         variants take turns, one scrape each per round. Body is the bytes on the wire \
+         (`Content-Encoding` applied).",
     );
     ctx.progress("scrape done");
     Ok(t)
