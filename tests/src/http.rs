@@ -146,13 +146,11 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     Client::plain().get(port, path)
 }
 
-/// A GET over plain HTTP with extra request headers, answering the status,
-/// the headers and the body's bytes as sent (compressed ones too; not chunked).
-pub fn get_bytes(
-    port: u16,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// A response's status, headers and body bytes as sent (compressed ones too).
+pub type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A GET over plain HTTP with extra request headers (the body not chunked).
+pub fn get_bytes(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();

@@ -149,7 +149,7 @@ mod tests {
         sorted
             .into_iter()
             .map(|(n, v)| {
-                let mut p = LabelPair::new();
+                let mut p = LabelPair::default();
                 p.set_name(n.to_string());
                 p.set_value(v.to_string());
                 p
