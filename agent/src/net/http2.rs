@@ -179,9 +179,9 @@ impl Fields {
             Field::Status if value.len() == 3 => {
                 self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
             }
-            Field::RequestId => _ = self.correlation.offer(b"x-request-id", value),
-            Field::CorrelationId => _ = self.correlation.offer(b"x-correlation-id", value),
-            Field::TraceParent => _ = self.correlation.offer(b"traceparent", value),
+            Field::RequestId => self.correlation.offer(b"x-request-id", value),
+            Field::CorrelationId => self.correlation.offer(b"x-correlation-id", value),
+            Field::TraceParent => self.correlation.offer(b"traceparent", value),
             Field::Status | Field::Other => {}
         }
     }

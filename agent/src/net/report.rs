@@ -111,22 +111,21 @@ pub struct CorrelationHeaders {
 }
 
 impl CorrelationHeaders {
-    /// Offers a header; `false` when the agent does not read it. `name` is
-    /// matched whatever its case (HTTP/1) or lower case (HTTP/2).
-    pub fn offer(&mut self, name: &[u8], value: &[u8]) -> bool {
-        let slot = if name.eq_ignore_ascii_case(b"x-correlation-id") {
+    /// Offers a header: kept if it is one of the three and its value an id.
+    /// `name` is matched whatever its case (HTTP/1) or lower case (HTTP/2).
+    pub fn offer(&mut self, name: &[u8], value: &[u8]) {
+        let (place, id) = if name.eq_ignore_ascii_case(b"x-correlation-id") {
             (&mut self.correlation_id, request_id(value))
         } else if name.eq_ignore_ascii_case(b"x-request-id") {
             (&mut self.request_id, request_id(value))
         } else if name.eq_ignore_ascii_case(b"traceparent") {
             (&mut self.trace_id, trace_id(value))
         } else {
-            return false;
+            return;
         };
-        if let (place, Some(id)) = slot {
-            *place = Some(id);
+        if id.is_some() {
+            *place = id;
         }
-        true
     }
 
     /// The correlation id (`X-Correlation-ID`, then `X-Request-ID`), else the trace id.
@@ -290,10 +289,13 @@ mod tests {
     fn a_correlation_id_wins_over_a_request_id_and_both_over_a_trace() {
         let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut h = CorrelationHeaders::default();
-        assert!(h.offer(b"traceparent", trace));
-        assert!(h.offer(b"X-Request-ID", b"req-1"));
-        assert!(h.offer(b"x-correlation-id", b"corr-1"));
-        assert!(!h.offer(b"authorization", b"Basic c2VjcmV0"));
+        h.offer(b"authorization", b"Basic-c2VjcmV0");
+        h.offer(b"cookie", b"session-1");
+        assert_eq!(h.correlation(), None);
+        let mut h = CorrelationHeaders::default();
+        h.offer(b"traceparent", trace);
+        h.offer(b"X-Request-ID", b"req-1");
+        h.offer(b"x-correlation-id", b"corr-1");
         assert_eq!(h.correlation(), Some(Correlation::RequestId("corr-1".into())));
         let mut h = CorrelationHeaders::default();
         h.offer(b"traceparent", trace);
