@@ -3,8 +3,8 @@
 use std::{collections::BTreeSet, fs, path::Path};
 
 /// String literals in code that look like metric names but are not: the
-/// process-name pattern of the pyWATS client.
-const NOT_METRICS: [&str; 1] = ["pywats_client"];
+/// process-name pattern of the pyWATS client, the name of a feature.
+const NOT_METRICS: [&str; 2] = ["pywats_client", "process_tree"];
 
 /// Every metric family the agent can export: each is defined by a string
 /// literal `"pywats_…"` (or `"process_…"`) in `agent/src` (the name given to `Opts::new` and the
