@@ -37,7 +37,7 @@ use crate::{
 type Bodies = Arc<HashMap<Variant, Option<Bytes>>>;
 
 /// The render in progress: its number, where its bodies will be, and the
-/// variants asked for so far (taken when it clears itself).
+/// variants asked for so far.
 struct Flight {
     number: u64,
     bodies: watch::Receiver<Option<Bodies>>,
@@ -96,21 +96,9 @@ impl Renderer {
             }
         }
         let families = self.metrics.gather();
-        // Cleared before encoding: a scrape that comes later starts afresh,
-        // and every one that joined this flight has its variant in `wants`.
-        let wants = {
-            let mut running = self.running.locked();
-            match running.take() {
-                Some(f) if f.number == number => f.wants,
-                other => {
-                    *running = other;
-                    Vec::new()
-                }
-            }
-        };
         let mut encoded: HashMap<Format, Bytes> = HashMap::new();
         let mut bodies = HashMap::new();
-        for variant in wants {
+        while let Some(variant) = self.next_wanted(number, &bodies) {
             let plain = encoded
                 .entry(variant.format)
                 .or_insert_with(|| {
@@ -132,6 +120,21 @@ impl Renderer {
         }
         let outcome = if tx.send(Some(Arc::new(bodies))).is_ok() { Render::Answered } else { Render::Abandoned };
         self.server.rendered(outcome);
+    }
+
+    /// A variant the flight `number` was asked for and `made` lacks. When
+    /// there is none, the flight is cleared under the same lock, before its
+    /// bodies go out: a scrape that joined while they were made (the flight
+    /// stays in place meanwhile, so no second render starts) has its variant
+    /// made too, and one that comes after starts afresh.
+    fn next_wanted(&self, number: u64, made: &HashMap<Variant, Option<Bytes>>) -> Option<Variant> {
+        let mut running = self.running.locked();
+        let flight = running.as_ref().filter(|f| f.number == number)?;
+        let next = flight.wants.iter().find(|v| !made.contains_key(v)).copied();
+        if next.is_none() {
+            *running = None;
+        }
+        next
     }
 }
 
