@@ -1,11 +1,12 @@
 //! The shipped Prometheus files, checked by Prometheus's own `promtool`: the
 //! scrape config, the alert rules, and their unit tests
 //! (`deploy/prometheus/alerts_test.yml`), which must cover every alert with
-//! a case where it fires and one where it does not. No root needed.
+//! a case where it fires and one where it does not; and the agent's
+//! `--web-config` example, in the format promtool also reads. No root needed.
 
 use std::{collections::BTreeMap, path::PathBuf};
 
-use pywats_agent_tests::{promtool, root};
+use pywats_agent_tests::{pki::Pki, promtool, root};
 
 fn prometheus_dir() -> PathBuf {
     root().join("deploy/prometheus")
@@ -110,4 +111,20 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
     for tested in cases.keys() {
         assert!(names.contains(tested), "alerts_test.yml tests {tested}, which alerts.yml does not have");
     }
+}
+
+/// `deploy/web-config.yml` as shipped, beside certificate files where it
+/// names them (promtool loads them, relative to the config's directory).
+#[test]
+fn the_web_config_example_is_valid() {
+    let pki = Pki::new("webconfig");
+    let server = pki.server("server");
+    let tls = pki.dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    std::fs::copy(&server.cert, tls.join("server.crt")).unwrap();
+    std::fs::copy(&server.key, tls.join("server.key")).unwrap();
+    let config = pki.dir.join("web-config.yml");
+    std::fs::copy(root().join("deploy/web-config.yml"), &config).unwrap();
+    let out = promtool::ok(&["check", "web-config", config.to_str().unwrap()], "");
+    assert!(out.contains("SUCCESS"), "{out}");
 }
