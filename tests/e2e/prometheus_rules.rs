@@ -1,11 +1,12 @@
 //! The shipped Prometheus files, checked by Prometheus's own `promtool`: the
 //! scrape configs, the alert rules, and their unit tests
 //! (`deploy/prometheus/alerts_test.yml`), which must cover every alert with
-//! a case where it fires and one where it does not. No root needed.
+//! a case where it fires and one where it does not; and the agent's
+//! `--web-config` example, in the format promtool also reads. No root needed.
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use pywats_agent_tests::{http, prometheus::Prometheus, promtool, root, wait_for};
+use pywats_agent_tests::{http, pki::Pki, prometheus::Prometheus, promtool, root, wait_for};
 
 fn prometheus_dir() -> PathBuf {
     root().join("deploy/prometheus")
@@ -19,20 +20,31 @@ fn path(name: &str) -> String {
 /// Debian builds Prometheus without it.
 const NO_KUBERNETES_SD: &str = "field kubernetes_sd_configs not found";
 
-/// The shipped Prometheus configs (files with `scrape_configs`), by name.
+/// The shipped Prometheus configs, by name: every `.yml` that is neither a
+/// rule file (`groups:`) nor a rule unit test (`tests:`).
 fn shipped_configs() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(prometheus_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .filter(|n| n.ends_with(".yml"))
-        .filter(|n| std::fs::read_to_string(path(n)).unwrap().contains("\nscrape_configs:"))
+        .filter(|n| {
+            let text = std::fs::read_to_string(path(n)).unwrap();
+            !text.contains("\ngroups:") && !text.contains("\ntests:")
+        })
         .collect();
     names.sort();
     names
 }
 
-/// Every shipped config loads in Debian's Prometheus as shipped, except the
-/// one for Kubernetes, whose header says it needs another build: Debian's
+/// An agent-mode config (a station's, `station.yml`) is checked as agent
+/// mode loads it: its header shows the flag it runs with.
+fn agent_mode(text: &str) -> bool {
+    text.contains("--enable-feature=agent")
+}
+
+/// Every shipped config loads in Debian's Prometheus as shipped (the
+/// fleet's too: the station's in agent mode, the centre's with its rule
+/// files), except the one for Kubernetes, whose header says it needs another build: Debian's
 /// promtool refuses exactly its discovery block, and with that one block
 /// swapped for a file discovery its relabelling (the part that can be
 /// wrong) is checked. The stations' config, with the alert rules, is then
@@ -40,12 +52,20 @@ fn shipped_configs() -> Vec<String> {
 #[test]
 fn debians_prometheus_loads_every_shipped_config() {
     let configs = shipped_configs();
-    assert!(configs.contains(&"scrape.yml".to_string()) && configs.contains(&"scrape-kubernetes.yml".to_string()));
+    for wanted in ["scrape.yml", "scrape-kubernetes.yml", "station.yml", "central.yml"] {
+        assert!(configs.iter().any(|n| n == wanted), "{wanted} not among {configs:?}");
+    }
     let dir = std::env::temp_dir().join(format!("pywats-agent-promconfig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for name in &configs {
         let text = std::fs::read_to_string(path(name)).unwrap();
-        let out = promtool::run(&["check", "config", &path(name)], "");
+        let check = |file: &str| {
+            let mut args = vec!["check", "config"];
+            args.extend(agent_mode(&text).then_some("--agent"));
+            args.push(file);
+            promtool::run(&args, "")
+        };
+        let out = check(&path(name));
         let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         if !text.contains("kubernetes_sd_configs") {
             assert!(out.status.success(), "Debian's promtool refuses {name}:\n{printed}");
@@ -64,7 +84,9 @@ fn debians_prometheus_loads_every_shipped_config() {
         let swapped = dir.join(name);
         let files = format!("    file_sd_configs:\n      - files: [{:?}]\n", targets.to_str().unwrap());
         std::fs::write(&swapped, text.replace(sd, &files)).unwrap();
-        promtool::ok(&["check", "config", swapped.to_str().unwrap()], "");
+        let out = check(swapped.to_str().unwrap());
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool check config {name} with file discovery:\n{printed}");
     }
     // As a station's Prometheus loads them: the scrape config with the alert rules.
     let scrape = std::fs::read_to_string(path("scrape.yml")).unwrap();
@@ -140,4 +162,20 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
     for tested in cases.keys() {
         assert!(names.contains(tested), "alerts_test.yml tests {tested}, which alerts.yml does not have");
     }
+}
+
+/// `deploy/web-config.yml` as shipped, beside certificate files where it
+/// names them (promtool loads them, relative to the config's directory).
+#[test]
+fn the_web_config_example_is_valid() {
+    let pki = Pki::new("webconfig");
+    let server = pki.server("server");
+    let tls = pki.dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    std::fs::copy(&server.cert, tls.join("server.crt")).unwrap();
+    std::fs::copy(&server.key, tls.join("server.key")).unwrap();
+    let config = pki.dir.join("web-config.yml");
+    std::fs::copy(root().join("deploy/web-config.yml"), &config).unwrap();
+    let out = promtool::ok(&["check", "web-config", config.to_str().unwrap()], "");
+    assert!(out.contains("SUCCESS"), "{out}");
 }

@@ -1,4 +1,4 @@
-//! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image | dist`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | fleet | vm | bench | image | dist`.
 
 mod bench;
 mod build;
@@ -32,6 +32,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Unit tests, then the root integration tests against the real kernel.
     Test(test::TestArgs),
+    /// The fleet outage test (minutes): two stations remote-writing to a central Prometheus stopped for a minute.
+    Fleet,
     /// What watching costs: the same workload with and without the agent, side by side.
     Bench(bench::BenchArgs),
     /// The end-to-end tests on the kernels stations run, each booted in a VM (`--kernel 6.1|6.1-rt|6.12|host|all`).
@@ -56,6 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
+        Command::Fleet => test::fleet(),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
         Command::Vm(args) => vm::vm(args),

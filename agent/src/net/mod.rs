@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod recent;
 pub mod report;
+pub mod report_id;
 pub mod retry;
 pub mod seed;
 pub mod sockets;
@@ -39,7 +40,7 @@ use crate::{
         http1::Chunk,
         labels::{LabelSets, OTHER},
         limits::{Limit, NetLimits},
-        metrics::HttpMetrics,
+        metrics::{HttpMetrics, Side},
         recent::{Recent, RecentRequest},
         report::{Exchange, Notice, Outcome, Protocol},
         retry::Retries,
@@ -473,7 +474,7 @@ impl NetPipeline {
         let retry = match role {
             Role::Client => {
                 self.metrics.requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.duration.with_label_values(&series).observe(seconds);
+                self.metrics.observe_duration(Side::Client, series, seconds, x.correlation.as_ref());
                 self.metrics.request_size.with_label_values(&series).observe(x.request_bytes as f64);
                 if matches!(x.outcome, Outcome::Response(_)) {
                     self.metrics.response_size.with_label_values(&series).observe(x.response_bytes as f64);
@@ -497,7 +498,7 @@ impl NetPipeline {
             }
             Role::Server => {
                 self.metrics.server_requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.server_duration.with_label_values(&series).observe(seconds);
+                self.metrics.observe_duration(Side::Server, series, seconds, x.correlation.as_ref());
                 false
             }
         };
@@ -512,7 +513,7 @@ impl NetPipeline {
             request_bytes: x.request_bytes,
             response_bytes: x.response_bytes,
             remote: remote.map(|a| a.to_string()),
-            request_id: x.request_id.clone(),
+            request_id: x.correlation.as_ref().map(|c| c.id().to_string()),
             retry,
         });
     }
