@@ -32,7 +32,7 @@ pub struct DistArgs {
 
 /// What both artifacts hold: (file in the repository, path on the target
 /// system, mode). The binary comes first, built, not from the repository.
-const FILES: [(&str, &str, u32); 9] = [
+const FILES: [(&str, &str, u32); 12] = [
     ("deploy/systemd/pywats-agent.service", "usr/lib/systemd/system/pywats-agent.service", 0o644),
     ("deploy/debian/pywats-agent.default", "etc/default/pywats-agent", 0o644),
     ("deploy/web-config.yml", "usr/share/pywats-agent/web-config.yml", 0o644),
@@ -40,6 +40,10 @@ const FILES: [(&str, &str, u32); 9] = [
     ("deploy/prometheus/scrape.yml", "usr/share/pywats-agent/prometheus/scrape.yml", 0o644),
     ("deploy/prometheus/scrape-kubernetes.yml", "usr/share/pywats-agent/prometheus/scrape-kubernetes.yml", 0o644),
     ("deploy/prometheus/alerts.yml", "usr/share/pywats-agent/prometheus/alerts.yml", 0o644),
+    // A fleet: a station's agent-mode Prometheus, and the centre with its rules beside alerts.yml.
+    ("deploy/prometheus/station.yml", "usr/share/pywats-agent/prometheus/station.yml", 0o644),
+    ("deploy/prometheus/central.yml", "usr/share/pywats-agent/prometheus/central.yml", 0o644),
+    ("deploy/prometheus/fleet.yml", "usr/share/pywats-agent/prometheus/fleet.yml", 0o644),
     ("deploy/grafana/pywats-agent.json", "usr/share/pywats-agent/grafana/pywats-agent.json", 0o644),
     ("deploy/debian/copyright", "usr/share/doc/pywats-agent/copyright", 0o644),
 ];
