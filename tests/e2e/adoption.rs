@@ -47,7 +47,7 @@ fn a_process_that_lives_a_moment_is_counted_from_its_exec() {
     assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(30.0));
     assert_eq!(
         m.get("pywats_agent_events_ignored_total", &[("kind", "sock_connect"), ("reason", "lifecycle_wait")]),
-        None
+        Some(0.0)
     );
     wait_for(Duration::from_secs(10), "no target left alive", || {
         (agent.scrape().get("pywats_agent_targets", &[("state", "watched")]) == Some(0.0)).then_some(())
