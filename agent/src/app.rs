@@ -163,6 +163,7 @@ pub fn run(args: Args) -> Result<(), AgentError> {
     let sampler = ProcSampler::new(targets.clone(), args.proc_root.clone(), metrics.collector_errors.clone());
     let baselines = sampler.baselines();
     metrics.register(Box::new(sampler));
+    metrics.register(Box::new(crate::metrics::ProcessMetrics::new(&args.proc_root, metrics.collector_errors.clone())));
 
     let status = Arc::new(AgentStatus {
         started,

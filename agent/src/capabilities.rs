@@ -1,6 +1,6 @@
 //! Least privilege: once the programs are loaded and attached, the agent
-//! keeps only the capabilities its later work needs (see the README for
-//! what broke when each was dropped):
+//! keeps only the capabilities its later work needs (docs/guides/operations.md,
+//! "Least privilege", says what broke when each was dropped):
 //!
 //! * `CAP_SYS_ADMIN`: the libssl uprobes of each new target process
 //!   (`perf_event_open` of the uprobe PMU; kernels since mid-2025 require it

@@ -2,17 +2,21 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 use pywats_agent_ebpf::abi::{FS_EVENTS_BYTES, NET_EVENTS_BYTES};
 
 use crate::{
     ebpf::features::{parse_require, Require},
+    http::web_config::MAX_BCRYPT_COST,
     net::limits::NetLimits,
 };
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "pywats-agent", version, about = "eBPF observability for an unmodified pyWATS client")]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Process to watch (repeatable, or comma separated). Its child processes are watched too.
     #[arg(long = "pid", value_name = "PID", env = "PYWATS_AGENT_PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
@@ -106,7 +110,8 @@ pub struct Args {
     pub node_name: Option<String>,
 
     /// Stable name of a target, the `target` label (repeatable: the n-th name goes with the
-    /// n-th --pid). Defaults to the process name.
+    /// n-th --pid). Without it: the client's instance id, else the pod's or the process name
+    /// (see "Target names" in --help).
     #[arg(long = "target-name", value_name = "NAME", env = "PYWATS_AGENT_TARGET_NAME", value_delimiter = ',')]
     pub target_names: Vec<String>,
 
@@ -219,13 +224,63 @@ pub struct Args {
 
     /// Keep every capability the agent started with. By default, once the
     /// programs are attached, it keeps only what its later work needs (the
-    /// log names them; see the README): for debugging a kernel that wants more.
+    /// log names them; see docs/guides/operations.md, "Least privilege"): for debugging a kernel that wants more.
     #[arg(long, env = "PYWATS_AGENT_KEEP_CAPABILITIES")]
     pub keep_capabilities: bool,
 
     /// Where procfs is mounted (`/host/proc` in a container watching its host).
     #[arg(long, value_name = "PATH", env = "PYWATS_AGENT_PROC_ROOT", default_value = "/proc")]
     pub proc_root: PathBuf,
+}
+
+/// Tools that run instead of the agent.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Print the bcrypt hash of a password for `basic_auth_users` of --web-config. The
+    /// password is read from standard input (asked twice, unechoed, on a terminal), never
+    /// from the command line: `pywats-agent hash-password < FILE`.
+    HashPassword {
+        /// bcrypt cost: each step doubles the CPU of every check the agent makes.
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u32).range(4..=i64::from(MAX_BCRYPT_COST)))]
+        cost: u32,
+    },
+}
+
+/// How targets are named, for `--help`: what the code does in
+/// `target::matching` and `proc::targets`.
+const TARGET_NAMES: &str = "\
+Target names (the `target` label), the first that applies:
+  1. --target-name (the n-th name for the n-th --pid)
+  2. the instance_id in the pyWATS client's config (read inside the client's root)
+  3. the Kubernetes pod's name (from the client's environment)
+  4. the process name
+  A name a live target already has gets -2, -3... in the order the processes were
+  found. A client found by --match after a restart takes the name of the exited
+  target it asks for (or of an exited name-2, name-3...), so its series continue.";
+
+/// The full `--help`: every option with its variable, then the variables
+/// together and how targets are named.
+pub fn command() -> clap::Command {
+    let vars: Vec<String> =
+        Args::command().get_arguments().filter_map(|a| a.get_env()).map(|v| v.to_string_lossy().into_owned()).collect();
+    let mut lines: Vec<String> = Vec::new();
+    for var in vars {
+        match lines.last_mut() {
+            Some(line) if line.len() + var.len() < 88 => {
+                line.push_str("  ");
+                line.push_str(&var);
+            }
+            _ => lines.push(format!("  {var}")),
+        }
+    }
+    let after = format!(
+        "Environment: every option can be set by its variable (shown with it above); an\n\
+         option on the command line wins over its variable. The systemd unit reads them\n\
+         from /etc/default/pywats-agent.\n{}\n\n{TARGET_NAMES}",
+        lines.join("\n")
+    );
+    Args::command().after_long_help(after)
 }
 
 impl Args {

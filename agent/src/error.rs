@@ -6,7 +6,10 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum AgentError {
-    #[error("no target: give --pid PID (or PYWATS_AGENT_PID)")]
+    #[error(
+        "no target: give --match PATTERN to watch every process whose command line contains it \
+         (e.g. --match pywats_client), or --pid PID (or PYWATS_AGENT_MATCH, PYWATS_AGENT_PID)"
+    )]
     NoTarget,
 
     #[error("pid {0} does not exist")]
@@ -24,6 +27,10 @@ pub enum AgentError {
     /// `--web-config` or `--auth-token-file` (the message names the file and the key).
     #[error("{0}")]
     WebConfig(String),
+
+    /// `hash-password`: what is wrong with the input (never the input itself).
+    #[error("{0}")]
+    Password(String),
 
     #[error("target name {0:?} is used twice: target names must be unique")]
     DuplicateName(String),
@@ -84,7 +91,8 @@ impl AgentError {
             | AgentError::DuplicateName(_)
             | AgentError::InvalidRoute(_)
             | AgentError::Config(_)
-            | AgentError::WebConfig(_) => 2,
+            | AgentError::WebConfig(_)
+            | AgentError::Password(_) => 2,
             // A part of the running agent died: restart it (systemd, Kubernetes).
             AgentError::PartStopped { .. } => 3,
             _ => 1,

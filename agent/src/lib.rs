@@ -8,6 +8,7 @@ pub mod clock;
 pub mod ebpf;
 pub mod error;
 pub mod fs;
+pub mod hash_password;
 pub mod http;
 pub mod metrics;
 pub mod net;

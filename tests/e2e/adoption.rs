@@ -3,7 +3,10 @@
 //! a process that lives a moment is counted whole. Run as root through
 //! `cargo xtask test`.
 
-use std::{process::Command, time::Duration};
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use pywats_agent_tests::{agent::Agent, free_port, http, prom::Samples, py, py::Py, wait_for};
 
@@ -44,7 +47,7 @@ fn a_process_that_lives_a_moment_is_counted_from_its_exec() {
     assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(30.0));
     assert_eq!(
         m.get("pywats_agent_events_ignored_total", &[("kind", "sock_connect"), ("reason", "lifecycle_wait")]),
-        None
+        Some(0.0)
     );
     wait_for(Duration::from_secs(10), "no target left alive", || {
         (agent.scrape().get("pywats_agent_targets", &[("state", "watched")]) == Some(0.0)).then_some(())
@@ -61,27 +64,37 @@ fn a_process_taken_in_at_exec_and_rejected_leaves_nothing() {
     let tag = format!("rejected-{}", std::process::id());
     let agent = Agent::start(&["--match", &tag, "--no-discover"]);
     let before = agent.scrape();
+    let released = |m: &Samples| m.get("pywats_agent_exec_candidates_total", &[("outcome", "released")]).unwrap();
+    let rejected = |m: &Samples| m.get("pywats_agent_match_rejected_total", &[("reason", "user")]).unwrap();
+    // Each process stays until the agent has let it go: one that exits
+    // first would be counted as gone, not judged. (Other Pythons on the
+    // host are released too: the user rejection is this test's alone.)
+    let judged = |child: std::process::Child, done: &dyn Fn(&Samples) -> bool| {
+        wait_for(Duration::from_secs(20), "the process judged", || done(&agent.scrape()).then_some(()));
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+    };
+    let quick = |cmd: &mut Command| cmd.env("HOLD", "1").stdin(Stdio::piped()).spawn().unwrap();
     // Without the pattern: a Python the kernel takes in by its name.
-    let plain = Command::new(py::python())
-        .arg(py::script("quick_request.py"))
-        .args([&port.to_string(), "/mix/200/10/cl/other"])
-        .status()
-        .unwrap();
-    assert!(plain.success());
+    let plain = quick(
+        Command::new(py::python())
+            .arg(py::script("quick_request.py"))
+            .args([&port.to_string(), "/mix/200/10/cl/other"]),
+    );
+    judged(plain, &|m| released(m) > released(&before));
     // With the pattern, as nobody: not an allowed user.
-    let nobody = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(py::python())
-        .arg(py::script("quick_request.py"))
-        .args([&port.to_string(), "/mix/200/10/cl/other", &tag])
-        .status()
-        .unwrap();
-    assert!(nobody.success());
+    let nobody = quick(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(py::python())
+            .arg(py::script("quick_request.py"))
+            .args([&port.to_string(), "/mix/200/10/cl/other", &tag]),
+    );
+    judged(nobody, &|m| rejected(m) > rejected(&before));
     let m = agent.settled();
     assert_eq!(server_total(port), 2.0);
     assert_eq!(requests(&m, "/mix/{id}/{id}/cl/other"), 0.0);
     assert!(m.series("pywats_http_requests_total").is_empty(), "nothing recorded");
-    let rejected = |m: &Samples| m.get("pywats_agent_match_rejected_total", &[("reason", "user")]).unwrap();
     assert_eq!(rejected(&m) - rejected(&before), 1.0);
     assert_eq!(m.get("pywats_agent_targets_joined_total", &[("how", "match")]), Some(0.0));
     let d = agent.details();

@@ -1,4 +1,4 @@
-//! deploy/: the Kubernetes manifests against Kubernetes' own schemas, and the
+//! deploy/: the Kubernetes manifests (and their TLS overlay) against Kubernetes' own schemas, and the
 //! container image itself watching a client that lives in its own mount
 //! namespace (its own /var/lib/pywats, its own libssl), as a client in a pod
 //! does, with the DaemonSet's capabilities and mounts.
@@ -62,6 +62,17 @@ fn manifests_validate_against_kubernetes_schemas() {
     assert!(args.windows(2).any(|w| w == ["--match", "pywats_client"]), "{args:?}");
     assert_eq!((m["liveness"].as_str(), m["readiness"].as_str()), (Some("/health/live"), Some("/health/ready")));
     assert!(m["mounts"].as_array().unwrap().iter().all(|v| v[1] == true), "hostPath mounts are read-only");
+    // The image is x86_64 only.
+    assert_eq!(m["node_selector"], json!({"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}));
+    // The TLS overlay: the web config from one Secret, the scrape's CA and
+    // credentials from another, checked against one name for every pod.
+    let tls = &m["tls"];
+    assert_eq!(tls["web_config"], "/etc/pywats-agent/web/web-config.yml");
+    assert_eq!(
+        (tls["web_secret"].as_str(), &tls["scrape_secrets"]),
+        (Some("pywats-agent-web"), &json!(["pywats-agent-scrape"]))
+    );
+    assert_eq!(tls["server_name"], "pywats-agent.pywats-agent.svc");
 }
 
 /// The path of the libssl this machine's Python loads.

@@ -28,7 +28,8 @@ fn guide_table_names(guide: &str, prefix: &str) -> BTreeSet<String> {
 fn every_metric_family_is_in_the_user_guide() {
     let code = docs::metric_families(&root().join("agent/src"));
     assert!(code.len() >= 50, "found only {} metric names in agent/src: {code:?}", code.len());
-    let documented = guide_table_names(&guide(), "pywats_");
+    let mut documented = guide_table_names(&guide(), "pywats_");
+    documented.extend(guide_table_names(&guide(), "process_"));
     let missing: Vec<_> = code.difference(&documented).collect();
     assert!(missing.is_empty(), "metric families without a row in {GUIDE}'s tables: {missing:?}");
     let stale: Vec<_> = documented.difference(&code).collect();
@@ -37,12 +38,14 @@ fn every_metric_family_is_in_the_user_guide() {
 
 #[test]
 fn every_alert_is_explained_and_unit_tested() {
-    let rules = fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).expect("read alerts.yml");
-    let alerts: BTreeSet<String> =
-        rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(|a| a.trim().to_string()).collect();
+    let mut alerts = BTreeSet::new();
+    for file in ["alerts.yml", "fleet.yml"] {
+        let rules = fs::read_to_string(root().join("deploy/prometheus").join(file)).expect("read the rules");
+        alerts.extend(rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(|a| a.trim().to_string()));
+    }
     assert!(!alerts.is_empty(), "no alerts found in alerts.yml");
     let documented = guide_table_names(&guide(), "Pywats");
-    assert_eq!(alerts, documented, "alerts in alerts.yml vs rows of the alerts table in {GUIDE}");
+    assert_eq!(alerts, documented, "alerts in alerts.yml and fleet.yml vs rows of the alerts tables in {GUIDE}");
 }
 
 #[test]
@@ -67,8 +70,16 @@ fn every_dashboard_panel_is_explained() {
 
 #[test]
 fn the_guides_links_lead_somewhere() {
-    for doc in [GUIDE, "docs/development/README.md", "docs/development/metrics.md", "examples/observability/README.md"]
-    {
+    let docs = [
+        "README.md",
+        GUIDE,
+        "docs/guides/operations.md",
+        "docs/performance.md",
+        "docs/development/README.md",
+        "docs/development/metrics.md",
+        "examples/observability/README.md",
+    ];
+    for doc in docs {
         let path = root().join(doc);
         let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{doc}: {e}"));
         for link in docs::relative_links(&text) {

@@ -256,7 +256,7 @@ fn bad_invocations_exit_2_with_one_line() {
     let unused = proc::unused_pid().to_string();
     let cases: [(&[&str], &str); 6] = [
         (&["--pid", &unused], "does not exist"),
-        (&[], "no target"),
+        (&[], "no target: give --match PATTERN"),
         (&["--pid", "1", "--target-name", "a", "--target-name", "b"], "--target-name"),
         (&["--pid", "1", "--log-level", "loud=[["], "invalid --log-level"),
         (&["--match", "x", "--match-user", "no-such-user-here"], "no such user"),
@@ -271,6 +271,111 @@ fn bad_invocations_exit_2_with_one_line() {
     // clap's own errors (unknown flag, bad number) also exit 2.
     for args in [&["--pid", "x"][..], &["--frobnicate"][..], &["--pid", "1", "--listen", "nowhere"][..]] {
         assert_eq!(run_to_end(args, &[]).status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// Every counter family whose label values the agent knows before anything
+/// happens is on the first scrape, at 0 where nothing happened, so that
+/// `rate()` and `absent()` work from the start; the rest are named here with
+/// why they cannot be.
+#[test]
+fn counters_whose_labels_are_known_are_there_from_the_start() {
+    const AFTER_FIRST_EVENT: [(&str, &str); 7] = [
+        ("pywats_http_requests_total", "method, endpoint and code come from the requests"),
+        ("pywats_http_server_requests_total", "method, endpoint and code come from the requests"),
+        ("pywats_http_retries_total", "method and endpoint come from the requests"),
+        ("pywats_errors_total", "operation is the request's method and endpoint"),
+        ("pywats_agent_http_requests_total", "path and code of the requests to the agent"),
+        ("pywats_agent_program_cpu_seconds_total", "only with --program-stats"),
+        ("pywats_agent_program_runs_total", "only with --program-stats"),
+    ];
+    let dir = std::env::temp_dir().join(format!("pywats-zeros-{}", std::process::id()));
+    for sub in ["q", "in", "done", "error"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    let d = |sub: &str| dir.join(sub).display().to_string();
+    let queue = format!("reports={}:service", d("q"));
+    let converter = format!("csv={},done={},error={}", d("in"), d("done"), d("error"));
+    let py = Py::start("procs.py", &["sleeper"]);
+    let pid = pid_arg(py.pid());
+    let agent = Agent::start(&["--pid", &pid, "--no-discover", "--queue", &queue, "--converter", &converter]);
+    let m = agent.scrape();
+    let counters = pywats_agent_tests::docs::metric_families(&pywats_agent_tests::root().join("agent/src"));
+    for (name, _) in AFTER_FIRST_EVENT {
+        assert!(counters.contains(name), "{name} is no longer a metric of the agent");
+    }
+    let known = counters.iter().filter(|n| n.ends_with("_total") && !AFTER_FIRST_EVENT.iter().any(|(a, _)| a == n));
+    for name in known {
+        assert!(!m.series(name).is_empty(), "{name} is not on the first scrape");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--help` names every variable and says how targets are named.
+#[test]
+fn help_lists_the_variables_and_how_targets_are_named() {
+    let out = std::process::Command::new(pywats_agent_tests::agent::bin()).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let (_, after) = help.split_once("\nEnvironment:").unwrap_or_else(|| panic!("no Environment section:\n{help}"));
+    for var in
+        ["PYWATS_AGENT_MATCH", "PYWATS_AGENT_PID", "PYWATS_AGENT_WEB_CONFIG", "PYWATS_AGENT_PROC_ROOT", "NODE_NAME"]
+    {
+        assert!(after.split_whitespace().any(|w| w == var), "{var} is not listed after the options:\n{after}");
+    }
+    let names = after.split_once("Target names").expect("a Target names section").1;
+    let order: Vec<usize> = ["--target-name", "instance_id", "pod's name", "process name", "-2, -3"]
+        .iter()
+        .map(|s| names.find(s).unwrap_or_else(|| panic!("{s} missing from:\n{names}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "precedence out of order:\n{names}");
+}
+
+/// `hash-password` hashes standard input (one line ending dropped) with
+/// bcrypt, which an independent implementation (pyca/bcrypt) verifies; bad
+/// input and a cost above the agent's cap exit 2 without the password in
+/// the message.
+#[test]
+fn hash_password_hashes_standard_input() {
+    use std::io::Write;
+    let hash = |stdin: &[u8], args: &[&str]| {
+        let mut child = std::process::Command::new(pywats_agent_tests::agent::bin())
+            .arg("hash-password")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A refused --cost exits before reading: a broken pipe then.
+        let _ = child.stdin.take().unwrap().write_all(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let out = hash(b"correct horse\n", &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let h = String::from_utf8(out.stdout).unwrap();
+    let h = h.strip_suffix('\n').expect("one line");
+    assert!(h.starts_with("$2b$10$") && h.len() == 60, "{h}");
+    let check = |password: &str, hash: &str| {
+        let code = format!(
+            "import bcrypt, sys; sys.exit(0 if bcrypt.checkpw({password:?}.encode(), {hash:?}.encode()) else 1)"
+        );
+        std::process::Command::new(pywats_agent_tests::py::python()).args(["-c", &code]).status().unwrap().success()
+    };
+    assert!(check("correct horse", h), "pyca/bcrypt rejects the hash of the password");
+    assert!(!check("correct horse\n", h));
+    let out = hash(b"pw", &["--cost", "12"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("$2b$12$"));
+    for (stdin, args, message) in [
+        (&b""[..], &[][..], "no password on standard input"),
+        (&b"hunter2-but-much-longer-than-bcrypt-reads-hunter2-hunter2-hunter2-hunter2"[..], &[][..], "72 bytes"),
+        (&b"hunter2"[..], &["--cost", "13"][..], "not in 4..=12"),
+    ] {
+        let out = hash(stdin, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunter2") && out.stdout.is_empty(), "{stderr}");
     }
 }
 

@@ -165,13 +165,27 @@ fn dependency_follows_the_clients_calls(tls: bool) {
     assert_eq!((up, stale), (1.0, 0.0));
     assert_success_within(last_success, &back);
 
-    // 5xx answers are failures too.
+    // 503 answers: the server says it is not there.
     let errors = calls(&mut client, 3, "/mix/503/0/cl");
     assert_eq!((errors.ok, errors.failed), (0, 3));
     let m = settle(&agent, &l, errors.failed as f64);
     assert_eq!(gauges(&m, &l).unwrap().0, 0.0);
     let d = details(&agent, &server_label);
-    assert_eq!((d["state"].as_str(), d["last_error"].as_str()), (Some("down"), Some("http_5xx")));
+    assert_eq!((d["state"].as_str(), d["last_error"].as_str()), (Some("down"), Some("http_503")));
+    // 500 answers are requests that failed at a server that answers: up,
+    // and the failed requests are counted as such.
+    let failing = calls(&mut client, 3, "/mix/500/0/cl");
+    assert_eq!((failing.ok, failing.failed), (0, 3));
+    let m = settle(&agent, &l, 0.0);
+    assert_eq!(gauges(&m, &l).unwrap().0, 1.0);
+    let five_hundreds: f64 = m
+        .series("pywats_http_requests_total")
+        .iter()
+        .filter(|(l, _)| l["code"] == "500" && l["status"] == "error")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(five_hundreds, failing.failed as f64);
+    assert_eq!(details(&agent, &server_label)["state"].as_str(), Some("up"));
     let fine = calls(&mut client, 1, "/mix/204/0/cl");
     assert_eq!(fine.ok, 1);
     let m = settle(&agent, &l, 0.0);

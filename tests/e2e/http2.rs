@@ -90,7 +90,7 @@ fn http2_sync_and_async_match_server_and_client() {
     // The TLS connections were recognised as HTTP/2 (open ones on the health page, closed ones counted).
     let open =
         agent.details()["connections"].as_array().unwrap().iter().filter(|c| c["protocol"] == "http2").count() as f64;
-    let closed = m.get("pywats_agent_connections_total", &[("protocol", "http2")]).unwrap_or(0.0);
+    let closed = m.get("pywats_agent_connections_total", &[("protocol", "http2"), ("tls", "true")]).unwrap_or(0.0);
     assert!(open + closed >= 2.0, "HTTP/2 connections: {open} open, {closed} closed");
     for name in ["pywats_agent_parse_errors_total", "pywats_agent_events_lost_total"] {
         for (l, v) in m.series(name) {

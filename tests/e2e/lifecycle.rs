@@ -73,7 +73,7 @@ fn an_exec_storm_during_adoptions_never_stalls_the_agent() {
     let lost = m.get("pywats_agent_events_lost_total", &[("kind", "proc_exec")]).unwrap_or(0.0);
     let execs = m.get("pywats_agent_events_total", &[("kind", "proc_exec")]).unwrap();
     let candidates = |outcome| m.get("pywats_agent_exec_candidates_total", &[("outcome", outcome)]).unwrap();
-    let taken_in = candidates("adopted") + candidates("released");
+    let taken_in = candidates("adopted") + candidates("released") + candidates("gone");
     let want = done["execs"].as_f64().unwrap() + taken_in;
     if lost == 0.0 {
         assert_eq!(execs, want, "exec events vs execs");

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use pywats_agent_tests::{agent::Agent, py::Py};
 
-/// The documented set (README, "Least privilege"): uprobes for new targets,
+/// The documented set (docs/guides/operations.md, "Least privilege"): uprobes for new targets,
 /// other processes' /proc entries, a client's files whatever their modes.
 const KEPT: [(&str, u32); 3] = [("CAP_DAC_READ_SEARCH", 2), ("CAP_SYS_ADMIN", 21), ("CAP_SYS_PTRACE", 19)];
 

@@ -1,11 +1,12 @@
 //! The shipped Prometheus files, checked by Prometheus's own `promtool`: the
-//! scrape config, the alert rules, and their unit tests
+//! scrape configs, the alert rules, and their unit tests
 //! (`deploy/prometheus/alerts_test.yml`), which must cover every alert with
-//! a case where it fires and one where it does not. No root needed.
+//! a case where it fires and one where it does not; and the agent's
+//! `--web-config` example, in the format promtool also reads. No root needed.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use pywats_agent_tests::{promtool, root};
+use pywats_agent_tests::{http, pki::Pki, prometheus::Prometheus, promtool, root, wait_for};
 
 fn prometheus_dir() -> PathBuf {
     root().join("deploy/prometheus")
@@ -15,43 +16,94 @@ fn path(name: &str) -> String {
     prometheus_dir().join(name).to_str().expect("UTF-8 path").to_string()
 }
 
-/// Debian's Prometheus (what setup installs) is built without Kubernetes
-/// service discovery: its promtool refuses `kubernetes_sd_configs` as an
-/// unknown field. The pod job is then checked with that one block swapped
-/// for a file discovery, so its relabelling (the part that can be wrong)
-/// is still checked; a promtool with Kubernetes discovery checks the file as shipped.
+/// What Debian's promtool says of a file that names Kubernetes discovery:
+/// Debian builds Prometheus without it.
 const NO_KUBERNETES_SD: &str = "field kubernetes_sd_configs not found";
 
-/// The scrape config as promtool here can read it, written into `dir`.
-fn checkable_scrape_config(dir: &std::path::Path) -> String {
-    let scrape = std::fs::read_to_string(path("scrape.yml")).unwrap();
-    let out = promtool::run(&["check", "config", &path("scrape.yml")], "");
-    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if out.status.success() {
-        return scrape;
-    }
-    assert!(printed.contains(NO_KUBERNETES_SD), "promtool check config scrape.yml:\n{printed}");
-    eprintln!("this promtool lacks Kubernetes discovery: the pod job is checked with a file discovery instead");
-    let sd = "    kubernetes_sd_configs:\n      - role: pod\n";
-    assert!(scrape.contains(sd), "scrape.yml's pod job changed: update this test");
-    let targets = dir.join("targets.json");
-    std::fs::write(&targets, "[]").unwrap();
-    scrape.replace(sd, &format!("    file_sd_configs:\n      - files: [{:?}]\n", targets.to_str().unwrap()))
+/// The shipped Prometheus configs, by name: every `.yml` that is neither a
+/// rule file (`groups:`) nor a rule unit test (`tests:`).
+fn shipped_configs() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(prometheus_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yml"))
+        .filter(|n| {
+            let text = std::fs::read_to_string(path(n)).unwrap();
+            !text.contains("\ngroups:") && !text.contains("\ntests:")
+        })
+        .collect();
+    names.sort();
+    names
 }
 
+/// An agent-mode config (a station's, `station.yml`) is checked as agent
+/// mode loads it: its header shows the flag it runs with.
+fn agent_mode(text: &str) -> bool {
+    text.contains("--enable-feature=agent")
+}
+
+/// Every shipped config loads in Debian's Prometheus as shipped (the
+/// fleet's too: the station's in agent mode, the centre's with its rule
+/// files), except the one for Kubernetes, whose header says it needs another build: Debian's
+/// promtool refuses exactly its discovery block, and with that one block
+/// swapped for a file discovery its relabelling (the part that can be
+/// wrong) is checked. The stations' config, with the alert rules, is then
+/// loaded by a real Prometheus, as a deployment loads it.
 #[test]
-fn the_scrape_config_loads_with_the_alert_rules() {
+fn debians_prometheus_loads_every_shipped_config() {
+    let configs = shipped_configs();
+    for wanted in ["scrape.yml", "scrape-kubernetes.yml", "station.yml", "central.yml"] {
+        assert!(configs.iter().any(|n| n == wanted), "{wanted} not among {configs:?}");
+    }
     let dir = std::env::temp_dir().join(format!("pywats-agent-promconfig-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let scrape = checkable_scrape_config(&dir);
-    let alone = dir.join("scrape.yml");
-    std::fs::write(&alone, &scrape).unwrap();
-    promtool::ok(&["check", "config", alone.to_str().unwrap()], "");
-    // As a deployment loads them: the scrape config with the alert rules.
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, format!("rule_files:\n  - {:?}\n{scrape}", path("alerts.yml"))).unwrap();
-    let out = promtool::ok(&["check", "config", config.to_str().unwrap()], "");
+    for name in &configs {
+        let text = std::fs::read_to_string(path(name)).unwrap();
+        let check = |file: &str| {
+            let mut args = vec!["check", "config"];
+            args.extend(agent_mode(&text).then_some("--agent"));
+            args.push(file);
+            promtool::run(&args, "")
+        };
+        let out = check(&path(name));
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if !text.contains("kubernetes_sd_configs") {
+            assert!(out.status.success(), "Debian's promtool refuses {name}:\n{printed}");
+            continue;
+        }
+        assert!(name.contains("kubernetes"), "{name} names Kubernetes discovery: Debian's Prometheus refuses it");
+        assert!(text.starts_with('#') && text.contains("not Debian's"), "{name}'s header must say what loads it");
+        if out.status.success() {
+            continue;
+        }
+        assert!(printed.contains(NO_KUBERNETES_SD), "promtool check config {name}:\n{printed}");
+        let sd = "    kubernetes_sd_configs:\n      - role: pod\n";
+        assert!(text.contains(sd), "{name}'s discovery changed: update this test");
+        let targets = dir.join("targets.json");
+        std::fs::write(&targets, "[]").unwrap();
+        let swapped = dir.join(name);
+        let files = format!("    file_sd_configs:\n      - files: [{:?}]\n", targets.to_str().unwrap());
+        std::fs::write(&swapped, text.replace(sd, &files)).unwrap();
+        let out = check(swapped.to_str().unwrap());
+        let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "promtool check config {name} with file discovery:\n{printed}");
+    }
+    // As a station's Prometheus loads them: the scrape config with the alert rules.
+    let scrape = std::fs::read_to_string(path("scrape.yml")).unwrap();
+    let config = format!("rule_files:\n  - {:?}\n{scrape}", path("alerts.yml"));
+    let with_rules = dir.join("prometheus.yml");
+    std::fs::write(&with_rules, &config).unwrap();
+    let out = promtool::ok(&["check", "config", with_rules.to_str().unwrap()], "");
     assert!(out.contains(&format!("SUCCESS: {} rules found", alert_names().len())), "{out}");
+    let prometheus = Prometheus::start(&config);
+    wait_for(Duration::from_secs(30), "the station job's targets", || {
+        prometheus.targets().contains_key("pywats-agent").then_some(())
+    });
+    let rules = http::get(prometheus.port, "/api/v1/rules?type=alert").unwrap().body;
+    let rules: serde_json::Value = serde_json::from_str(&rules).unwrap();
+    let loaded: usize =
+        rules["data"]["groups"].as_array().unwrap().iter().map(|g| g["rules"].as_array().unwrap().len()).sum();
+    assert_eq!(loaded, alert_names().len(), "{rules}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -110,4 +162,20 @@ fn every_alert_has_a_firing_and_a_silent_unit_test() {
     for tested in cases.keys() {
         assert!(names.contains(tested), "alerts_test.yml tests {tested}, which alerts.yml does not have");
     }
+}
+
+/// `deploy/web-config.yml` as shipped, beside certificate files where it
+/// names them (promtool loads them, relative to the config's directory).
+#[test]
+fn the_web_config_example_is_valid() {
+    let pki = Pki::new("webconfig");
+    let server = pki.server("server");
+    let tls = pki.dir.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    std::fs::copy(&server.cert, tls.join("server.crt")).unwrap();
+    std::fs::copy(&server.key, tls.join("server.key")).unwrap();
+    let config = pki.dir.join("web-config.yml");
+    std::fs::copy(root().join("deploy/web-config.yml"), &config).unwrap();
+    let out = promtool::ok(&["check", "web-config", config.to_str().unwrap()], "");
+    assert!(out.contains("SUCCESS"), "{out}");
 }

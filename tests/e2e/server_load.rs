@@ -224,9 +224,14 @@ fn sixty_four_idle_keep_alives_do_not_lock_out_a_probe_or_a_scrape() {
     let evicted = (MAX_CONNECTIONS - MAX_PER_PEER + 1) as f64;
     assert_eq!(limit(&m, "http_idle_evicted"), 2.0 + evicted);
     assert_eq!(limit(&m, "http_connections") + limit(&m, "http_connections_per_peer"), 0.0);
+    // The peer's 15 newest are left, beside the probe. (Which of the two
+    // oldest of them went last may swap: a connection turns idle when the
+    // server's task has flushed its answer, which a loaded machine can
+    // delay past the client's next connection.)
     let open: Vec<usize> = (0..mine.len()).filter(|&i| answers(&mut mine[i])).collect();
-    let newest: Vec<usize> = (MAX_CONNECTIONS - MAX_PER_PEER + 1..MAX_CONNECTIONS).collect();
-    assert_eq!(open, newest, "the peer's 15 newest are left, beside the probe");
+    assert_eq!(open.len(), MAX_PER_PEER - 1, "{open:?}");
+    assert!(open.iter().all(|&i| i >= MAX_CONNECTIONS - MAX_PER_PEER), "only the newest are left: {open:?}");
+    assert!(open[1..] == (MAX_CONNECTIONS - MAX_PER_PEER + 2..MAX_CONNECTIONS).collect::<Vec<_>>(), "{open:?}");
     assert_eq!(agent.get("/health/ready").status, 200);
 }
 

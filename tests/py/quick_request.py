@@ -2,7 +2,9 @@
 
 Usage: quick_request.py PORT PATH [TAG]. The request goes out when 50 ms have
 passed since the process started (its start time in /proc/self/stat, on the
-boot clock), over a new connection; exits 0 on a 200.
+boot clock), over a new connection; exits 0 on a 200. With HOLD=1 in its
+environment it exits only once its standard input is closed (a test then knows
+the agent judged it while it ran).
 """
 import http.client
 import os
@@ -19,4 +21,6 @@ conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
 conn.request("GET", sys.argv[2])
 response = conn.getresponse()
 response.read()
+if os.environ.get("HOLD") == "1":
+    sys.stdin.read()
 sys.exit(0 if response.status == 200 else 1)

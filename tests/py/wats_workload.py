@@ -364,7 +364,9 @@ def main():
     pq_items = []
     service = {"completed": 0, "failed": 0, "queued": 0, "items": []}
     conversions = {"done": 0, "error": 0, "items": []}
-    with pyWATS(base_url=args.url, token=args.token, retry_enabled=False, enable_cache=False) as api:
+    # The default 30 s timeout is for a real server; a TLS handshake in a VM
+    # emulated by a busy host took longer (no retries: a timeout would fail the run).
+    with pyWATS(base_url=args.url, token=args.token, retry_enabled=False, enable_cache=False, timeout=120) as api:
         q = PersistentQueue(queue_dir=workdir / "pq", delete_completed=False)
         for rnd in range(1, args.rounds + 1):
             direct_and_reads(api, truth, rnd)

@@ -49,8 +49,12 @@ impl Agent {
     }
 
     /// Starts the agent and reaches it through `client` (TLS, credentials).
-    pub fn start_client(mut cmd: Command, args: &[&str], client: http::Client) -> Agent {
-        let port = free_port();
+    pub fn start_client(cmd: Command, args: &[&str], client: http::Client) -> Agent {
+        Self::start_at(cmd, args, client, free_port())
+    }
+
+    /// Starts the agent on a given port (an agent restarted where its scraper looks).
+    pub fn start_at(mut cmd: Command, args: &[&str], client: http::Client, port: u16) -> Agent {
         let log = std::env::temp_dir().join(format!("pywats-agent-test-{port}.log"));
         let stderr = File::create(&log).expect("create agent log");
         let child = cmd

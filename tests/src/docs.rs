@@ -3,11 +3,11 @@
 use std::{collections::BTreeSet, fs, path::Path};
 
 /// String literals in code that look like metric names but are not: the
-/// process-name pattern of the pyWATS client.
-const NOT_METRICS: [&str; 1] = ["pywats_client"];
+/// process-name pattern of the pyWATS client, the name of a feature.
+const NOT_METRICS: [&str; 2] = ["pywats_client", "process_tree"];
 
 /// Every metric family the agent can export: each is defined by a string
-/// literal `"pywats_…"` in `agent/src` (the name given to `Opts::new` and the
+/// literal `"pywats_…"` (or `"process_…"`) in `agent/src` (the name given to `Opts::new` and the
 /// like), so a new metric, whatever component registers it, is found here.
 pub fn metric_families(src: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -27,13 +27,14 @@ pub fn metric_families(src: &Path) -> BTreeSet<String> {
     out
 }
 
-/// `"pywats_[a-z0-9_]+"` literals. Every piece between two quotes is
+/// `"pywats_[a-z0-9_]+"` literals, and the agent's own standard
+/// `"process_[a-z0-9_]+"` ones. Every piece between two quotes is
 /// tried (escaped quotes would break an inside/outside alternation); code
 /// between literals never is a bare `pywats_…` name.
 fn quoted_names(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split('"').filter_map(|s| {
-        let valid =
-            s.starts_with("pywats_") && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let valid = (s.starts_with("pywats_") || s.starts_with("process_"))
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
         valid.then(|| s.to_string())
     })
 }

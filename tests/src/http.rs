@@ -146,6 +146,22 @@ pub fn get(port: u16, path: &str) -> std::io::Result<Response> {
     Client::plain().get(port, path)
 }
 
+/// A response's status, headers and body bytes as sent (compressed ones too).
+pub type RawResponse = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A GET over plain HTTP with extra request headers (the body not chunked).
+pub fn get_bytes(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<RawResponse> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}Connection: close\r\n\r\n").as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = parse(&raw[..end + 4], None)?;
+    Ok((head.status, head.headers, raw[end + 4..].to_vec()))
+}
+
 /// A connection to 127.0.0.1:`port` from `source`, any loopback address
 /// (all of 127.0.0.0/8 is the machine itself): a peer of its own, as the
 /// agent's per-peer limits count them.

@@ -32,6 +32,14 @@ impl Arch {
         }
     }
 
+    /// The kernel's name (`uname -m`), which release archives carry.
+    pub fn machine(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
     /// Rust's target of the static (musl) agent.
     pub fn musl(self) -> &'static str {
         match self {

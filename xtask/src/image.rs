@@ -47,7 +47,7 @@ pub fn image(args: ImageArgs) -> anyhow::Result<()> {
             println!("xtask: manifest list {list}: {}", tags.join(", "));
         }
     }
-    println!("xtask: run it with buildah (podman/docker as well): see the README's \"Container image\"");
+    println!("xtask: run it with buildah (podman/docker as well): see docs/guides/operations.md, \"Container image\"");
     Ok(())
 }
 

@@ -1,10 +1,11 @@
-//! Developer commands: `cargo xtask setup | build | run | demo | test | vm | bench | image`.
+//! Developer commands: `cargo xtask setup | build | run | demo | test | fleet | vm | bench | image | dist`.
 
 mod arch;
 mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
 mod image;
 mod run;
 mod setup;
@@ -32,12 +33,16 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Unit tests, then the root integration tests against the real kernel.
     Test(test::TestArgs),
+    /// The fleet outage test (minutes): two stations remote-writing to a central Prometheus stopped for a minute.
+    Fleet,
     /// What watching costs: the same workload with and without the agent, side by side.
     Bench(bench::BenchArgs),
     /// The end-to-end tests on the kernels stations run, each booted in a VM (`--kernel 6.1|6.1-rt|6.12|host|all`).
     Vm(vm::VmArgs),
     /// The container images localhost/pywats-agent:<version>-{amd64,arm64} (static agent on scratch, built with buildah) and the manifest list :<version> over them.
     Image(image::ImageArgs),
+    /// The .deb and the tar.gz an operator installs (target/dist), `--install-test` to install it in a fresh Debian root.
+    Dist(dist::DistArgs),
 }
 
 #[derive(clap::Args)]
@@ -65,9 +70,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run::run(args),
         Command::Test(args) => test::test(args),
+        Command::Fleet => test::fleet(),
         Command::Demo(args) => demo::demo(args),
         Command::Bench(args) => bench::bench(args),
         Command::Vm(args) => vm::vm(args),
         Command::Image(args) => image::image(args),
+        Command::Dist(args) => dist::dist(args),
     }
 }

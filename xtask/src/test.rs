@@ -1,5 +1,6 @@
 //! `cargo xtask test`: unit tests of every crate, then the integration tests in
 //! `tests/`, which load the real programs into the running kernel (root only).
+//! `cargo xtask fleet`: the minutes-long fleet outage test, left out of `test`.
 
 use std::process::Command;
 
@@ -42,4 +43,23 @@ pub fn test(args: TestArgs) -> anyhow::Result<()> {
         cargo.arg(f);
     }
     cmd::run(&mut cargo)
+}
+
+/// The fleet outage test (tests/e2e/fleet.rs): two stations, a central
+/// Prometheus stopped for a minute. Ignored by `cargo xtask test` (minutes
+/// long); its output has the numbers (samples, WAL drain time).
+pub fn fleet() -> anyhow::Result<()> {
+    let env = setup::setup()?;
+    if !cmd::is_root() {
+        bail!("the fleet test loads eBPF programs and needs root: run `sudo -E cargo xtask fleet`");
+    }
+    let agent = build::agent(&env)?;
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(cmd::root())
+            .args(["test", "--release", "--package", "pywats-agent-tests", "--test", "fleet", "--"])
+            .args(["--ignored", "--nocapture", "--test-threads=1"])
+            .env("PYWATS_AGENT_BIN", &agent)
+            .env("PYWATS_AGENT_PYTHON", &env.python),
+    )
 }

@@ -43,7 +43,7 @@ pub const MAX_SOCKETS: u32 = 65536;
 /// Default size of the socket-event ring buffer (`--net-ring-kib`). The agent
 /// maps a ring's pages twice (the kernel's wrap-around view), so this costs
 /// twice its size in resident memory; 4 MiB holds 40 ms of the agent's measured
-/// top rate (README, "Measured overhead"), four drain intervals.
+/// top rate (docs/performance.md), four drain intervals.
 pub const NET_EVENTS_BYTES: u32 = 4 * 1024 * 1024;
 /// Default size of the file-event ring buffer (`--fs-ring-kib`): an event is
 /// at most two paths, so 1 MiB holds several thousand queue moves.

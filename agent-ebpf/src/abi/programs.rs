@@ -27,7 +27,7 @@ pub const SCHED_PROGRAMS: [TracepointProgram; 3] = [
 /// Why raw tracepoints and not `syscalls:sys_enter_*`: measured here with
 /// programs that return at once, the per-syscall tracepoints cost an
 /// unwatched `read`/`write` +220 ns (the perf-event path copies every record),
-/// the raw pair +130 ns (README, "Measured overhead").
+/// the raw pair +130 ns (docs/performance.md).
 pub const SYSCALL_DISPATCHERS: [(&str, &str); 2] = [("raw_sys_enter", "sys_enter"), ("raw_sys_exit", "sys_exit")];
 
 /// A syscall handler: its program, its syscall number (on the CPU the

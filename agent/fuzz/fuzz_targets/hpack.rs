@@ -19,7 +19,9 @@ fn kept(name: &[u8], value: &[u8]) -> Option<(Field, Vec<u8>)> {
         b":method" => (Field::Method, MAX_METHOD + 1),
         b":path" => (Field::Path, MAX_PATH + 1),
         b":status" => (Field::Status, 4),
-        b"x-request-id" | b"x-correlation-id" if value.len() <= MAX_REQUEST_ID => (Field::RequestId, MAX_REQUEST_ID),
+        b"x-request-id" if value.len() <= MAX_REQUEST_ID => (Field::RequestId, MAX_REQUEST_ID),
+        b"x-correlation-id" if value.len() <= MAX_REQUEST_ID => (Field::CorrelationId, MAX_REQUEST_ID),
+        b"traceparent" if value.len() <= MAX_REQUEST_ID => (Field::TraceParent, MAX_REQUEST_ID),
         _ => return None,
     };
     Some((field, value[..value.len().min(keep)].to_vec()))

@@ -54,6 +54,12 @@ impl KernelTargets {
         self.map.iter().flatten().filter(|(_, t)| t.root_tgid == PROVISIONAL).map(|(tgid, _)| tgid).collect()
     }
 
+    /// Whether `tgid` is a provisional target now (its exec event is on its
+    /// way to the agent, or was lost).
+    pub fn is_provisional(&self, tgid: u32) -> bool {
+        self.map.get(&tgid, 0).is_ok_and(|t| t.root_tgid == PROVISIONAL)
+    }
+
     /// Watches `tgid` as part of the target rooted at `root`.
     pub fn insert(&mut self, tgid: u32, root: u32) -> Result<(), AgentError> {
         self.map

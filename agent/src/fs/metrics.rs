@@ -156,6 +156,10 @@ impl FsMetrics {
             )
             .expect("valid metric"),
         };
+        // Zero from the start, so dashboards and alerts can take their rate.
+        for reason in ["unresolved", "truncated"] {
+            m.path_errors.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.depth.clone()));
         registry.register(Box::new(m.items.clone()));
         registry.register(Box::new(m.processing.clone()));

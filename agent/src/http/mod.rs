@@ -10,6 +10,7 @@ mod deadlines;
 mod health;
 pub mod limits;
 mod listener;
+mod negotiate;
 mod peer;
 mod render;
 mod requests;

@@ -4,7 +4,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::State,
-    http::{header, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware,
     response::{IntoResponse, Response},
     routing::get,
@@ -20,21 +20,30 @@ use crate::{
         health,
         limits::{ServerLimits, ServerMetrics},
         listener::{self, Pages},
+        negotiate::Variant,
         render::Renderer,
         requests::Requests,
         state::Shared,
     },
-    metrics::Metrics,
     sync::Locked,
 };
 
-/// One render for every scrape that asks while it runs (render.rs).
-async fn metrics(renderer: Arc<Renderer>) -> Response {
-    match renderer.text().await {
-        Some(text) => ([(header::CONTENT_TYPE, Metrics::CONTENT_TYPE)], text).into_response(),
-        None => {
-            (StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed (see the agent's log)\n").into_response()
+/// One render for every scrape that asks while it runs (render.rs), in
+/// the format and compression the scrape asks for (negotiate.rs).
+async fn metrics(renderer: Arc<Renderer>, headers: HeaderMap) -> Response {
+    let variant = Variant::of(&headers);
+    let Some(body) = renderer.body(variant).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "rendering the metrics failed (see the agent's log)\n")
+            .into_response();
+    };
+    // Caches between the scraper and the agent keep the variants apart.
+    let vary = (header::VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+    let content_type = (header::CONTENT_TYPE, HeaderValue::from_static(variant.format.content_type()));
+    match variant.encoding.name() {
+        Some(name) => {
+            ([content_type, vary, (header::CONTENT_ENCODING, HeaderValue::from_static(name))], body).into_response()
         }
+        None => ([content_type, vary], body).into_response(),
     }
 }
 
@@ -65,7 +74,7 @@ pub fn router(shared: Shared, access: LiveAccess, options: RouteOptions, server:
     let renderer = Renderer::new(shared.metrics.clone(), server.clone());
     let [metrics_page, summary, live, ready, details] = PAGES;
     let mut router = Router::new()
-        .route(metrics_page, get(move || metrics(renderer.clone())))
+        .route(metrics_page, get(move |headers: HeaderMap| metrics(renderer.clone(), headers)))
         .route(summary, get(health::summary))
         .route(live, get(health::live))
         .route(ready, get(health::ready))

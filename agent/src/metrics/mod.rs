@@ -1,20 +1,32 @@
 //! The agent's registry and its own `pywats_agent_*` metrics. Each component
 //! registers its collectors here and keeps cheap handles to what it updates.
 
+pub mod exemplars;
 mod lost;
+pub mod openmetrics;
+mod process;
 mod programs;
 mod ratelimit;
 
-use std::{collections::HashMap, sync::Mutex, time::SystemTime};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::SystemTime,
+};
 
 use prometheus::{
     core::{Collector, MetricVec, MetricVecBuilder},
+    proto::MetricFamily,
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use pywats_agent_ebpf::abi::EventKind;
+
 use crate::sync::Locked;
 
+pub use exemplars::Exemplars;
 pub use lost::{LostEvents, LostEventsHandle, MapInsertFailures};
+pub use process::ProcessMetrics;
 pub use programs::ProgramStats;
 pub use ratelimit::RateLimitedLog;
 
@@ -68,6 +80,8 @@ pub struct Metrics {
     pub exec_candidates: IntCounterVec,
     /// From a process's exec (or start) to its joining, by how it was found.
     pub adoption_delay: prometheus::HistogramVec,
+    /// Exemplars of the request-duration histograms, for OpenMetrics scrapes.
+    pub exemplars: Arc<Exemplars>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -85,6 +99,13 @@ impl Metrics {
             IntGauge::new("pywats_agent_start_time_seconds", "Start time of the agent, seconds since the epoch.")
                 .expect("valid metric definition");
         start_time.set(start.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0));
+        let limit_hits = counter(
+            "pywats_agent_limit_hits_total",
+            "Things a cap refused, by limit: evicted connections, skipped header blocks and heads, label \
+             values turned into `other`, … (see the developer guide).",
+            &["limit"],
+        );
+        let exemplars = Arc::new(Exemplars::new(limit_hits.with_label_values(&["exemplars"])));
         let metrics = Metrics {
             events: counter("pywats_agent_events_total", "Events received from the kernel, by kind.", &["kind"]),
             decode_errors: counter(
@@ -118,12 +139,7 @@ impl Metrics {
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )
             .expect("valid metric definition"),
-            limit_hits: counter(
-                "pywats_agent_limit_hits_total",
-                "Things a cap refused, by limit: evicted connections, skipped header blocks and heads, label \
-                 values turned into `other`, … (see the developer guide).",
-                &["limit"],
-            ),
+            limit_hits,
             proc_read_errors: counter(
                 "pywats_agent_proc_read_errors_total",
                 "Reads of a watched process's /proc entry that failed for another reason than \"no such \
@@ -147,7 +163,9 @@ impl Metrics {
                 "pywats_agent_exec_candidates_total",
                 "Processes the kernel took in at their exec because their name begins like an allowed \
                  executable's, by outcome: adopted (their command line matched and they were allowed) or \
-                 released (not a target: every Python started on the host while --match is on, by default).",
+                 released (not a target: every Python started on the host while --match is on, by default) or \
+                 gone (exited before the agent could read its command line: if it was a client, what it did is \
+                 not counted).",
                 &["outcome"],
             ),
             adoption_delay: prometheus::HistogramVec::new(
@@ -161,17 +179,35 @@ impl Metrics {
                 &["how"],
             )
             .expect("valid metric definition"),
+            exemplars,
             registry,
             per_target: Mutex::default(),
         };
+        metrics.per_target(metrics.exemplars.clone());
         for how in ["pid", "match"] {
             metrics.targets_joined.with_label_values(&[how]);
         }
         for how in ["exec", "scan"] {
             metrics.adoption_delay.with_label_values(&[how]);
         }
-        for outcome in ["adopted", "released"] {
+        for outcome in ["adopted", "released", "gone"] {
             metrics.exec_candidates.with_label_values(&[outcome]);
+        }
+        for reason in ["short", "unknown_kind", "bad_length", "wrong_ring"] {
+            metrics.decode_errors.with_label_values(&[reason]);
+        }
+        // Every collector that counts its failures here (target/, the sampler).
+        for collector in ["target_map", "socket_seed", "resolve", "tls_attach_queue", "tls_attach", "procfs"] {
+            metrics.collector_errors.with_label_values(&[collector]);
+        }
+        // What the socket and file readers may ignore (process events never are).
+        let ignorable = EventKind::ALL
+            .into_iter()
+            .filter(|k| !matches!(k, EventKind::ProcFork | EventKind::ProcExec | EventKind::ProcExit));
+        for kind in ignorable {
+            for reason in ["not_a_target", "lifecycle_wait"] {
+                metrics.events_ignored.with_label_values(&[kind.name(), reason]);
+            }
         }
 
         metrics.register(Box::new(build_info));
@@ -210,11 +246,26 @@ impl Metrics {
         self.registry.register(c).expect("metric names are unique");
     }
 
+    /// Every family registered, read now (collectors read `/proc` and kernel maps).
+    pub fn gather(&self) -> Vec<MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// The Prometheus text exposition of gathered families.
+    pub fn text(families: &[MetricFamily]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(families, &mut buf).expect("text encoding into memory");
+        buf
+    }
+
+    /// The OpenMetrics exposition of gathered families, with exemplars.
+    pub fn openmetrics(&self, families: &[MetricFamily]) -> Vec<u8> {
+        openmetrics::encode(families, &self.exemplars).into_bytes()
+    }
+
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding into memory");
-        String::from_utf8(buf).expect("text encoder writes UTF-8")
+        String::from_utf8(Self::text(&self.gather())).expect("text encoder writes UTF-8")
     }
 
     pub const CONTENT_TYPE: &'static str = "text/plain; version=0.0.4; charset=utf-8";

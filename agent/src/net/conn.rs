@@ -30,7 +30,10 @@ enum Framer {
     Http1(Box<Http1>),
     Http2(Box<H2>),
     /// TLS records: the libssl probes report the plaintext, the ciphertext is not read.
-    Tls,
+    Tls {
+        /// Its plaintext is tracked as a connection of its own (through libssl).
+        decrypted: bool,
+    },
     /// Not HTTP: not read (counted once).
     NotHttp,
 }
@@ -38,6 +41,8 @@ enum Framer {
 pub struct Connection {
     pub role: Role,
     pub remote: Option<SocketAddr>,
+    /// The plaintext of a TLS connection, seen through libssl.
+    pub tls: bool,
     pub exchanges: u64,
     /// A non-blocking connect under way: neither `SO_ERROR` nor a byte has
     /// told whether it connected. Closed in this state, the client gave up.
@@ -52,13 +57,34 @@ impl Connection {
     }
 
     fn with(role: Role, remote: Option<SocketAddr>, framer: Framer) -> Connection {
-        Connection { role, remote, exchanges: 0, connecting: false, peer_closed: false, framer }
+        Connection { role, remote, tls: false, exchanges: 0, connecting: false, peer_closed: false, framer }
     }
 
     /// A TLS connection seen through libssl. Whether it is new or was open
     /// before the agent joined is told from its first bytes.
     pub fn tls(role: Role) -> Connection {
-        Connection::with(role, None, Framer::Detecting { plaintext: true, lost_at_start: false })
+        let mut c = Connection::with(role, None, Framer::Detecting { plaintext: true, lost_at_start: false });
+        c.tls = true;
+        c
+    }
+
+    /// The plaintext of this socket's TLS is tracked as a connection of its
+    /// own: that one is counted, not this one.
+    pub fn decrypted(&mut self) {
+        if let Framer::Tls { decrypted } = &mut self.framer {
+            *decrypted = true;
+        }
+    }
+
+    /// What the connection counts as when it ends, once: the protocol it
+    /// turned out to speak and whether over TLS; `None` for the ciphertext
+    /// of a TLS connection whose plaintext counts instead.
+    pub fn counted_as(&self) -> Option<(Protocol, bool)> {
+        match self.framer {
+            Framer::Tls { decrypted: true } => None,
+            Framer::Tls { decrypted: false } => Some((Protocol::Unknown, true)),
+            _ => Some((self.protocol(), self.tls)),
+        }
     }
 
     /// A connection that was open before the agent attached: both streams wait
@@ -72,7 +98,7 @@ impl Connection {
             Framer::Detecting { .. } => Protocol::Unknown,
             Framer::Http1(_) => Protocol::Http1,
             Framer::Http2(_) => Protocol::Http2,
-            Framer::Tls => Protocol::Tls,
+            Framer::Tls { .. } => Protocol::Tls,
             Framer::NotHttp => Protocol::Other,
         }
     }
@@ -85,7 +111,7 @@ impl Connection {
         self.framer = if h2_preface {
             Framer::Http2(Box::new(H2::new(false)))
         } else if !plaintext && first.first() == Some(&0x16) && first.get(1) == Some(&0x03) {
-            Framer::Tls
+            Framer::Tls { decrypted: false }
         } else if carries_requests && starts_message(Kind::Requests, first) {
             Framer::Http1(Box::default())
         } else if plaintext && looks_like_frame(first) {
@@ -112,7 +138,7 @@ impl Connection {
         match &self.framer {
             Framer::Http1(h1) => std::mem::size_of::<Http1>() + h1.held(),
             Framer::Http2(h2) => std::mem::size_of::<H2>() + h2.held(),
-            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => 0,
+            Framer::Detecting { .. } | Framer::Tls { .. } | Framer::NotHttp => 0,
         }
     }
 
@@ -131,7 +157,7 @@ impl Connection {
                 }
             }
             Framer::Http1(h1) => h1.data(carries_requests, chunk, done, notices),
-            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
+            Framer::Detecting { .. } | Framer::Tls { .. } | Framer::NotHttp => {}
         }
         self.exchanges += (done.len() - before) as u64;
     }
@@ -145,7 +171,7 @@ impl Connection {
             Framer::Detecting { lost_at_start, .. } => *lost_at_start = true,
             Framer::Http2(h2) => h2.lost(carries_requests, n, notices),
             Framer::Http1(h1) => h1.lost(carries_requests, n, done, notices),
-            Framer::Tls | Framer::NotHttp => {}
+            Framer::Tls { .. } | Framer::NotHttp => {}
         }
     }
 
@@ -170,7 +196,7 @@ impl Connection {
         match &mut self.framer {
             Framer::Http2(h2) => h2.finish(ts_ns, outcome, done, notices),
             Framer::Http1(h1) => h1.finish(ts_ns, outcome, done, notices),
-            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
+            Framer::Detecting { .. } | Framer::Tls { .. } | Framer::NotHttp => {}
         }
     }
 
@@ -180,7 +206,7 @@ impl Connection {
         match &mut self.framer {
             Framer::Http2(h2) => h2.abandon(notices),
             Framer::Http1(h1) => h1.abandon(notices),
-            Framer::Detecting { .. } | Framer::Tls | Framer::NotHttp => {}
+            Framer::Detecting { .. } | Framer::Tls { .. } | Framer::NotHttp => {}
         }
     }
 }

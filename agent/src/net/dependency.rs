@@ -1,19 +1,25 @@
-//! Dependency health: whether each server a target talks to answers its
-//! calls, judged only from the outcomes of the calls the target itself makes
-//! (the agent sends nothing of its own).
+//! Dependency health: whether each server a target talks to is available,
+//! judged only from the outcomes of the calls the target itself makes (the
+//! agent sends nothing of its own).
+//!
+//! Unavailability is told apart from a failing request: a server that
+//! answers one report with a 500 is up (that request failed, and counts as
+//! an error in `pywats_http_requests_total`); a server that cannot be
+//! reached, does not answer, or whose gateway says it is not there is down.
 //!
 //! The rule, per (target, server):
 //! * a *call* is an HTTP exchange the target made as a client, or a TCP
-//!   connect that failed (refused, unreachable, timed out; a non-blocking
-//!   connect whose socket was closed before its outcome was known counts as
-//!   timed out);
-//! * a call is *answered* when a response with a status below 500 came back;
-//!   it *failed* on a 5xx, a reset, a close by the peer, a connection the
-//!   target gave up on (a client timeout), an HTTP/2 stream reset, or a
-//!   failed connect;
+//!   connect that failed;
+//! * a call *found the server unavailable* on a refused, unreachable or
+//!   timed-out connect (a non-blocking connect whose socket was closed before
+//!   its outcome was known counts as timed out), a reset (of the connection
+//!   or of an HTTP/2 stream), a close by the server before the response, a
+//!   request the target gave up waiting for (a client timeout), or a 502, 503
+//!   or 504 (a gateway or the server saying it is not there); any other
+//!   response, a 500 among them, is *answered*;
 //! * `up` is 1 when the latest call (by the time it ended) was answered, 0
-//!   when it failed; `consecutive_failures` counts the failed calls that
-//!   ended after the latest answered one;
+//!   when it found the server unavailable; `consecutive_failures` counts the
+//!   calls that found it unavailable since the latest answered one;
 //! * a dependency without a call in the last `--dependency-window` seconds
 //!   is *stale*: `pywats_dependency_stale` is 1 and `up` keeps its last
 //!   value, so that a client that stopped calling is not reported down.
@@ -43,7 +49,8 @@ use crate::{clock::monotonic_ns, sync::Locked};
 /// tracked (both counted as `pywats_agent_limit_hits_total{limit="dependencies"}`).
 pub const MAX_PER_TARGET: usize = 64;
 
-/// Why a call failed. Named as `error_type` in `pywats_errors_total`.
+/// Why a call found the server unavailable. Named as `error_type` in
+/// `pywats_errors_total` (connects) and as `last_error` in `/health/details`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     Refused,
@@ -53,7 +60,12 @@ pub enum Failure {
     Reset,
     Closed,
     StreamReset,
-    Http5xx,
+    /// 502 Bad Gateway.
+    BadGateway,
+    /// 503 Service Unavailable.
+    Unavailable,
+    /// 504 Gateway Timeout.
+    GatewayTimeout,
 }
 
 impl Failure {
@@ -67,6 +79,16 @@ impl Failure {
         }
     }
 
+    /// A response's status code, when it says the server is not available.
+    pub fn from_status(code: u16) -> Option<Failure> {
+        match code {
+            502 => Some(Failure::BadGateway),
+            503 => Some(Failure::Unavailable),
+            504 => Some(Failure::GatewayTimeout),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Failure::Refused => "connection_refused",
@@ -76,7 +98,9 @@ impl Failure {
             Failure::Reset => "connection_reset",
             Failure::Closed => "connection_closed",
             Failure::StreamReset => "stream_reset",
-            Failure::Http5xx => "http_5xx",
+            Failure::BadGateway => "http_502",
+            Failure::Unavailable => "http_503",
+            Failure::GatewayTimeout => "http_504",
         }
     }
 }
@@ -363,8 +387,9 @@ impl DependencyGauges {
             deps,
             up: gauge(
                 "pywats_dependency_up",
-                "1 when the target's latest call to the server was answered (status < 500), 0 when it failed \
-                 (refused, reset, timed out, 5xx); kept while stale.",
+                "1 when the target's latest call to the server was answered (any response but 502, 503, 504: \
+                 a 500 is a failed request, not a server down), 0 when it found the server unavailable \
+                 (refused, unreachable, timed out, reset, 502, 503, 504); kept while stale.",
             ),
             stale: gauge(
                 "pywats_dependency_stale",
@@ -381,7 +406,7 @@ impl DependencyGauges {
             .expect("valid metric"),
             failures: gauge(
                 "pywats_dependency_consecutive_failures",
-                "Failed calls to the server since the latest answered one.",
+                "Calls that found the server unavailable since the latest answered one.",
             ),
         }
     }
@@ -437,15 +462,15 @@ mod tests {
         assert_eq!((v.state, v.up, v.consecutive_failures, v.last_error), ("up", true, 0, None));
         // The wall clock read 989 s at monotonic 0: the success at 10 s ended at 999 s.
         assert_eq!(v.last_success, Some(999.0));
-        for (i, e) in [Failure::Refused, Failure::Refused, Failure::Http5xx].into_iter().enumerate() {
+        for (i, e) in [Failure::Refused, Failure::Refused, Failure::Unavailable].into_iter().enumerate() {
             d.record("t", s, Err(e), (20 + i as u64) * S);
         }
         let v = one(&d, 23 * S);
-        assert_eq!((v.state, v.up, v.consecutive_failures, v.last_error), ("down", false, 3, Some("http_5xx")));
+        assert_eq!((v.state, v.up, v.consecutive_failures, v.last_error), ("down", false, 3, Some("http_503")));
         assert_eq!(v.dependency, "http");
         d.record("t", s, Ok(()), 30 * S);
         let v = one(&d, 30 * S);
-        assert_eq!((v.state, v.consecutive_failures, v.last_error), ("up", 0, Some("http_5xx")));
+        assert_eq!((v.state, v.consecutive_failures, v.last_error), ("up", 0, Some("http_503")));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::hash::Hasher;
 
 use crate::net::{
     limits::{extend_within, Limit, HTTP1_MAX_HEAD as MAX_HEAD},
-    report::{self, kept_method, kept_path, ParseError},
+    report::{kept_method, kept_path, Correlation, CorrelationHeaders, ParseError},
+    report_id::{self, ReportIdScan},
 };
 
 /// Request body bytes hashed into the retry digest.
@@ -60,8 +61,8 @@ pub struct Message {
     pub first_ts_ns: u64,
     /// Time of the syscall that carried the last byte.
     pub last_ts_ns: u64,
-    /// `X-Request-ID` / `X-Correlation-ID`, if sent (for the recent-requests view only).
-    pub request_id: Option<String>,
+    /// A request's correlation id or trace id, else (a report upload) its report's id.
+    pub correlation: Option<Correlation>,
     /// Hash of the body's first bytes and its length (requests; for retries).
     pub body_digest: u64,
     /// The peer asked to close the connection after this message.
@@ -75,7 +76,7 @@ impl Message {
             Head::Request { method, path } => method.capacity() + path.capacity(),
             Head::Response { .. } => 0,
         };
-        std::mem::size_of::<Message>() + head + self.request_id.as_ref().map_or(0, String::capacity)
+        std::mem::size_of::<Message>() + head + self.correlation.as_ref().map_or(0, Correlation::held)
     }
 }
 
@@ -124,6 +125,8 @@ pub struct StreamParser {
     current: Option<Message>,
     digest: std::collections::hash_map::DefaultHasher,
     digested: u64,
+    /// A report upload's body being read for its id.
+    report_id: Option<ReportIdScan>,
     /// Last known bytes that end where the stream is now (for the blind terminator).
     tail: Vec<u8>,
     head_started_ts: u64,
@@ -164,6 +167,7 @@ impl StreamParser {
             current: None,
             digest: Default::default(),
             digested: 0,
+            report_id: None,
             tail: Vec::new(),
             head_started_ts: 0,
             skipped: 0,
@@ -192,7 +196,10 @@ impl StreamParser {
             }
             _ => 0,
         };
-        partial + self.tail.capacity() + self.current.as_ref().map_or(0, Message::held)
+        partial
+            + self.tail.capacity()
+            + self.current.as_ref().map_or(0, Message::held)
+            + self.report_id.as_ref().map_or(0, ReportIdScan::held)
     }
 
     /// Feeds one syscall's bytes.
@@ -234,6 +241,13 @@ impl StreamParser {
         self.tail.drain(..excess);
     }
 
+    /// The body goes on past bytes not seen: an id read after them could be anything.
+    fn stop_scan(&mut self) {
+        if let Some(scan) = self.report_id.as_mut() {
+            scan.stop();
+        }
+    }
+
     fn desync(&mut self, error: ParseError, sink: &mut dyn Sink) {
         sink.error(error);
         self.unsync();
@@ -248,6 +262,9 @@ impl StreamParser {
         if let Some(mut m) = self.current.take() {
             m.last_ts_ns = ts_ns;
             m.body_digest = self.digest.finish() ^ m.body_bytes;
+            if m.correlation.is_none() {
+                m.correlation = self.report_id.as_mut().and_then(ReportIdScan::take).map(Correlation::ReportId);
+            }
             sink.message(m);
         }
         self.state = State::Start;
@@ -336,6 +353,9 @@ impl StreamParser {
             self.digest.write(&b[..k]);
             self.digested += k as u64;
         }
+        if let Some(scan) = self.report_id.as_mut() {
+            scan.feed(b);
+        }
         if let Some(m) = self.current.as_mut() {
             m.body_bytes += n;
         }
@@ -347,6 +367,7 @@ impl StreamParser {
     /// whose end time is unknown is not timed with a guess.
     pub fn lost(&mut self, n: u64, sink: &mut dyn Sink) {
         self.tail.clear();
+        self.stop_scan();
         let inside = match &mut self.state {
             State::Unsynced => return,
             State::Body(Framing::Length(rem)) if *rem > n => {
@@ -371,6 +392,7 @@ impl StreamParser {
     /// `n` bytes not captured between a syscall's prefix and suffix.
     fn gap(&mut self, mut n: u64, ts: u64, sink: &mut dyn Sink) {
         self.tail.clear();
+        self.stop_scan();
         while n > 0 {
             match &mut self.state {
                 State::Unsynced => {
@@ -450,7 +472,7 @@ impl StreamParser {
         let mut length: Option<u64> = None;
         let mut chunked = false;
         let mut close = false;
-        let mut request_id = None;
+        let mut correlation = CorrelationHeaders::default();
         for h in parsed_headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("content-length") {
@@ -464,8 +486,8 @@ impl StreamParser {
                 chunked = h.value.to_ascii_lowercase().windows(7).any(|w| w == b"chunked");
             } else if name.eq_ignore_ascii_case("connection") {
                 close = h.value.eq_ignore_ascii_case(b"close");
-            } else if name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("x-correlation-id") {
-                request_id = report::request_id(h.value);
+            } else {
+                correlation.offer(name.as_bytes(), h.value);
             }
         }
         let framing = match &msg_head {
@@ -484,13 +506,17 @@ impl StreamParser {
         };
         self.digest = Default::default();
         self.digested = 0;
+        self.report_id = match &msg_head {
+            Head::Request { method, path } if report_id::is_upload(method, path) => Some(ReportIdScan::default()),
+            _ => None,
+        };
         self.current = Some(Message {
             head: msg_head,
             head_bytes: head.len() as u64,
             body_bytes: 0,
             first_ts_ns: self.head_started_ts,
             last_ts_ns: ts,
-            request_id,
+            correlation: correlation.correlation(),
             body_digest: 0,
             close,
         });
@@ -623,12 +649,46 @@ mod tests {
         let mut s = Collect::default();
         feed_all(&mut p, &[two], &mut s);
         assert_eq!(s.messages.len(), 3);
-        assert_eq!(s.messages[1].request_id.as_deref(), Some("r-1"));
+        assert_eq!(s.messages[1].correlation, Some(Correlation::RequestId("r-1".into())));
         let again = b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc";
         let other = b"POST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabd";
         feed_all(&mut p, &[again, other], &mut s);
         assert_eq!(s.messages[1].body_digest, s.messages[3].body_digest);
         assert_ne!(s.messages[3].body_digest, s.messages[4].body_digest);
+    }
+
+    #[test]
+    fn a_report_upload_carries_its_reports_id_unless_a_header_names_the_request() {
+        let body = br#"{"id": "673a9756-e0d9-4455-8270-da7cf968b648", "type": "T"}"#;
+        let head = format!("POST /api/Report/WSJF HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let traced = format!(
+            "POST /api/Report/WSJF HTTP/1.1\r\ntraceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let other = format!("POST /api/Report/Other HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        feed_all(&mut p, &[head.as_bytes(), &body[..10], &body[10..]], &mut s);
+        feed_all(&mut p, &[traced.as_bytes(), body], &mut s);
+        feed_all(&mut p, &[other.as_bytes(), body], &mut s);
+        let ids: Vec<_> = s.messages.iter().map(|m| m.correlation.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some(Correlation::ReportId("673a9756-e0d9-4455-8270-da7cf968b648".into())),
+                Some(Correlation::TraceId("4bf92f3577b34da6a3ce929d0e0e4736".into())),
+                None
+            ]
+        );
+        // A body whose first bytes went uncaptured gives no id.
+        let mut p = StreamParser::new(Kind::Requests);
+        let mut s = Collect::default();
+        let gap = Chunk { prefix: &body[..3], suffix: &body[body.len() - 3..], len: body.len() as u64, ts_ns: 1 };
+        p.feed(&Chunk { prefix: head.as_bytes(), suffix: &[], len: head.len() as u64, ts_ns: 0 }, &mut s);
+        p.feed(&gap, &mut s);
+        assert_eq!(s.messages.len(), 1);
+        assert_eq!(s.messages[0].correlation, None);
     }
 
     #[test]

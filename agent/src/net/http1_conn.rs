@@ -106,7 +106,7 @@ fn exchange(req: Message, outcome: Outcome, end_ns: u64, response_bytes: u64) ->
         end_ns,
         request_bytes: req.head_bytes + req.body_bytes,
         response_bytes,
-        request_id: req.request_id,
+        correlation: req.correlation,
         body_digest: req.body_digest,
     }
 }

@@ -16,12 +16,17 @@
 //! by length and counted; the encoder's table then changed in ways the agent
 //! did not follow, so its direction is no longer trusted.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{hash_map::DefaultHasher, BTreeMap},
+    hash::Hasher,
+};
 
 use crate::net::{
     hpack::{self, Field, HpackError},
     limits::{extend_within, Limit, H2_MAX_FRAME, H2_MAX_HEADER_BLOCK, H2_MAX_HEADER_FIELDS, H2_MAX_STREAMS},
-    report::{self, kept_method, kept_path, Exchange, H2Error, Notice, Outcome, Protocol},
+    report::{kept_method, kept_path, Correlation, CorrelationHeaders, Exchange, H2Error, Notice, Outcome, Protocol},
+    report_id::{self, ReportIdScan},
+    retry::DIGEST_BODY,
 };
 
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -53,14 +58,25 @@ struct Stream {
     start_ns: u64,
     request_bytes: u64,
     response_bytes: u64,
-    request_id: Option<String>,
+    correlation: Option<Correlation>,
+    /// A report upload's DATA being read for its id.
+    report_id: Option<ReportIdScan>,
     undecodable: bool,
+    /// DATA payload bytes of the request, and a hash of the first
+    /// [`DIGEST_BODY`] of them where captured: which request this is, for
+    /// retries (the header block's size depends on HPACK's table, not on the request).
+    body_bytes: u64,
+    body_hash: DefaultHasher,
 }
 
 impl Stream {
     fn held(&self) -> usize {
         let s = |v: &Option<String>| v.as_ref().map_or(0, String::capacity);
-        std::mem::size_of::<(u32, Stream)>() + s(&self.method) + s(&self.path) + s(&self.request_id)
+        std::mem::size_of::<(u32, Stream)>()
+            + s(&self.method)
+            + s(&self.path)
+            + self.correlation.as_ref().map_or(0, Correlation::held)
+            + self.report_id.as_ref().map_or(0, ReportIdScan::held)
     }
 }
 
@@ -160,7 +176,7 @@ struct Fields {
     method: Option<String>,
     path: Option<String>,
     status: Option<u16>,
-    request_id: Option<String>,
+    correlation: CorrelationHeaders,
 }
 
 impl Fields {
@@ -172,7 +188,9 @@ impl Fields {
             Field::Status if value.len() == 3 => {
                 self.status = std::str::from_utf8(value).ok().and_then(|s| s.parse().ok())
             }
-            Field::RequestId => self.request_id = report::request_id(value),
+            Field::RequestId => self.correlation.offer(b"x-request-id", value),
+            Field::CorrelationId => self.correlation.offer(b"x-correlation-id", value),
+            Field::TraceParent => self.correlation.offer(b"traceparent", value),
             Field::Status | Field::Other => {}
         }
     }
@@ -212,7 +230,7 @@ impl H2 {
         self.known(d, known, ts, &mut out);
         if gap > 0 && !self.dirs[d].desynced {
             if self.dirs[d].can_skip(gap) {
-                self.skipped(d, gap);
+                self.skipped(d, gap, None);
                 if self.dirs[d].skip == 0 {
                     self.skip_end(d, ts, &mut out);
                 }
@@ -240,7 +258,7 @@ impl H2 {
                 Skip::Data { stream, end_stream } if dir.skip == n && end_stream && d == 1 => Some(stream),
                 _ => None,
             };
-            self.skipped(d, n);
+            self.skipped(d, n, None);
             if ended.is_some_and(|id| self.streams.remove(&id).is_some()) {
                 notices.push(Notice::RequestLost(Protocol::Http2));
             }
@@ -251,14 +269,24 @@ impl H2 {
         notices.push(Notice::Http2(H2Error::Lost));
     }
 
-    /// `n` payload bytes skipped.
-    fn skipped(&mut self, d: usize, n: u64) {
+    /// `n` payload bytes skipped: `bytes` when captured, `None` for a gap or a loss.
+    fn skipped(&mut self, d: usize, n: u64, bytes: Option<&[u8]>) {
         let dir = &mut self.dirs[d];
         dir.skip -= n;
         let Skip::Data { stream, .. } = dir.skipping else { return };
         if let Some(s) = self.streams.get_mut(&stream) {
             if d == 0 {
                 s.request_bytes += n;
+                if let Some(b) = bytes.filter(|_| s.body_bytes < DIGEST_BODY) {
+                    s.body_hash.write(&b[..b.len().min((DIGEST_BODY - s.body_bytes) as usize)]);
+                }
+                s.body_bytes += n;
+                if let Some(scan) = s.report_id.as_mut() {
+                    match bytes {
+                        Some(b) => scan.feed(b),
+                        None => scan.stop(),
+                    }
+                }
             } else {
                 s.response_bytes += n;
             }
@@ -294,8 +322,9 @@ impl H2 {
             }
             if dir.skip > 0 {
                 let k = dir.skip.min(b.len() as u64);
-                b = &b[k as usize..];
-                self.skipped(d, k);
+                let (payload, rest) = b.split_at(k as usize);
+                b = rest;
+                self.skipped(d, k, Some(payload));
                 if self.dirs[d].skip == 0 {
                     self.skip_end(d, ts, out);
                 }
@@ -497,7 +526,12 @@ impl H2 {
             if decoded {
                 s.method = fields.method.or(s.method.take());
                 s.path = fields.path.or(s.path.take());
-                s.request_id = fields.request_id.or(s.request_id.take());
+                s.correlation = fields.correlation.correlation().or(s.correlation.take());
+                if let (Some(method), Some(path), None) = (&s.method, &s.path, &s.report_id) {
+                    if report_id::is_upload(method, path) {
+                        s.report_id = Some(ReportIdScan::default());
+                    }
+                }
             } else {
                 s.undecodable = true;
             }
@@ -532,6 +566,7 @@ impl H2 {
             (None, Some(code)) => Outcome::Response(code),
             (None, None) => Outcome::PeerClosed,
         };
+        let report = s.report_id.and_then(|mut scan| scan.take()).map(Correlation::ReportId);
         out.done.push(Exchange {
             method: s.method.unwrap_or_default(),
             path: s.path.unwrap_or_else(|| "/".into()),
@@ -540,8 +575,8 @@ impl H2 {
             end_ns: ts,
             request_bytes: s.request_bytes,
             response_bytes: s.response_bytes,
-            request_id: s.request_id,
-            body_digest: s.request_bytes,
+            correlation: s.correlation.or(report),
+            body_digest: s.body_hash.finish() ^ s.body_bytes,
         });
     }
 
@@ -654,6 +689,26 @@ mod tests {
         }
     }
 
+    /// The same request on another stream has the same body digest, however
+    /// HPACK shrank its headers; another body of the same size has another.
+    #[test]
+    fn the_body_digest_tells_requests_apart_by_their_body() {
+        let mut c = Peer::new();
+        let mut r = Run::new(false);
+        r.send(true, PREFACE, 1);
+        let mut s = Peer::new();
+        for (id, body) in [(1, &b"{\"id\":\"a\"}"[..]), (3, b"{\"id\":\"a\"}"), (5, b"{\"id\":\"b\"}")] {
+            let mut out = request(&mut c, id, "POST", "/api/Report/WSJF", false);
+            out.extend(frame(DATA, END_STREAM, id, body));
+            r.send(true, &out, 10);
+            r.send(false, &response(&mut s, id, "500", true), 20);
+        }
+        let d: Vec<u64> = r.done.iter().map(|x| x.body_digest).collect();
+        assert_ne!(r.done[0].request_bytes, r.done[1].request_bytes, "HPACK indexed the second head");
+        assert_eq!(d[0], d[1]);
+        assert_ne!(d[1], d[2]);
+    }
+
     #[test]
     fn streams_become_exchanges() {
         let (mut c, mut s) = (Peer::new(), Peer::new());
@@ -677,13 +732,59 @@ mod tests {
             ("GET", "/api/App/Version", Outcome::Response(200))
         );
         assert_eq!((r.done[0].start_ns, r.done[0].end_ns), (10, 20));
-        assert_eq!(r.done[0].request_id.as_deref(), Some("r-7"));
+        assert_eq!(r.done[0].correlation, Some(Correlation::RequestId("r-7".into())));
         r.send(false, &frame(DATA, END_STREAM, 3, b"oops"), 30);
         assert_eq!(
             (r.done[1].path.as_str(), r.done[1].outcome, r.done[1].end_ns),
             ("/api/Report/WSJF", Outcome::Response(500), 30)
         );
         assert_eq!(r.notices, []);
+    }
+
+    #[test]
+    fn a_report_upload_names_its_report_and_a_traceparent_its_trace() {
+        let (mut c, mut s) = (Peer::new(), Peer::new());
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        let upload = [(":method", "POST"), (":path", "/api/Report/WSJF"), (":scheme", "https"), (":authority", "x")];
+        out.extend(frame(HEADERS, END_HEADERS, 1, &c.block(&upload)));
+        let traced = [
+            (":method", "GET"),
+            (":path", "/api/App/Version"),
+            (":scheme", "https"),
+            (":authority", "x"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ];
+        out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &c.block(&traced)));
+        r.send(true, &out, 10);
+        // The report in two DATA frames, the id split between them, the second byte by byte.
+        let body = br#"{"id": "0b8f2c1e-6d7a-4c5b-9e3f-2a1b0c9d8e7f", "type": "T"}"#;
+        r.send(true, &frame(DATA, 0, 1, &body[..12]), 11);
+        for b in frame(DATA, END_STREAM, 1, &body[12..]) {
+            r.send(true, &[b], 12);
+        }
+        let mut back = response(&mut s, 1, "200", true);
+        back.extend(response(&mut s, 3, "200", true));
+        r.send(false, &back, 20);
+        let ids: Vec<_> = r.done.iter().map(|x| x.correlation.clone()).collect();
+        assert_eq!(
+            ids,
+            [
+                Some(Correlation::ReportId("0b8f2c1e-6d7a-4c5b-9e3f-2a1b0c9d8e7f".into())),
+                Some(Correlation::TraceId("4bf92f3577b34da6a3ce929d0e0e4736".into())),
+            ]
+        );
+        // A gap in the body: the bytes after it are not read for an id.
+        let mut r = Run::new(false);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(HEADERS, END_HEADERS, 1, &c.block(&upload)));
+        let data = frame(DATA, END_STREAM, 1, body);
+        out.extend(&data[..9 + 2]);
+        r.h2.data(true, &out, 5, 10, &mut r.done, &mut r.notices);
+        r.send(true, &data[9 + 7..], 11);
+        r.send(false, &response(&mut s, 1, "200", true), 20);
+        assert_eq!(r.done.len(), 1);
+        assert_eq!(r.done[0].correlation, None);
     }
 
     #[test]

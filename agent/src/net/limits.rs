@@ -34,7 +34,7 @@ pub const MAX_ENDPOINT_LABEL: usize = 128;
 /// Longest correlation id (`X-Request-ID`, `X-Correlation-ID`) kept for
 /// `/debug/requests`; a longer one is dropped.
 pub const MAX_REQUEST_ID: usize = 128;
-/// Failed requests remembered for retry detection.
+/// Requests (each its latest outcome) remembered for retry detection.
 pub const MAX_RETRY_KEYS: usize = 10_000;
 
 /// Appends `bytes` to a buffer that never needs more than `cap` bytes,
@@ -99,7 +99,7 @@ pub enum Limit {
     StatusCode,
     /// A method not in the standard set: `other`.
     Method,
-    /// Retry bookkeeping past [`MAX_RETRY_KEYS`]: the oldest failures forgotten.
+    /// Retry bookkeeping past [`MAX_RETRY_KEYS`]: the oldest requests forgotten.
     RetryKeys,
     /// A server past [`dependency::MAX_PER_TARGET`](crate::net::dependency::MAX_PER_TARGET):
     /// a stale one evicted, or the new one not tracked.

@@ -1,12 +1,35 @@
 //! HTTP metrics: names, labels and buckets of pyWATS's own module, plus
 //! `target`, sizes, and the agent's parse and loss counters for this pipeline.
 
+use std::sync::Arc;
+
 use prometheus::{exponential_buckets, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 
 use crate::{
-    metrics::{Metrics, PYWATS_BUCKETS},
-    net::limits::Limit,
+    metrics::{Exemplars, Metrics, PYWATS_BUCKETS},
+    net::{
+        limits::Limit,
+        report::{Correlation, H2Error, ParseError, Protocol},
+    },
 };
+
+/// `protocol` of `pywats_agent_connections_total` for a connect that failed.
+pub const CONNECT_FAILED: &str = "failed";
+
+/// The request-duration histograms, whose buckets carry exemplars.
+const DURATION: &str = "pywats_http_request_duration_seconds";
+const SERVER_DURATION: &str = "pywats_http_server_request_duration_seconds";
+/// Their labels, in the order `with_label_values` takes them.
+const DURATION_LABELS: [&str; 3] = ["target", "method", "endpoint"];
+
+/// Which request-duration histogram.
+#[derive(Clone, Copy)]
+pub enum Side {
+    /// Requests the target makes.
+    Client,
+    /// Requests the target answers.
+    Server,
+}
 
 #[derive(Clone)]
 pub struct HttpMetrics {
@@ -26,6 +49,7 @@ pub struct HttpMetrics {
     pub buffered_bytes: IntGauge,
     /// The agent's shared `pywats_agent_limit_hits_total`.
     pub limit_hits: IntCounterVec,
+    exemplars: Arc<Exemplars>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -49,14 +73,15 @@ impl HttpMetrics {
             ),
             // prometheus_client's default buckets, as pyWATS uses them.
             duration: histogram(
-                "pywats_http_request_duration_seconds",
+                DURATION,
                 "HTTP request duration: first request byte written to last response byte read.",
-                &["target", "method", "endpoint"],
+                &DURATION_LABELS,
                 None,
             ),
             retries: counter(
                 "pywats_http_retries_total",
-                "Requests repeating a failed one (same method, endpoint and body) within 5 minutes.",
+                "Requests that repeat the target's same request (method, path, body) within a minute after it \
+                 failed in a way clients retry (timeout, reset, 429, 5xx), sooner than its own schedule.",
                 &["target", "method", "endpoint"],
             ),
             errors: counter(
@@ -82,9 +107,9 @@ impl HttpMetrics {
                 &["target", "method", "endpoint", "status", "code"],
             ),
             server_duration: histogram(
-                "pywats_http_server_request_duration_seconds",
+                SERVER_DURATION,
                 "Duration of requests the target answered.",
-                &["target", "method", "endpoint"],
+                &DURATION_LABELS,
                 None,
             ),
             parse_errors: counter(
@@ -94,8 +119,10 @@ impl HttpMetrics {
             ),
             connections: counter(
                 "pywats_agent_connections_total",
-                "TCP connections of targets, by the protocol recognised on them.",
-                &["protocol"],
+                "TCP connections of targets, each counted once when it ends: by the protocol it turned out to \
+                 speak (http1, http2, other, unknown: closed before any was seen) and whether over TLS; \
+                 failed: a connect refused, unreachable or given up.",
+                &["protocol", "tls"],
             ),
             open_connections: IntGauge::new(
                 "pywats_agent_connections_open",
@@ -121,10 +148,26 @@ impl HttpMetrics {
             )
             .expect("valid metric definition"),
             limit_hits: registry.limit_hits.clone(),
+            exemplars: registry.exemplars.clone(),
         };
         // Zero from the start, so dashboards and alerts can take their rate.
         for limit in Limit::ALL {
             m.limit_hits.with_label_values(&[limit.name()]);
+        }
+        for protocol in [Protocol::Http1, Protocol::Http2, Protocol::Other, Protocol::Unknown] {
+            for tls in ["true", "false"] {
+                m.connections.with_label_values(&[protocol.name(), tls]);
+            }
+        }
+        m.connections.with_label_values(&[CONNECT_FAILED, "false"]);
+        for reason in ParseError::ALL.iter().map(|e| e.name()).chain(["unmatched_response", "not_http"]) {
+            m.parse_errors.with_label_values(&["http1", reason]);
+        }
+        for e in H2Error::ALL {
+            m.parse_errors.with_label_values(&["http2", e.name()]);
+        }
+        for reason in ["unsynced", "lost"] {
+            m.skipped_bytes.with_label_values(&[reason]);
         }
         registry.register(Box::new(m.requests.clone()));
         registry.register(Box::new(m.duration.clone()));
@@ -147,5 +190,18 @@ impl HttpMetrics {
             registry.per_target(family.clone());
         }
         m
+    }
+
+    /// Observes a request's duration, with its correlation as the bucket's exemplar.
+    pub fn observe_duration(&self, side: Side, series: [&str; 3], seconds: f64, correlation: Option<&Correlation>) {
+        let (histogram, family) = match side {
+            Side::Client => (&self.duration, DURATION),
+            Side::Server => (&self.server_duration, SERVER_DURATION),
+        };
+        histogram.with_label_values(&series).observe(seconds);
+        if let Some(c) = correlation {
+            let labels = [0, 1, 2].map(|i| (DURATION_LABELS[i], series[i]));
+            self.exemplars.record(family, &PYWATS_BUCKETS, &labels, seconds, c.label(), c.id());
+        }
     }
 }

@@ -14,13 +14,14 @@ pub mod limits;
 pub mod metrics;
 pub mod recent;
 pub mod report;
+pub mod report_id;
 pub mod retry;
 pub mod seed;
 pub mod sockets;
 pub mod table;
+pub mod tls_link;
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::{Arc, Mutex, RwLock},
 };
@@ -39,11 +40,12 @@ use crate::{
         http1::Chunk,
         labels::{LabelSets, OTHER},
         limits::{Limit, NetLimits},
-        metrics::HttpMetrics,
+        metrics::{HttpMetrics, Side},
         recent::{Recent, RecentRequest},
         report::{Exchange, Notice, Outcome, Protocol},
         retry::Retries,
         table::{ConnTable, Key, Tracked},
+        tls_link::TlsLinks,
     },
     proc::Targets,
 };
@@ -60,16 +62,11 @@ fn socket_addr(a: &SockAddr) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, a.port))
 }
 
-/// Threads remembered with the socket on which they began a TLS handshake
-/// (see `NetPipeline::tls_peers`); past it the memory is cleared and counted
-/// (`limit="tls_peers"`).
-const MAX_TLS_PEERS: usize = 4096;
-
-/// How an exchange ended, for dependency health.
+/// How an exchange ended, for dependency health: whether it found the
+/// server unavailable (a 500 is a failed request of a server that answers).
 fn call_result(outcome: Outcome) -> Result<(), Failure> {
     match outcome {
-        Outcome::Response(c) if c >= 500 => Err(Failure::Http5xx),
-        Outcome::Response(_) => Ok(()),
+        Outcome::Response(c) => Failure::from_status(c).map_or(Ok(()), Err),
         Outcome::Abandoned => Err(Failure::Timeout),
         Outcome::PeerClosed => Err(Failure::Closed),
         Outcome::Reset => Err(Failure::Reset),
@@ -113,13 +110,9 @@ pub struct NetPipeline {
     notices: Vec<Notice>,
     exits: Exits,
     deps: Arc<Mutex<Dependencies>>,
-    /// Per thread (tgid, tid): the socket (conn id, peer) on which it last
-    /// began a TLS handshake. libssl's probes see an `SSL *`, not a socket;
-    /// the thread that wrote a ClientHello is the one that uses that TLS
-    /// connection next, so its first plaintext event takes this peer. (Two
-    /// handshakes interleaved on one thread, as an event loop may do, can
-    /// swap peers between connections of the same thread.)
-    tls_peers: HashMap<(u32, u32), (u64, SocketAddr)>,
+    /// The sockets on which threads began TLS handshakes, for the plaintext
+    /// connections libssl shows.
+    tls_links: TlsLinks,
 }
 
 /// Connections of exited processes, waiting for the socket events made before
@@ -153,7 +146,7 @@ impl NetPipeline {
             notices: Vec::new(),
             exits: Exits::default(),
             deps,
-            tls_peers: HashMap::new(),
+            tls_links: TlsLinks::default(),
         }
     }
 
@@ -170,12 +163,18 @@ impl NetPipeline {
         targets.name_of(tgid).unwrap_or("unknown").to_string()
     }
 
-    fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection, ts_ns: u64) {
+    /// A process of a target whose sockets are about to be seeded (it
+    /// joined, or called exec): the target's counters whose labels are all
+    /// known start at 0, so dashboards and alerts can take their rate.
+    pub fn seeding(&self, tgid: u32) {
         let target = self.target_of(tgid);
-        // Zero from the start, so dashboards and alerts can take its rate.
         for protocol in [Protocol::Http1, Protocol::Http2] {
             self.metrics.requests_lost.with_label_values(&[&target, protocol.name()]);
         }
+    }
+
+    fn open(&mut self, tgid: u32, conn_id: u64, conn: Connection, ts_ns: u64) {
+        let target = self.target_of(tgid);
         if let Some(evicted) = self.conns.insert((tgid, conn_id), target, conn, ts_ns) {
             self.evict(evicted);
         }
@@ -230,14 +229,7 @@ impl NetPipeline {
             EventKind::SockAccept => {
                 self.open(key.0, key.1, Connection::new(Role::Server, socket_addr(&ev.addr)), ev.header.ts_ns)
             }
-            EventKind::SockClose => {
-                if let Some(&(conn_id, _)) = self.tls_peers.get(&(key.0, ev.header.tid)) {
-                    if conn_id == key.1 {
-                        self.tls_peers.remove(&(key.0, ev.header.tid));
-                    }
-                }
-                self.close(key, ev.header.ts_ns, false)
-            }
+            EventKind::SockClose => self.close(key, ev.header.ts_ns, false),
             EventKind::TlsClose => self.close(key, ev.header.ts_ns, false),
             EventKind::ProcFork
             | EventKind::ProcExec
@@ -250,9 +242,11 @@ impl NetPipeline {
         }
     }
 
-    /// A connect failed, or was given up before its outcome was known.
+    /// A connect failed, or was given up before its outcome was known: a
+    /// connection that failed.
     fn connect_failed(&self, target: &str, remote: Option<SocketAddr>, failure: Failure, ts_ns: u64) {
         self.metrics.errors.with_label_values(&[target, failure.name(), "connect"]).inc();
+        self.metrics.connections.with_label_values(&[metrics::CONNECT_FAILED, "false"]).inc();
         self.call(target, remote, Err(failure), ts_ns);
     }
 
@@ -261,13 +255,17 @@ impl NetPipeline {
             return;
         };
         self.gauges();
+        if t.conn.protocol() == Protocol::Tls {
+            self.tls_links.socket_gone(key.0, key.1);
+        }
         if t.conn.connecting {
             // Closed before SO_ERROR or any byte told whether it connected:
             // the client gave up waiting (its connect timeout).
             self.connect_failed(&t.target, t.conn.remote, Failure::Timeout, ts_ns);
+        } else if let Some((protocol, tls)) = t.conn.counted_as() {
+            self.metrics.connections.with_label_values(&[protocol.name(), if tls { "true" } else { "false" }]).inc();
         }
         t.conn.finish(ts_ns, reset, &mut self.done, &mut self.notices);
-        self.metrics.connections.with_label_values(&[t.conn.protocol().name()]).inc();
         let skipped = t.conn.skipped();
         if skipped > 0 {
             self.metrics.skipped_bytes.with_label_values(&["unsynced"]).inc_by(skipped);
@@ -286,7 +284,12 @@ impl NetPipeline {
             let role = if ev.role as u32 == role::SERVER { Role::Server } else { Role::Client };
             let conn = if kind == EventKind::TlsData {
                 let mut c = Connection::tls(role);
-                c.remote = self.tls_peers.remove(&(key.0, ev.header.tid)).map(|(_, peer)| peer);
+                if let Some((socket, peer)) = self.tls_links.take(key.0, ev.header.tid) {
+                    c.remote = peer;
+                    if let Some(t) = self.conns.get_mut(&(key.0, socket)) {
+                        t.conn.decrypted();
+                    }
+                }
                 c
             } else {
                 Connection::joined_midway(role, None)
@@ -320,19 +323,17 @@ impl NetPipeline {
             t.conn.data(egress, &chunk, &mut self.done, &mut self.notices);
         }
         let useless = was_unknown && !t.conn.protocol().is_useful();
-        let handshake = was_unknown && egress && t.conn.protocol() == Protocol::Tls && t.conn.role == Role::Client;
-        let handshake_peer = t.conn.remote.filter(|_| handshake);
+        // The first TLS record on a socket: the thread that wrote or read it
+        // runs the handshake, and the plaintext after it.
+        let handshake = was_unknown && t.conn.protocol() == Protocol::Tls;
+        let peer = t.conn.remote;
         // Most reads and writes finish nothing: no per-event copies then.
         if !self.done.is_empty() || !self.notices.is_empty() {
             let (target, role, remote) = (t.target.clone(), t.conn.role, t.conn.remote);
             self.flush(&target, role, remote);
         }
-        if let Some(peer) = handshake_peer {
-            if self.tls_peers.len() >= MAX_TLS_PEERS {
-                self.tls_peers.clear();
-                self.limit(Limit::TlsPeers);
-            }
-            self.tls_peers.insert((key.0, ev.header.tid), (key.1, peer));
+        if handshake && !self.tls_links.began(key.0, ev.header.tid, key.1, peer) {
+            self.limit(Limit::TlsPeers);
         }
         for evicted in self.conns.account(&key) {
             self.evict(evicted);
@@ -473,7 +474,7 @@ impl NetPipeline {
         let retry = match role {
             Role::Client => {
                 self.metrics.requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.duration.with_label_values(&series).observe(seconds);
+                self.metrics.observe_duration(Side::Client, series, seconds, x.correlation.as_ref());
                 self.metrics.request_size.with_label_values(&series).observe(x.request_bytes as f64);
                 if matches!(x.outcome, Outcome::Response(_)) {
                     self.metrics.response_size.with_label_values(&series).observe(x.response_bytes as f64);
@@ -482,8 +483,8 @@ impl NetPipeline {
                     self.metrics.errors.with_label_values(&[target, e, &format!("{method} {endpoint}")]).inc();
                 }
                 self.call(target, remote, call_result(x.outcome), x.end_ns);
-                let key = (target.to_string(), method.to_string(), endpoint.clone(), x.body_digest);
-                let recorded = self.retries.record(key, x.start_ns, x.end_ns, error_type.is_some());
+                let key = retry::key(target, &x.method, &x.path, x.body_digest);
+                let recorded = self.retries.record(key, x.start_ns, x.end_ns, retry::retryable(x.outcome));
                 if recorded.forgotten > 0 {
                     self.metrics
                         .limit_hits
@@ -497,7 +498,7 @@ impl NetPipeline {
             }
             Role::Server => {
                 self.metrics.server_requests.with_label_values(&[target, method, &endpoint, status, &code]).inc();
-                self.metrics.server_duration.with_label_values(&series).observe(seconds);
+                self.metrics.observe_duration(Side::Server, series, seconds, x.correlation.as_ref());
                 false
             }
         };
@@ -512,7 +513,7 @@ impl NetPipeline {
             request_bytes: x.request_bytes,
             response_bytes: x.response_bytes,
             remote: remote.map(|a| a.to_string()),
-            request_id: x.request_id.clone(),
+            request_id: x.correlation.as_ref().map(|c| c.id().to_string()),
             retry,
         });
     }

@@ -60,8 +60,91 @@ pub struct Exchange {
     pub end_ns: u64,
     pub request_bytes: u64,
     pub response_bytes: u64,
-    pub request_id: Option<String>,
+    pub correlation: Option<Correlation>,
     pub body_digest: u64,
+}
+
+/// What ties a request to something outside the agent: shown on
+/// `/debug/requests` and as the exemplar of its duration bucket. Ids only,
+/// in [`request_id`]'s character set and length: never another header
+/// value or body byte.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Correlation {
+    /// `X-Correlation-ID` or `X-Request-ID`.
+    RequestId(String),
+    /// The trace id of a W3C `traceparent`.
+    TraceId(String),
+    /// The `id` of a WSJF report, from the first bytes of its upload.
+    ReportId(String),
+}
+
+impl Correlation {
+    /// The exemplar label it goes under.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Correlation::RequestId(_) => "request_id",
+            Correlation::TraceId(_) => "trace_id",
+            Correlation::ReportId(_) => "report_id",
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Correlation::RequestId(id) | Correlation::TraceId(id) | Correlation::ReportId(id) => id,
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn held(&self) -> usize {
+        match self {
+            Correlation::RequestId(id) | Correlation::TraceId(id) | Correlation::ReportId(id) => id.capacity(),
+        }
+    }
+}
+
+/// The request headers that carry a correlation, in the order they win.
+#[derive(Debug, Default)]
+pub struct CorrelationHeaders {
+    correlation_id: Option<String>,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+}
+
+impl CorrelationHeaders {
+    /// Offers a header: kept if it is one of the three and its value an id.
+    /// `name` is matched whatever its case (HTTP/1) or lower case (HTTP/2).
+    pub fn offer(&mut self, name: &[u8], value: &[u8]) {
+        let (place, id) = if name.eq_ignore_ascii_case(b"x-correlation-id") {
+            (&mut self.correlation_id, request_id(value))
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            (&mut self.request_id, request_id(value))
+        } else if name.eq_ignore_ascii_case(b"traceparent") {
+            (&mut self.trace_id, trace_id(value))
+        } else {
+            return;
+        };
+        if id.is_some() {
+            *place = id;
+        }
+    }
+
+    /// The correlation id (`X-Correlation-ID`, then `X-Request-ID`), else the trace id.
+    pub fn correlation(self) -> Option<Correlation> {
+        self.correlation_id.or(self.request_id).map(Correlation::RequestId).or(self.trace_id.map(Correlation::TraceId))
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`):
+/// 32 lower-case hex digits, not all zero. Later versions may append
+/// fields; version `ff` is invalid.
+pub fn trace_id(value: &[u8]) -> Option<String> {
+    let mut parts = value.split(|&b| b == b'-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let parent = parts.next()?;
+    let hex = |b: &[u8], n: usize| b.len() == n && b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    let valid = hex(version, 2) && version != b"ff" && hex(trace, 32) && hex(parent, 16);
+    (valid && trace.iter().any(|&c| c != b'0')).then(|| trace.iter().map(|&b| b as char).collect())
 }
 
 /// A correlation id as `/debug/requests` may show it: 1 to
@@ -105,6 +188,9 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    pub const ALL: [ParseError; 5] =
+        [ParseError::Invalid, ParseError::HeadTruncated, ParseError::BadChunk, ParseError::BadLength, ParseError::Lost];
+
     pub fn name(self) -> &'static str {
         match self {
             ParseError::Invalid => "invalid",
@@ -130,6 +216,8 @@ pub enum H2Error {
 }
 
 impl H2Error {
+    pub const ALL: [H2Error; 4] = [H2Error::Desync, H2Error::Undecodable, H2Error::UnknownStream, H2Error::Lost];
+
     pub fn name(self) -> &'static str {
         match self {
             H2Error::Desync => "desync",
@@ -182,6 +270,43 @@ mod tests {
             assert_eq!(request_id(bad.as_bytes()), None, "{bad:?}");
         }
         assert_eq!(request_id(&[b'a', 0xff, b'b']), None);
+    }
+
+    #[test]
+    fn the_trace_id_of_a_traceparent_and_nothing_else() {
+        let id = "4bf92f3577b34da6a3ce929d0e0e4736";
+        assert_eq!(trace_id(format!("00-{id}-00f067aa0ba902b7-01").as_bytes()).as_deref(), Some(id));
+        // A later version with more fields keeps the same trace id.
+        assert_eq!(trace_id(format!("01-{id}-00f067aa0ba902b7-01-extra").as_bytes()).as_deref(), Some(id));
+        for bad in [
+            format!("ff-{id}-00f067aa0ba902b7-01"),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_string(),
+            format!("00-{}-00f067aa0ba902b7-01", id.to_uppercase()),
+            format!("00-{id}x-00f067aa0ba902b7-01"),
+            format!("00-{id}"),
+            "Basic cHl3YXRzOnNlY3JldA==".to_string(),
+        ] {
+            assert_eq!(trace_id(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_correlation_id_wins_over_a_request_id_and_both_over_a_trace() {
+        let trace = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut h = CorrelationHeaders::default();
+        h.offer(b"authorization", b"Basic-c2VjcmV0");
+        h.offer(b"cookie", b"session-1");
+        assert_eq!(h.correlation(), None);
+        let mut h = CorrelationHeaders::default();
+        h.offer(b"traceparent", trace);
+        h.offer(b"X-Request-ID", b"req-1");
+        h.offer(b"x-correlation-id", b"corr-1");
+        assert_eq!(h.correlation(), Some(Correlation::RequestId("corr-1".into())));
+        let mut h = CorrelationHeaders::default();
+        h.offer(b"traceparent", trace);
+        h.offer(b"x-request-id", b"not an id");
+        let c = h.correlation().unwrap();
+        assert_eq!((c.label(), c.id()), ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn seed_sockets(
     exec_gen: impl Fn(u32) -> u32,
 ) -> Result<(), AgentError> {
     for &tgid in tgids {
+        net.locked().seeding(tgid);
         let exec_gen = exec_gen(tgid);
         let mut entries = Vec::new();
         for existing in existing_tcp(proc_root, tgid) {

@@ -91,6 +91,11 @@ impl ConnTable {
         Some(t)
     }
 
+    /// A connection, without making it the most recently active.
+    pub fn get_mut(&mut self, key: &Key) -> Option<&mut Tracked> {
+        self.conns.get_mut(key)
+    }
+
     pub fn remove(&mut self, key: &Key) -> Option<Tracked> {
         let t = self.conns.remove(key)?;
         self.order.remove(&t.touched);

@@ -193,7 +193,7 @@ fn idle_connections_expire_their_late_close_is_ignored() {
     r.net.expire_idle(r.ts + 61 * SECOND);
     assert_eq!((r.hits(Limit::ConnectionIdle), r.lost(), r.m.open_connections.get()), (2, 1, 0));
     r.close(1);
-    assert_eq!(r.m.connections.with_label_values(&["http1"]).get(), 0);
+    assert_eq!(r.m.connections.with_label_values(&["http1", "false"]).get(), 0);
 }
 
 #[test]
@@ -235,15 +235,58 @@ fn connect_outcomes_and_exchanges_feed_dependency_health() {
     let errors = r.m.errors.clone();
     let connect_errors = |e: &str| errors.with_label_values(&["unknown", e, "connect"]).get();
     assert_eq!((connect_errors("connection_refused"), connect_errors("timeout")), (2, 1));
-    // Connected (SO_ERROR 0), then a 5xx and a success.
+    // Connected (SO_ERROR 0), then a 503 and an answer.
     r.conn_event(K::SockConnect, 4, -EINPROGRESS, server);
     r.conn_event(K::SockConnect, 4, 0, none);
     r.exchange(4, "GET", "/a", 503);
-    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 4, Some("http_5xx")));
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("down", 4, Some("http_503")));
     r.exchange(4, "GET", "/a", 404);
-    assert_eq!(r.dependency("127.0.0.1:8080"), ("up", 0, Some("http_5xx")));
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("up", 0, Some("http_503")));
+    // One report's 500 is a failed request of a server that answers: up.
+    r.exchange(4, "POST", "/api/Report/WSJF", 500);
+    assert_eq!(r.dependency("127.0.0.1:8080"), ("up", 0, Some("http_503")));
+    for (code, error) in [(502, "http_502"), (504, "http_504")] {
+        r.exchange(4, "POST", "/api/Report/WSJF", code);
+        assert_eq!(r.dependency("127.0.0.1:8080").2, Some(error));
+    }
+    assert_eq!(r.dependency("127.0.0.1:8080").0, "down");
     r.conn_event(K::SockClose, 4, 0, none);
     assert_eq!(connect_errors("timeout"), 1, "a connected socket's close is no timeout");
+    // Three connections failed, one spoke HTTP/1.
+    let connections = |p: &str| r.m.connections.with_label_values(&[p, "false"]).get();
+    assert_eq!((connections("failed"), connections("http1")), (3, 1));
+}
+
+#[test]
+fn each_connection_counts_once_by_what_it_spoke() {
+    let mut r = Run::new(NetLimits::default(), 500);
+    let hello = [0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5];
+    // HTTPS: the socket's ciphertext and libssl's plaintext are one connection.
+    r.conn_event(K::SockConnect, 1, 0, v4(8443));
+    r.io(1, true, &hello);
+    let ssl = TLS_CONN | 0x5000;
+    r.io_of(K::TlsData, ssl, true, b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n");
+    r.io_of(K::TlsData, ssl, false, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    r.conn_event(K::TlsClose, ssl, 0, SockAddr::default());
+    r.close(1);
+    // A handshake that failed: TLS, nothing seen inside.
+    r.conn_event(K::SockConnect, 2, 0, v4(8443));
+    r.io(2, true, &hello);
+    r.close(2);
+    // Plain HTTP/1, and one closed before a byte.
+    r.connect(3);
+    r.exchange(3, "GET", "/p", 200);
+    r.close(3);
+    r.connect(4);
+    r.close(4);
+    let c = |p: &str, tls: &str| r.m.connections.with_label_values(&[p, tls]).get();
+    assert_eq!((c("http1", "true"), c("unknown", "true"), c("http1", "false"), c("unknown", "false")), (1, 1, 1, 1));
+    let total: u64 = prometheus::core::Collector::collect(&r.m.connections)[0]
+        .get_metric()
+        .iter()
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum();
+    assert_eq!(total, 4);
 }
 
 #[test]

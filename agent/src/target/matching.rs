@@ -117,18 +117,32 @@ fn new_matches(args: &Args, watched: impl Fn(u32) -> bool, admission: &Admission
     out
 }
 
-/// A process the kernel took in at its exec: the pattern its new command
-/// line holds, if `admission` allows it.
-pub fn at_exec(args: &Args, pid: u32, admission: &Admission) -> Option<(String, ResolvedPid)> {
-    let cmd = tree::cmdline(&args.proc_root, pid)?;
-    let pattern = args.matches.iter().find(|p| cmd.contains(p.as_str()))?;
+/// What the agent makes of a process the kernel took in at its exec.
+pub enum AtExec {
+    /// Its command line holds `pattern` and `admission` allows it.
+    Join(String, ResolvedPid),
+    /// Not a target (or not allowed: counted by `admission`).
+    NotATarget,
+    /// It exited before its command line could be read: nothing it did is
+    /// known to have been a target's.
+    Gone,
+}
+
+/// Judges a process the kernel took in at its exec by its new command line.
+pub fn at_exec(args: &Args, pid: u32, admission: &Admission) -> AtExec {
+    // An exited process (a zombie too) has no command line.
+    let Some(cmd) = tree::cmdline(&args.proc_root, pid) else { return AtExec::Gone };
+    let Some(pattern) = args.matches.iter().find(|p| cmd.contains(p.as_str())) else { return AtExec::NotATarget };
     if tree::own_lineage(&args.proc_root).contains(&pid) {
-        return None;
+        return AtExec::NotATarget;
     }
-    let mut p = tree::resolve(&args.proc_root, pid).ok()?;
+    let Ok(mut p) = tree::resolve(&args.proc_root, pid) else { return AtExec::Gone };
     if !admission.admit(&p, pattern) {
-        return None;
+        return AtExec::NotATarget;
     }
     p.pod = PodIdentity::read(&args.proc_root, pid);
-    (p.id().check(&args.proc_root) == Liveness::Alive).then(|| (pattern.clone(), p))
+    match p.id().check(&args.proc_root) {
+        Liveness::Alive => AtExec::Join(pattern.clone(), p),
+        _ => AtExec::Gone,
+    }
 }

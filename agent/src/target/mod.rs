@@ -55,6 +55,7 @@ use crate::{
         tree::{self, ResolvedPid},
         Targets,
     },
+    target::matching::AtExec,
     target::tls::{TlsQueue, TlsWork},
 };
 
@@ -158,24 +159,25 @@ impl Lifecycle {
         }
         let args = self.args.clone();
         match matching::at_exec(&args, pid, &self.admission) {
-            Some((pattern, p)) if self.registry.read_locked().matched_alive() < args.max_targets => {
+            AtExec::Join(pattern, p) if self.registry.read_locked().matched_alive() < args.max_targets => {
                 self.join(Joining { exec_ns: Some(exec_ns), ..matching::joining(&args, p, pattern) });
                 let delay = monotonic_ns().saturating_sub(exec_ns) as f64 / 1e9;
                 self.metrics.adoption_delay.with_label_values(&["exec"]).observe(delay);
                 self.metrics.exec_candidates.with_label_values(&["adopted"]).inc();
             }
-            Some((pattern, p)) => {
+            AtExec::Join(pattern, p) => {
                 self.admission.reject(&p, &pattern, Rejected::Limit);
-                self.turn_away(pid);
+                self.turn_away(pid, "released");
             }
-            None => self.turn_away(pid),
+            AtExec::NotATarget => self.turn_away(pid, "released"),
+            AtExec::Gone => self.turn_away(pid, "gone"),
         }
     }
 
     /// A provisional target that is not one: out of the kernel's set, its
     /// sockets forgotten. (Its events are not applied: see `membership`.)
-    fn turn_away(&mut self, pid: u32) {
-        self.metrics.exec_candidates.with_label_values(&["released"]).inc();
+    fn turn_away(&mut self, pid: u32, outcome: &str) {
+        self.metrics.exec_candidates.with_label_values(&[outcome]).inc();
         self.kernel.remove(pid);
         self.sockets.locked().forget_process(pid);
         self.membership.changed();

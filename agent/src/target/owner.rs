@@ -67,6 +67,10 @@ fn round(life: &mut Lifecycle) {
     if !args.matches.is_empty() {
         let known = life.registry.read_locked().known_pids();
         let found = matching::later(args, |pid| known.contains(&pid), &life.admission);
+        // A process the kernel took in at its exec is left to that event (or
+        // to a later round, were it lost): a busy machine may run this scan
+        // between its exec and the reading of its event.
+        let found: Vec<_> = found.into_iter().filter(|(_, p)| !life.kernel.is_provisional(p.pid)).collect();
         for (pattern, p) in found {
             if life.registry.read_locked().matched_alive() >= args.max_targets {
                 life.admission.reject(&p, &pattern, Rejected::Limit);

@@ -17,6 +17,7 @@ mod pywats;
 mod report;
 mod rounds;
 mod scenarios;
+mod scrape;
 mod stats;
 mod traps;
 
@@ -32,7 +33,7 @@ use pywats_agent_tests::tls;
 use crate::{build, cmd, setup};
 
 /// Parts of the bench, for `--only`: the client scenarios, then the rest.
-const PARTS: [&str; 9] = ["http", "https", "h2", "squeue", "pqueue", "pywats", "host", "capacity", "memory"];
+const PARTS: [&str; 10] = ["http", "https", "h2", "squeue", "pqueue", "pywats", "host", "capacity", "memory", "scrape"];
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -209,6 +210,9 @@ fn parts(ctx: &mut Ctx, wants: &dyn Fn(&str) -> bool) -> anyhow::Result<Vec<repo
     }
     if wants("memory") {
         tables.push(memory::run(ctx, lossless)?);
+    }
+    if wants("scrape") {
+        tables.push(scrape::run(ctx)?);
     }
     Ok(tables)
 }

@@ -1,5 +1,5 @@
 //! HPACK (RFC 7541) decoding of what the agent reads from a header block:
-//! `:method`, `:path`, `:status` and a request id. Every other field is
+//! `:method`, `:path`, `:status` and a correlation id. Every other field is
 //! followed only as far as the dynamic table needs (its decoded length when
 //! it is indexed), never copied.
 //!
@@ -26,8 +26,12 @@ pub enum Field {
     Method,
     Path,
     Status,
-    /// `x-request-id` or `x-correlation-id`.
+    /// `x-request-id`.
     RequestId,
+    /// `x-correlation-id`.
+    CorrelationId,
+    /// `traceparent` (W3C trace context).
+    TraceParent,
     Other,
 }
 
@@ -37,7 +41,9 @@ impl Field {
             b":method" => Field::Method,
             b":path" => Field::Path,
             b":status" => Field::Status,
-            b"x-request-id" | b"x-correlation-id" => Field::RequestId,
+            b"x-request-id" => Field::RequestId,
+            b"x-correlation-id" => Field::CorrelationId,
+            b"traceparent" => Field::TraceParent,
             _ => Field::Other,
         }
     }
@@ -48,7 +54,7 @@ impl Field {
             Field::Method => MAX_METHOD + 1,
             Field::Path => MAX_PATH + 1,
             Field::Status => 4,
-            Field::RequestId => MAX_REQUEST_ID + 1,
+            Field::RequestId | Field::CorrelationId | Field::TraceParent => MAX_REQUEST_ID + 1,
             Field::Other => 0,
         }
     }
@@ -56,7 +62,7 @@ impl Field {
     fn wanted(self, value: &[u8]) -> bool {
         match self {
             Field::Other => false,
-            Field::RequestId => value.len() <= MAX_REQUEST_ID,
+            Field::RequestId | Field::CorrelationId | Field::TraceParent => value.len() <= MAX_REQUEST_ID,
             _ => true,
         }
     }
