@@ -41,8 +41,10 @@ const KERNEL_NAME: &str = "6.1";
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
 /// What the root needs beyond `minbase`: python3 for the clients and
-/// servers, openssl for the tests' certificates, curl to look around.
-const ROOT_PACKAGES: &str = "python3,openssl,curl";
+/// servers, openssl for the tests' certificates, curl to look around, GLib
+/// for Qt's core library (the pyWATS client imports PySide6's QtCore). A
+/// root made with other packages is made again.
+const ROOT_PACKAGES: &str = "python3,openssl,curl,libglib2.0-0";
 /// Host packages: the emulator, debootstrap, cpio for the initramfs,
 /// e2fsprogs for the root's image.
 const HOST_PACKAGES: [&str; 4] = ["qemu-system-arm", "debootstrap", "cpio", "e2fsprogs"];
@@ -62,17 +64,19 @@ const SECOND_STAGE_DEADLINE: Duration = Duration::from_secs(60 * 60);
 
 /// The tests the arm64 guest runs, by test binary: the ABI's syscall numbers
 /// against the C library's arm64 ones; the probe plan for the root's libssl
-/// (its exported functions, arm64 code not being decoded); a Python client over plain HTTP and
-/// over HTTPS (the libssl probes), every request per method, endpoint and
-/// code against the server's counts; the service and the persistent queue
-/// flows against the client's own truth; what watching costs the client per
-/// request (`cost.rs`, ignored elsewhere: the bench measures x86_64). Python
-/// clients with the standard library, httpx, prometheus_client and psutil:
-/// PySide6, which the real pyWATS client imports, has no arm64 wheel for
-/// Debian 12's C library.
-const ARM64_TESTS: [(&str, &str); 7] = [
+/// (its exported functions, arm64 code not being decoded); the real pyWATS
+/// client over HTTP, HTTPS and HTTP/2 with both its queues and a converter,
+/// as on x86_64; a Python client over plain HTTP and over HTTPS (the libssl
+/// probes), every request per method, endpoint and code against the
+/// server's counts; the service and the persistent queue flows against the
+/// client's own truth; what watching costs the client per request
+/// (`cost.rs`, ignored elsewhere: the bench measures x86_64).
+const ARM64_TESTS: [(&str, &str); 10] = [
     ("pywats_agent_ebpf", "abi::cpu::tests::this_cpus_numbers_are_the_c_librarys"),
     ("pywats_agent", "ebpf::libssl::tests::probes_the_exported_functions_of_the_system_libssl_on_arm64"),
+    ("end_to_end", "real_client_with_failing_submissions"),
+    ("end_to_end", "real_client_over_https"),
+    ("end_to_end", "real_client_over_https_http2"),
     ("http", "counts_durations_and_errors_match_the_server_and_clients"),
     ("http", "https_http1_counts_durations_and_errors"),
     ("queues", "service_queue_flows"),
@@ -81,9 +85,23 @@ const ARM64_TESTS: [(&str, &str); 7] = [
 ];
 
 /// The guest's Python packages, pinned as `tests/py/requirements.txt` pins
-/// them: httpx for the clients, prometheus_client and psutil for the bench
-/// client's in-process module (which it imports).
-const PYTHON_PACKAGES: [&str; 3] = ["httpx", "prometheus_client", "psutil"];
+/// them: the real pyWATS client with PySide6 (QtCore), httpx with HTTP/2
+/// for the clients, hypercorn and h2 for the servers, prometheus_client and
+/// psutil for the bench client's in-process module (which it imports).
+const PYTHON_PACKAGES: [&str; 7] =
+    ["pywats-api", "PySide6-Essentials", "httpx", "hypercorn", "h2", "prometheus_client", "psutil"];
+/// Pins for arm64 where the x86_64 one has no wheel for Debian 12: PySide6's
+/// arm64 wheels after 6.8.0.2 need glibc 2.39 (Debian 12 has 2.36).
+const ARM64_PINS: [(&str, &str); 1] = [("PySide6-Essentials", "PySide6-Essentials==6.8.0.2")];
+/// The wheels the root's C library (glibc 2.36) can load.
+const WHEEL_PLATFORMS: [&str; 6] = [
+    "manylinux2014_aarch64",
+    "manylinux_2_28_aarch64",
+    "manylinux_2_31_aarch64",
+    "manylinux_2_34_aarch64",
+    "manylinux_2_35_aarch64",
+    "manylinux_2_36_aarch64",
+];
 
 pub fn vm(kernel: &str, filter: Option<&str>) -> anyhow::Result<()> {
     if kernel != KERNEL_NAME {
@@ -346,10 +364,18 @@ impl Guest {
         let tree = dir.join(format!("root-{SUITE}"));
         let unpacked = dir.join(format!("root-{SUITE}.unpacked"));
         let ready = dir.join(format!("root-{SUITE}.ready"));
-        if let Ok(version) = fs::read_to_string(&ready) {
+        // Both stamps hold the root's Python version and its packages.
+        let made_with = |stamp: &Path| {
+            fs::read_to_string(stamp).ok().and_then(|s| {
+                let (version, packages) = s.split_once('\n')?;
+                (packages == ROOT_PACKAGES).then(|| version.to_owned())
+            })
+        };
+        if let Some(version) = made_with(&ready) {
             return Ok(version);
         }
-        if !unpacked.is_file() {
+        let _ = fs::remove_file(&ready);
+        if made_with(&unpacked).is_none() {
             let _ = fs::remove_dir_all(&tree);
             println!("xtask: debootstrap, first stage: an arm64 {SUITE} root in {}", tree.display());
             cmd::run(
@@ -386,7 +412,7 @@ impl Guest {
                     .arg(ROOT_SIZE),
             )?;
             fs::remove_dir_all(&tree)?;
-            fs::write(&unpacked, version)?;
+            fs::write(&unpacked, format!("{version}\n{ROOT_PACKAGES}"))?;
         }
         println!("xtask: debootstrap, second stage, in the arm64 guest (dpkg under emulation: many minutes)");
         let vm = cmd::root().join("target/vm");
@@ -418,7 +444,7 @@ impl Guest {
         }
         println!("xtask: debootstrap's second stage took {:.0} s", started.elapsed().as_secs_f64());
         fs::rename(&unpacked, &ready)?;
-        Ok(fs::read_to_string(&ready)?)
+        made_with(&ready).context("the arm64 root's stamp")
     }
 
     /// [`PYTHON_PACKAGES`] for the root's Python, installed from the host
@@ -429,6 +455,9 @@ impl Guest {
         let pins = PYTHON_PACKAGES
             .iter()
             .map(|name| {
+                if let Some((_, pin)) = ARM64_PINS.iter().find(|(n, _)| n == name) {
+                    return Ok(pin.to_string());
+                }
                 requirements
                     .lines()
                     .find(|l| l.split(['[', '=']).next() == Some(name))
@@ -446,7 +475,8 @@ impl Guest {
         cmd::run(
             Command::new(host_python)
                 .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile"])
-                .args(["--only-binary=:all:", "--platform", "manylinux2014_aarch64", "--implementation", "cp"])
+                .args(["--only-binary=:all:", "--implementation", "cp"])
+                .args(WHEEL_PLATFORMS.iter().flat_map(|p| ["--platform", p]))
                 .args(["--python-version", version, "--target"])
                 .arg(target)
                 .args(&pins),
