@@ -62,8 +62,9 @@ fn manifests_validate_against_kubernetes_schemas() {
     assert!(args.windows(2).any(|w| w == ["--match", "pywats_client"]), "{args:?}");
     assert_eq!((m["liveness"].as_str(), m["readiness"].as_str()), (Some("/health/live"), Some("/health/ready")));
     assert!(m["mounts"].as_array().unwrap().iter().all(|v| v[1] == true), "hostPath mounts are read-only");
-    // The image is x86_64 only.
-    assert_eq!(m["node_selector"], json!({"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}));
+    // The image is a manifest list of these two CPUs' images.
+    assert_eq!(m["node_selector"], json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(m["node_arches"], json!([["amd64", "arm64"]]));
     // The TLS overlay: the web config from one Secret, the scrape's CA and
     // credentials from another, checked against one name for every pod.
     let tls = &m["tls"];

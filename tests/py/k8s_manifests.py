@@ -160,6 +160,14 @@ def main():
     print("ok " + json.dumps({
         "tls": tls_overlay(deploy, objects),
         "node_selector": pod["spec"]["nodeSelector"],
+        "node_arches": [
+            e["values"]
+            for t in pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+                "nodeSelectorTerms"
+            ]
+            for e in t["matchExpressions"]
+            if e["key"] == "kubernetes.io/arch" and e["operator"] == "In"
+        ],
         "versions": VERSIONS,
         "kinds": sorted(objects),
         "args": container["args"],
