@@ -1,5 +1,6 @@
 //! The artifacts of `cargo xtask dist`, as an operator gets them: their sums
-//! check out, the archive holds the files of the .deb, and the .deb installs
+//! check out, each CPU's archive holds the files of its .deb (the package
+//! and the binary of that CPU), and this CPU's .deb installs
 //! into a fresh Debian 12 root (mmdebstrap, from Debian's mirror) with its
 //! service enabled, a unit `systemd-analyze verify` accepts there, and its
 //! ExecStart, run in that root with the unit's environment and
@@ -119,16 +120,19 @@ fn service_env(unit: &str, defaults: &str) -> Vec<(String, String)> {
     env
 }
 
-#[test]
-#[ignore = "minutes, root and Debian's mirror: cargo xtask dist --install-test"]
-fn the_deb_installs_into_a_fresh_debian_and_its_service_counts_a_client() {
-    let dist = dist();
-    let deb = format!("pywats-agent_{VERSION}_amd64.deb");
-    let archive = format!("pywats-agent-{VERSION}-x86_64-linux");
-    let sums = ok(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&dist).output().unwrap(), "sums");
-    assert_eq!(sums.lines().filter(|l| l.ends_with(": OK")).count(), 2, "{sums}");
+/// The CPUs `cargo xtask dist` builds for: Debian's name, the kernel's
+/// (`uname -m`, in the archive's name), and the ELF machine of the binary.
+const CPUS: [(&str, &str, u16); 2] = [("amd64", "x86_64", 0x3e), ("arm64", "aarch64", 0xb7)];
 
-    // The archive: its own sums, and the files of the .deb, byte for byte.
+fn deb_name(debian: &str) -> String {
+    format!("pywats-agent_{VERSION}_{debian}.deb")
+}
+
+/// One CPU's archive: its own sums, and the files of its .deb byte for
+/// byte; the package says its CPU, and the binary is that CPU's.
+fn check_archive_against_deb(dist: &Path, debian: &str, machine: &str, elf: u16) {
+    let deb = dist.join(deb_name(debian));
+    let archive = format!("pywats-agent-{VERSION}-{machine}-linux");
     let unpacked = std::env::temp_dir().join(format!("pywats-agent-archive-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&unpacked);
     std::fs::create_dir_all(&unpacked).unwrap();
@@ -148,15 +152,38 @@ fn the_deb_installs_into_a_fresh_debian_and_its_service_counts_a_client() {
         "archive sums",
     );
     let extracted = unpacked.join("deb");
-    ok(Command::new("dpkg-deb").arg("-x").arg(dist.join(&deb)).arg(&extracted).output().unwrap(), "dpkg-deb -x");
+    ok(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&extracted).output().unwrap(), "dpkg-deb -x");
     let in_deb = files(&extracted);
     let in_archive: Vec<PathBuf> = files(&top).into_iter().filter(|p| p != Path::new("SHA256SUMS")).collect();
-    assert_eq!(in_archive, in_deb, "the archive's files vs the .deb's");
+    assert_eq!(in_archive, in_deb, "{debian}: the archive's files vs the .deb's");
     for f in &in_deb {
         assert_eq!(std::fs::read(top.join(f)).unwrap(), std::fs::read(extracted.join(f)).unwrap(), "{}", f.display());
     }
+    let field =
+        ok(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Architecture").output().unwrap(), "dpkg-deb -f");
+    assert_eq!(field.trim(), debian);
+    let binary = std::fs::read(extracted.join("usr/bin/pywats-agent")).unwrap();
+    assert_eq!(&binary[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([binary[18], binary[19]]), elf, "{debian}: the binary's ELF machine");
     let _ = std::fs::remove_dir_all(&unpacked);
+}
 
+#[test]
+#[ignore = "minutes, root and Debian's mirror: cargo xtask dist --install-test"]
+fn the_deb_installs_into_a_fresh_debian_and_its_service_counts_a_client() {
+    let dist = dist();
+    let sums = ok(Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(&dist).output().unwrap(), "sums");
+    let built: Vec<_> = CPUS.iter().filter(|(debian, _, _)| dist.join(deb_name(debian)).is_file()).collect();
+    assert!(!built.is_empty(), "no package in {}", dist.display());
+    assert_eq!(sums.lines().filter(|l| l.ends_with(": OK")).count(), 2 * built.len(), "{sums}");
+    for &&(debian, machine, elf) in &built {
+        check_archive_against_deb(&dist, debian, machine, elf);
+    }
+
+    // This CPU's package, installed.
+    let &(host, _, _) =
+        CPUS.iter().find(|(_, machine, _)| *machine == std::env::consts::ARCH).expect("a CPU dist builds for");
+    let deb = deb_name(host);
     let started = std::time::Instant::now();
     let root = DebianRoot::make();
     println!("a fresh Debian 12 root in {:.0?}", started.elapsed());
