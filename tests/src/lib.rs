@@ -13,6 +13,7 @@ pub mod prometheus;
 pub mod promtool;
 pub mod py;
 pub mod tls;
+pub mod traps;
 
 use std::{
     path::PathBuf,

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use pywats_agent_tests::prom::Samples;
+use pywats_agent_tests::{
+    prom::Samples,
+    traps::{Site, Traps},
+};
 use serde_json::Value;
 
 use super::{
@@ -13,7 +16,6 @@ use super::{
     procs::Proc,
     rounds::Mode,
     stats::{change, differences, show, signed},
-    traps::{Site, Traps},
     Ctx,
 };
 

@@ -19,7 +19,6 @@ mod rounds;
 mod scenarios;
 mod scrape;
 mod stats;
-mod traps;
 
 use std::{
     path::PathBuf,

@@ -4,7 +4,7 @@
 //! and on with program statistics.
 
 use anyhow::{bail, Context as _};
-use pywats_agent_tests::{free_port, prom::Samples};
+use pywats_agent_tests::{free_port, prom::Samples, traps};
 use serde_json::Value;
 
 use super::{
@@ -12,7 +12,7 @@ use super::{
     procs::{python, wait_for_port, Proc},
     report::Table,
     rounds::{order, Mode},
-    traps, Ctx,
+    Ctx,
 };
 
 pub struct Scenario {

@@ -3,7 +3,8 @@
 //! for the one process, as the agent attaches its programs), no BPF program
 //! and no agent. What a watched TLS client pays for them is the least an
 //! agent built on uprobes at these sites can cost it; the rest of the agent's
-//! price is its programs' work.
+//! price is its programs' work. Used by `cargo xtask bench` and, on arm64,
+//! by `e2e/cost.rs`.
 
 use std::{
     ffi::CString,
