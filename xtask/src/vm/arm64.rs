@@ -245,6 +245,8 @@ opts=trans=virtio,version=9p2000.L,msize=524288
 src=$(param src)
 vm=$(param vm)
 py=$(param py)
+# /tmp first: a checkout under /tmp is mounted inside it, not hidden by it.
+mount -t tmpfs tmpfs /newroot/tmp
 mkdir -p "/newroot$src" "/newroot$py"
 mount -t 9p -o "$opts,ro,cache=loose" src "/newroot$src" || off "cannot mount $src"
 mount -t 9p -o "$opts" vm "/newroot$vm" || off "cannot mount $vm"
@@ -256,7 +258,6 @@ mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
-mount -t tmpfs tmpfs /newroot/tmp
 umount /sys /dev
 ifconfig lo 127.0.0.1 up
 hostname pywats-arm64
